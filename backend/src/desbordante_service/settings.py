@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     RABBITMQ_HOST: str = Field(min_length=1)
     RABBITMQ_PORT: Port = 5672
     RABBITMQ_VHOST: str = "/"
+    TASK_QUEUE: str = Field(default="profiling", pattern=r"^[A-Za-z0-9_.\-]{1,100}$")
 
     UPLOADED_FILES_DIR_PATH: Path
     APPLICATION_SERVER_HOST: str = "0.0.0.0"  # noqa: S104 - a server inside a container/pod
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     TASK_SOFT_TIME_LIMIT_SECONDS: int | None = Field(default=None, ge=1)
     WORKER_CONCURRENCY: int = Field(default=1, ge=1, le=64)
     LONG_POLL_MAX_SECONDS: int = Field(default=60, ge=0, le=600)
+    SHUTDOWN_GRACE_SECONDS: int = Field(default=20, ge=1, le=3600)
     LOG_LEVEL: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 
     @model_validator(mode="after")

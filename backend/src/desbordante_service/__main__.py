@@ -1,0 +1,3 @@
+from desbordante_service.cli import main
+
+raise SystemExit(main())

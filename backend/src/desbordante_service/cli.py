@@ -1,0 +1,172 @@
+"""`desbordante-service ROLE`: the entry points of the image and the local stack.
+
+Each role runs its server in this very process (no wrapper process), so signals reach it.
+Bad configuration stops the process with one line naming the variable and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from desbordante_service.settings import Settings, SettingsError, get_settings
+
+EXIT_CONFIG = 2
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.LOG_LEVEL,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_api(settings: Settings, _: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "desbordante_service.api.app:create_app",
+        factory=True,
+        host=settings.APPLICATION_SERVER_HOST,
+        port=settings.APPLICATION_SERVER_PORT,
+        workers=settings.API_WORKERS,
+        timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        log_level=settings.LOG_LEVEL.lower(),
+        access_log=True,
+    )
+    return 0
+
+
+def run_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from desbordante_service.worker.app import get_celery
+
+    argv = [
+        "worker",
+        f"--loglevel={settings.LOG_LEVEL}",
+        f"--concurrency={settings.WORKER_CONCURRENCY}",
+        f"--queues={settings.TASK_QUEUE}",
+        "--task-events",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    get_celery().worker_main(argv)
+    return 0
+
+
+def run_worker_ping(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 when this host's worker answers a ping (liveness probe of worker pods)."""
+    from desbordante_service.worker.app import get_celery
+
+    hostname = args.hostname or f"celery@{socket.gethostname()}"
+    replies = get_celery().control.ping(destination=[hostname], timeout=args.timeout)
+    if replies:
+        return 0
+    print(f"worker-ping: no answer from {hostname}", file=sys.stderr)
+    return 1
+
+
+def wait_for_broker(settings: Settings, timeout: float) -> bool:
+    from desbordante_service.worker.app import get_celery
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with get_celery().connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=3)
+            return True
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                print(f"flower: broker unreachable: {exc}", file=sys.stderr)
+                return False
+            logging.getLogger(__name__).info("waiting for the broker: %s", exc)
+            time.sleep(2)
+
+
+def run_flower(settings: Settings, args: argparse.Namespace) -> int:
+    password = settings.FLOWER_PASSWORD.get_secret_value()
+    if not password:
+        print("FLOWER_PASSWORD: required for flower (or FLOWER_PASSWORD_FILE)", file=sys.stderr)
+        return EXIT_CONFIG
+    if not wait_for_broker(settings, args.broker_timeout):
+        return 1
+    from desbordante_service.worker.app import get_celery
+
+    # Through the environment, never argv: command lines are visible to every user in `ps`.
+    os.environ["FLOWER_BASIC_AUTH"] = f"{settings.FLOWER_USER}:{password}"
+    argv = [
+        "flower",
+        f"--address={settings.FLOWER_HOST}",
+        f"--port={settings.FLOWER_PORT}",
+        f"--url_prefix={settings.FLOWER_URL_PREFIX}",
+        f"--logging={settings.LOG_LEVEL.lower()}",
+    ]
+    get_celery().start(argv=argv)
+    return 0
+
+
+def run_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from desbordante_service import migrate
+
+    if args.check:
+        if migrate.is_current():
+            print("migrate: the database schema is up to date")
+            return 0
+        print("migrate: the database schema is not at the latest revision", file=sys.stderr)
+        return 1
+    before, after = migrate.upgrade()
+    if before == after:
+        print(f"migrate: already at revision {after}")
+    else:
+        print(f"migrate: upgraded from {before or 'an empty database'} to {after}")
+    return 0
+
+
+ROLES: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "api": run_api,
+    "worker": run_worker,
+    "worker-ping": run_worker_ping,
+    "flower": run_flower,
+    "migrate": run_migrate,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="desbordante-service", description=__doc__)
+    roles = parser.add_subparsers(dest="role", required=True, metavar="ROLE")
+    roles.add_parser("api", help="serve the HTTP API (uvicorn)")
+    worker = roles.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--hostname", help="Celery node name (default celery@HOST)")
+    ping = roles.add_parser("worker-ping", help="exit 0 if the local worker answers a ping")
+    ping.add_argument("--hostname", help="node to ping (default celery@HOST)")
+    ping.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
+    flower = roles.add_parser("flower", help="serve Celery Flower behind basic auth")
+    flower.add_argument(
+        "--broker-timeout", type=float, default=120.0, help="seconds to wait for the broker"
+    )
+    migrate = roles.add_parser("migrate", help="upgrade the database schema (safe concurrently)")
+    migrate.add_argument("--check", action="store_true", help="only check the schema is current")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _configure_logging(settings)
+    try:
+        return ROLES[args.role](settings, args)
+    except KeyboardInterrupt:
+        return 130

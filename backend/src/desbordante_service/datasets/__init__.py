@@ -1,0 +1,1 @@
+"""Datasets: uploaded CSV files and their metadata."""

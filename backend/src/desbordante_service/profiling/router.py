@@ -1,0 +1,81 @@
+"""/api/v1/tasks"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from desbordante_service.api.deps import PublishDep, SessionDep, SettingsDep
+from desbordante_service.db import session_scope
+from desbordante_service.profiling import service
+from desbordante_service.profiling.primitives import PRIMITIVES
+from desbordante_service.profiling.schemas import TaskCreate, TaskOut
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut, summary="Create")
+def create_task(
+    body: TaskCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    publish: PublishDep,
+) -> TaskOut:
+    """Validate the primitive, algorithm and config, store the task and enqueue it."""
+    task = service.create_task(session, body, settings.TASK_TIME_LIMIT_SECONDS, publish)
+    response.headers["Location"] = str(request.url_for("get_task", task_id=task.id))
+    return TaskOut.model_validate(task)
+
+
+@router.get("", response_model=list[TaskOut], summary="List tasks")
+def list_tasks(
+    session: SessionDep,
+    dataset_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[TaskOut]:
+    tasks = service.list_tasks(session, dataset_id, limit, offset)
+    return [TaskOut.model_validate(t) for t in tasks]
+
+
+@router.get("/primitives", summary="Primitives, algorithms and their options")
+def primitives() -> dict[str, dict]:
+    return {
+        name: {
+            "description": spec.description,
+            "default_algorithm": spec.default,
+            "algorithms": {
+                alg: model.model_json_schema() for alg, model in spec.algorithms.items()
+            },
+        }
+        for name, spec in PRIMITIVES.items()
+    }
+
+
+@router.get("/{task_id}", response_model=TaskOut, summary="Get a task (optionally long-poll)")
+async def get_task(
+    task_id: uuid.UUID,
+    settings: SettingsDep,
+    wait: Annotated[float, Query(ge=0, description="seconds to wait for a final status")] = 0,
+) -> TaskOut:
+    """Return the task; with `wait`, block until it is final or the time runs out."""
+    deadline = time.monotonic() + min(wait, settings.LONG_POLL_MAX_SECONDS)
+
+    def _read() -> TaskOut:
+        with session_scope() as session:
+            return TaskOut.model_validate(service.get_task(session, task_id))
+
+    task = await run_in_threadpool(_read)
+    delay = 0.01
+    while task.status not in service.FINAL and (remaining := deadline - time.monotonic()) > 0:
+        await anyio.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.1)
+        task = await run_in_threadpool(_read)
+    return task

@@ -1,0 +1,53 @@
+"""Runs a Desbordante algorithm on a stored CSV and turns its answer into column names."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from desbordante_service.profiling.primitives import PRIMITIVES
+
+
+def run(
+    primitive: str,
+    algorithm: str,
+    config: dict[str, Any],
+    path: Path,
+    separator: str,
+    has_header: bool,
+    columns: list[str],
+) -> dict[str, Any]:
+    """Execute the algorithm in this process; raises on algorithm or data errors."""
+    desbordante = importlib.import_module("desbordante")
+    module = getattr(desbordante, PRIMITIVES[primitive].module)
+    algo = getattr(module.algorithms, algorithm)()
+    table = (str(path), separator, has_header)
+    if primitive == "ind":
+        algo.load_data(tables=[table])
+    else:
+        algo.load_data(table=table)
+    algo.execute(**config)
+    if primitive in ("fd", "afd"):
+        return {"fds": _fds(algo.get_fds(), columns)}
+    if primitive == "ucc":
+        return {"uccs": sorted([columns[i] for i in ucc.indices] for ucc in algo.get_uccs())}
+    return {"inds": _inds(algo.get_inds(), columns)}
+
+
+def _fds(fds: list[Any], columns: list[str]) -> list[dict[str, Any]]:
+    items = [
+        {"lhs": [columns[i] for i in fd.lhs_indices], "rhs": columns[fd.rhs_index]} for fd in fds
+    ]
+    return sorted(items, key=lambda fd: (len(fd["lhs"]), fd["lhs"], fd["rhs"]))
+
+
+def _inds(inds: list[Any], columns: list[str]) -> list[dict[str, Any]]:
+    items = [
+        {
+            "lhs": [columns[i] for i in ind.get_lhs().column_indices],
+            "rhs": [columns[i] for i in ind.get_rhs().column_indices],
+        }
+        for ind in inds
+    ]
+    return sorted(items, key=lambda ind: (len(ind["lhs"]), ind["lhs"], ind["rhs"]))

@@ -1,0 +1,1 @@
+"""Celery application and the jobs the workers run."""
