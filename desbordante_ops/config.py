@@ -69,6 +69,7 @@ TOOLKIT_DEFAULTS: dict[str, str] = {
     "POSTGRES_ADMIN_USER": "postgres",
     "POSTGRES_ADMIN_DB": "postgres",
     "MIN_FREE_DISK_MB": "1024",
+    "LOCAL_RUN_DIR": ".run/local",  # local stack: supervisord conf, socket, pid and log files
 }
 
 DEFAULTS: dict[str, str] = {
@@ -186,10 +187,10 @@ def _derive(name: str, values: dict[str, Value], root: Path) -> None:
 
     fill("K8S_NAMESPACE", f"desbordante-{name}")
     if name == "local":
-        uploads = values["UPLOADED_FILES_DIR_PATH"]
-        if uploads.value and not Path(uploads.value).is_absolute():
-            absolute = str(root / uploads.value)
-            values[uploads.key] = Value(uploads.key, absolute, uploads.source, False)
+        for key in ("UPLOADED_FILES_DIR_PATH", "LOCAL_RUN_DIR"):
+            given = values[key]
+            if given.value and not Path(given.value).is_absolute():
+                values[key] = Value(key, str(root / given.value), given.source, False)
         fill("UPLOADED_FILES_DIR_PATH", str(root / ".run" / "local" / "uploads"))
         fill("API_BASE_URL", f"http://127.0.0.1:{values['APPLICATION_SERVER_PORT'].value}")
         fill("FLOWER_BASE_URL", f"http://127.0.0.1:{values['FLOWER_PORT'].value}")

@@ -1,0 +1,147 @@
+"""Create what the local stack needs on the local PostgreSQL and RabbitMQ, if missing.
+
+PostgreSQL: role POSTGRES_USER (password from its secret file, sent as an SQL literal over the
+connection, never on a command line) and database POSTGRES_DB, as POSTGRES_ADMIN_USER.
+RabbitMQ: vhost RABBITMQ_VHOST and user RABBITMQ_DEFAULT_USER with `rabbitmqctl`, the password
+written to its stdin. Without a usable rabbitmqctl the stack falls back to guest/guest on `/`.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from invoke import Context, Exit
+
+from .config import EnvConfig
+from .console import ok, warn
+from .localsecrets import read_secret, secrets_dir
+from .supervise import write_private
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+GUEST = "guest"
+
+
+def provision_postgres(cfg: EnvConfig, password_file: Path) -> None:
+    """Create (or re-password) the application role and create its database if missing."""
+    import psycopg
+    from psycopg import sql
+
+    user, dbname, admin = cfg["POSTGRES_USER"], cfg["POSTGRES_DB"], cfg["POSTGRES_ADMIN_USER"]
+    try:
+        conn = psycopg.connect(
+            host=cfg["POSTGRES_HOST"],
+            port=cfg.get_int("POSTGRES_PORT"),
+            user=admin,
+            dbname=cfg["POSTGRES_ADMIN_DB"],
+            autocommit=True,
+            connect_timeout=5,
+        )
+    except psycopg.Error as exc:
+        raise Exit(
+            f"Cannot connect to PostgreSQL as {admin}: {str(exc).strip().splitlines()[0]}; "
+            "check POSTGRES_HOST/POSTGRES_PORT/POSTGRES_ADMIN_USER."
+        ) from None
+    with conn:
+        role = sql.Identifier(user)
+        if user == admin:
+            warn(f"POSTGRES_USER is the admin user {admin}; its password is left unchanged")
+        else:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            statement = sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(
+                role, sql.Literal(read_secret(password_file))
+            )
+            conn.execute(statement)
+            ok(
+                f"PostgreSQL role {user} "
+                + ("exists (password synced)" if exists else "created")
+                + f", password in {password_file}"
+            )
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if found:
+            ok(f"PostgreSQL database {dbname} exists")
+        else:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), role)
+            )
+            ok(f"PostgreSQL database {dbname} created (owner {user})")
+
+
+@dataclass
+class BrokerAccess:
+    """What the stack uses for RabbitMQ; OVERRIDES replace config values (guest fallback)."""
+
+    password_file: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+def _ctl(c: Context, ctl: str, *args: str, stdin: str | None = None) -> tuple[bool, str]:
+    command = " ".join(shlex.quote(part) for part in (ctl, "-q", *args))
+    kwargs = {"in_stream": io.StringIO(stdin), "echo_stdin": False} if stdin is not None else {}
+    result = c.run(command, hide=True, warn=True, timeout=60, **kwargs)
+    return result.ok, (result.stdout or "") + (result.stderr or "")
+
+
+def _names(output: str) -> set[str]:
+    return {line.split("\t")[0].strip() for line in output.splitlines() if line.strip()}
+
+
+def guest_fallback(cfg: EnvConfig, reason: str) -> BrokerAccess:
+    """Use RabbitMQ's default guest/guest on vhost / (only when no user can be created)."""
+    warn(f"{reason}; falling back to RabbitMQ guest/guest on vhost / (run as root to avoid this)")
+    overrides = {"RABBITMQ_DEFAULT_USER": GUEST, "RABBITMQ_VHOST": "/"}
+    return BrokerAccess(guest_fallback_file(cfg), overrides)
+
+
+def provision_rabbitmq(c: Context, cfg: EnvConfig, password_file: Path) -> BrokerAccess:
+    """Create vhost and user with rabbitmqctl (password via stdin) and grant permissions."""
+    user, vhost = cfg["RABBITMQ_DEFAULT_USER"], cfg["RABBITMQ_VHOST"]
+    if user == GUEST:
+        ok("RabbitMQ user is guest (configured); nothing to create")
+        return BrokerAccess(guest_fallback_file(cfg), {})
+    if cfg["RABBITMQ_HOST"] not in LOOPBACK:
+        warn(f"RabbitMQ at {cfg['RABBITMQ_HOST']} is remote: user {user} and vhost must exist")
+        return BrokerAccess(password_file)
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        return guest_fallback(cfg, "rabbitmqctl not found")
+    listed, vhosts = _ctl(c, ctl, "-s", "list_vhosts", "name")
+    if not listed:
+        return guest_fallback(cfg, "rabbitmqctl cannot reach the node")
+    if vhost not in _names(vhosts):
+        _require(_ctl(c, ctl, "add_vhost", vhost), f"add vhost {vhost}")
+        ok(f"RabbitMQ vhost {vhost} created")
+    else:
+        ok(f"RabbitMQ vhost {vhost} exists")
+    _, users = _ctl(c, ctl, "-s", "list_users")
+    password = read_secret(password_file)
+    if user in _names(users):
+        _require(_ctl(c, ctl, "change_password", user, stdin=password), f"set password of {user}")
+        ok(f"RabbitMQ user {user} exists (password synced), password in {password_file}")
+    else:
+        _require(_ctl(c, ctl, "add_user", user, stdin=password), f"add user {user}")
+        ok(f"RabbitMQ user {user} created, password in {password_file}")
+    _require(
+        _ctl(c, ctl, "set_permissions", "-p", vhost, user, ".*", ".*", ".*"),
+        f"grant {user} access to {vhost}",
+    )
+    return BrokerAccess(password_file)
+
+
+def guest_fallback_file(cfg: EnvConfig) -> Path:
+    """A 0600 file holding RabbitMQ's well-known default password (not a secret)."""
+    path = secrets_dir("local", cfg.root) / "RABBITMQ_GUEST_PASSWORD"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(path, GUEST)
+    return path
+
+
+def _require(outcome: tuple[bool, str], what: str) -> None:
+    done, output = outcome
+    if not done:
+        last = output.strip().splitlines()[-1] if output.strip() else "no output"
+        raise Exit(f"rabbitmqctl could not {what}: {last}")
