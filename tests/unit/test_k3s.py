@@ -1,0 +1,255 @@
+"""k3s.install / images.load command construction with invoke.MockContext (nothing is run)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from invoke import Exit, MockContext, Result
+
+from desbordante_ops import k3s
+
+BINARY = b"\x7fELF pretend k3s binary"
+SCRIPT = b"#!/bin/sh\necho pretend install.sh\n"
+ACTIVE_CMD = "systemctl is-active --quiet k3s"
+
+
+def version_cmd() -> str:
+    return f"{k3s.BIN_PATH} --version"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_lock(binary_sha: str = sha(BINARY), script_sha: str = sha(SCRIPT)) -> k3s.Lock:
+    return k3s.Lock(
+        version="v1.36.4+k3s1",
+        binary_url="https://example.invalid/k3s",
+        binary_sha256=binary_sha,
+        script_urls=("https://example.invalid/commit/install.sh",),
+        script_sha256=script_sha,
+    )
+
+
+class FakeDownloads:
+    """Serves fixed bytes per URL and records what was fetched."""
+
+    def __init__(self, content: dict[str, bytes]) -> None:
+        self.content, self.fetched = content, []
+
+    def __call__(self, url: str, dest: Path) -> None:
+        self.fetched.append(url)
+        dest.write_bytes(self.content[url])
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every host path of the module into TMP_PATH; pretend to be root."""
+    monkeypatch.setattr(k3s, "BIN_PATH", tmp_path / "usr/local/bin/k3s")
+    monkeypatch.setattr(k3s, "CONFIG_PATH", tmp_path / "etc/rancher/k3s/config.yaml")
+    kubeconfig = tmp_path / "etc/rancher/k3s/k3s.yaml"
+    monkeypatch.setattr(k3s, "K3S_KUBECONFIG", kubeconfig)
+    monkeypatch.setattr(k3s, "is_root", lambda: True)
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    return tmp_path
+
+
+def fresh_host_context() -> MockContext:
+    return MockContext(
+        run={
+            re.compile(r".*--version$"): Result("", exited=127),
+            ACTIVE_CMD: Result("", exited=3),
+            re.compile(r"^sh .*install\.sh$"): Result("[INFO] done"),
+        },
+        repeat=True,
+    )
+
+
+def test_lock_in_repo_pins_version_and_real_looking_checksums() -> None:
+    for arch in ("amd64", "arm64"):
+        lock = k3s.load_lock(arch=arch)
+        assert re.fullmatch(r"v1\.\d+\.\d+\+k3s\d+", lock.version)
+        assert k3s.SHA256_RE.match(lock.binary_sha256)
+        assert k3s.SHA256_RE.match(lock.script_sha256)
+        assert lock.version.replace("+", "%2B") in lock.binary_url
+        assert all(
+            u.startswith("https://raw.githubusercontent.com/k3s-io/k3s/") for u in lock.script_urls
+        )
+
+
+def test_placeholder_checksum_refuses_to_install(tmp_path: Path) -> None:
+    text = k3s.LOCK_PATH.read_text()
+    lock_file = tmp_path / "k3s.lock"
+    lock_file.write_text(re.sub(r'(asset = "k3s"\nsha256 = )"[0-9a-f]{64}"', r'\1"FILL-ME"', text))
+    with pytest.raises(Exit, match="not filled in"):
+        k3s.load_lock(lock_file, arch="amd64")
+
+
+def test_install_verifies_checksums_before_running_anything(host: Path) -> None:
+    lock = make_lock()
+    downloads = FakeDownloads({lock.binary_url: BINARY, lock.script_urls[0]: SCRIPT})
+    kubeconfig = host / "etc/rancher/k3s/k3s.yaml"
+    kubeconfig.parent.mkdir(parents=True)
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    c = fresh_host_context()
+
+    assert k3s.install(c, lock, kubeconfig=host / "home/.kube/config", download=downloads)
+
+    commands = [call.args[0] for call in c.run.call_args_list]
+    assert commands[0] == version_cmd()  # read-only probe, then the verified script:
+    assert commands[-1].startswith("sh ") and commands[-1].endswith("install.sh")
+    (script_call,) = [call for call in c.run.call_args_list if call.args[0].startswith("sh ")]
+    env = script_call.kwargs["env"]
+    assert env["INSTALL_K3S_SKIP_DOWNLOAD"] == "true"
+    assert env["INSTALL_K3S_VERSION"] == lock.version
+    assert not any(key.startswith("K3S_TOKEN") for key in env)
+    assert downloads.fetched == [lock.binary_url, lock.script_urls[0]]
+    assert k3s.BIN_PATH.read_bytes() == BINARY
+    assert stat.S_IMODE(k3s.BIN_PATH.stat().st_mode) == 0o755
+    config = yaml.safe_load(k3s.CONFIG_PATH.read_text())
+    assert config["secrets-encryption"] is True
+    assert "disable" not in config  # Traefik kept
+    copied = host / "home/.kube/config"
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o600
+    assert copied.read_text() == kubeconfig.read_text()
+
+
+@pytest.mark.parametrize("bad", ["binary", "script"])
+def test_checksum_mismatch_runs_nothing_and_installs_nothing(host: Path, bad: str) -> None:
+    lock = make_lock()
+    content = {lock.binary_url: BINARY, lock.script_urls[0]: SCRIPT}
+    key = lock.binary_url if bad == "binary" else lock.script_urls[0]
+    content[key] = content[key] + b"tampered"
+    c = fresh_host_context()
+    with pytest.raises(Exit, match="Checksum verification failed, nothing was run"):
+        k3s.install(c, lock, download=FakeDownloads(content))
+    commands = [call.args[0] for call in c.run.call_args_list]
+    assert commands == [version_cmd()]  # only the read-only version probe ran
+    assert not k3s.BIN_PATH.exists()
+    assert not k3s.CONFIG_PATH.exists()
+
+
+def test_second_script_url_is_used_when_first_does_not_match(host: Path) -> None:
+    lock = make_lock()
+    lock = k3s.Lock(
+        **{**lock.__dict__, "script_urls": ("https://a.invalid/x", "https://b.invalid/y")}
+    )
+    downloads = FakeDownloads(
+        {lock.binary_url: BINARY, "https://a.invalid/x": b"other", "https://b.invalid/y": SCRIPT}
+    )
+    dest = host / "install.sh"
+    used = k3s.fetch_verified(lock.script_urls, lock.script_sha256, dest, downloads)
+    assert used == "https://b.invalid/y"
+    assert dest.read_bytes() == SCRIPT
+
+
+def test_same_version_running_is_nothing_to_do(host: Path) -> None:
+    lock = make_lock()
+    c = MockContext(
+        run={version_cmd(): Result("k3s version v1.36.4+k3s1 (abcdef12)\n"), ACTIVE_CMD: Result("")}
+    )
+    downloads = FakeDownloads({})
+    assert k3s.install(c, lock, download=downloads) is False
+    assert downloads.fetched == []
+
+
+def test_without_root_a_clear_message_and_no_download(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(k3s, "is_root", lambda: False)
+    downloads = FakeDownloads({})
+    with pytest.raises(Exit, match="needs root: run `sudo -E invoke k3s.install`"):
+        k3s.install(fresh_host_context(), make_lock(), download=downloads)
+    assert downloads.fetched == []
+
+
+def test_dry_run_downloads_and_runs_nothing(host: Path) -> None:
+    downloads = FakeDownloads({})
+    c = fresh_host_context()
+    assert k3s.install(c, make_lock(), dry_run=True, download=downloads) is False
+    assert downloads.fetched == []
+    assert [call.args[0] for call in c.run.call_args_list] == [version_cmd()]
+
+
+def test_unpinned_version_flag_is_refused() -> None:
+    with pytest.raises(Exit, match="is not pinned"):
+        k3s.install_task(MockContext(), version="v1.30.0+k3s1")
+
+
+def test_server_config_is_merged_and_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("node-name: server1\n")
+    assert k3s.write_server_config(path) is True
+    data = yaml.safe_load(path.read_text())
+    assert data == {"node-name": "server1", **k3s.SERVER_CONFIG}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert k3s.write_server_config(path) is False
+
+
+def test_existing_different_kubeconfig_is_not_overwritten(host: Path) -> None:
+    source = host / "k3s.yaml"
+    source.write_text("new")
+    target = host / "home/.kube/config"
+    target.parent.mkdir(parents=True)
+    target.write_text("someone else's contexts")
+    written = k3s.copy_kubeconfig(target, source)
+    assert written == target.with_name("k3s.yaml")
+    assert target.read_text() == "someone else's contexts"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+class FakeImage:
+    id = "sha256:" + "ab" * 32
+
+    def __init__(self) -> None:
+        self.named: list[Any] = []
+
+    def save(self, named: Any = False) -> list[bytes]:
+        self.named.append(named)
+        return [b"tar-part-1", b"tar-part-2"]
+
+
+class FakeDocker:
+    def __init__(self) -> None:
+        self.image = FakeImage()
+        self.images = self
+
+    def get(self, ref: str) -> FakeImage:
+        return self.image
+
+
+def test_images_load_saves_with_tag_and_imports_into_k8s_namespace(host: Path) -> None:
+    ref = "ghcr.io/desbordante/desbordante-backend:1.2.3"
+    docker = FakeDocker()
+    c = MockContext(
+        run={
+            re.compile(r".*crictl inspecti.*"): Result("", exited=1),
+            re.compile(r".*ctr -n k8s\.io images import .*\.tar$"): Result(""),
+        },
+        repeat=True,
+    )
+    assert k3s.load_into_k3s(c, ref, docker_client=docker) is True
+    assert docker.image.named == [True]  # the tag is kept in the archive
+    commands = [call.args[0] for call in c.run.call_args_list]
+    assert commands[0].endswith(
+        f"crictl inspecti -o go-template --template '{{{{.status.id}}}}' {ref}"
+    )
+    assert re.search(r"k3s ctr -n k8s\.io images import /\S+\.tar$", commands[1])
+
+
+def test_images_load_skips_an_image_already_in_k3s(host: Path) -> None:
+    docker = FakeDocker()
+    c = MockContext(run={re.compile(r".*crictl inspecti.*"): Result(FakeImage.id + "\n")})
+    assert k3s.load_into_k3s(c, "img:1", docker_client=docker) is False
+    assert docker.image.named == []
+
+
+def test_registries_yaml_mirrors_registry() -> None:
+    data = yaml.safe_load(k3s.registries_yaml("ghcr.io", "http://127.0.0.1:5000"))
+    assert data == {"mirrors": {"ghcr.io": {"endpoint": ["http://127.0.0.1:5000"]}}}
