@@ -127,3 +127,12 @@ def migrate_job_name(tag: str) -> str:
     if not slug:
         raise ValueError(f"image tag {tag!r} has no usable characters for a Job name")
     return (MIGRATE_JOB_PREFIX + slug)[:_DNS_LABEL_MAX].rstrip("-")
+
+
+# --- Images ----------------------------------------------------------------------------------
+
+# Third-party images pinned in k8s/base (tests check these match; bootstrap may pre-pull them).
+POSTGRES_IMAGE: Final = "postgres:17.6-bookworm"
+RABBITMQ_IMAGE: Final = "rabbitmq:4.1.4"
+# The backend image runs as this numeric user (images/backend/Dockerfile).
+BACKEND_UID: Final = 10001
