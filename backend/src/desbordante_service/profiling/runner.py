@@ -39,7 +39,7 @@ def _fds(fds: list[Any], columns: list[str]) -> list[dict[str, Any]]:
     items = [
         {"lhs": [columns[i] for i in fd.lhs_indices], "rhs": columns[fd.rhs_index]} for fd in fds
     ]
-    return sorted(items, key=lambda fd: (len(fd["lhs"]), fd["lhs"], fd["rhs"]))
+    return _unique_sorted(items)
 
 
 def _inds(inds: list[Any], columns: list[str]) -> list[dict[str, Any]]:
@@ -50,4 +50,10 @@ def _inds(inds: list[Any], columns: list[str]) -> list[dict[str, Any]]:
         }
         for ind in inds
     ]
-    return sorted(items, key=lambda ind: (len(ind["lhs"]), ind["lhs"], ind["rhs"]))
+    return _unique_sorted(items)
+
+
+def _unique_sorted(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sort by size then names, dropping duplicates that some algorithms report."""
+    unique = {repr((d["lhs"], d["rhs"])): d for d in items}
+    return sorted(unique.values(), key=lambda d: (len(d["lhs"]), d["lhs"], d["rhs"]))
