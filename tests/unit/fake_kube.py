@@ -27,6 +27,8 @@ class FakeCore:
         self.now = now or dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
         self.namespaces: dict[str, Any] = {}
         self.secrets: dict[tuple[str, str], Any] = {}
+        self.config_maps: dict[tuple[str, str], Any] = {}
+        self.pods: list[Any] = []
         self.calls: list[str] = []
 
     # namespaces
@@ -81,6 +83,41 @@ class FakeCore:
         stored.metadata.annotations = annotations
         return copy.deepcopy(stored)
 
+    # config maps (merge patch of data)
+    def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+        if (namespace, name) not in self.config_maps:
+            raise _missing("configmap", name)
+        return copy.deepcopy(self.config_maps[(namespace, name)])
+
+    def create_namespaced_config_map(self, namespace: str, body: Any) -> Any:
+        self.config_maps[(namespace, body.metadata.name)] = copy.deepcopy(body)
+        return body
+
+    def patch_namespaced_config_map(self, name: str, namespace: str, body: Any) -> Any:
+        if (namespace, name) not in self.config_maps:
+            raise _missing("configmap", name)
+        stored = self.config_maps[(namespace, name)]
+        stored.data = {**(stored.data or {}), **(body.data or {})}
+        return copy.deepcopy(stored)
+
+    # pods, events, logs (diagnostics)
+    def list_namespaced_pod(self, namespace: str, label_selector: str = "") -> Any:
+        return k8s.V1PodList(items=list(self.pods))
+
+    def list_namespaced_event(self, namespace: str, field_selector: str = "") -> Any:
+        pod = field_selector.split("=", 1)[1]
+        event = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(name=f"{pod}.1"),
+            involved_object=k8s.V1ObjectReference(name=pod),
+            type="Warning",
+            reason="BackOff",
+            message=f"Back-off restarting failed container in {pod}",
+        )
+        return k8s.CoreV1EventList(items=[event])
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kw: Any) -> str:
+        return f"line 1 of {name}\nTraceback: boom in {name}\n"
+
     def value(self, namespace: str, name: str, key: str) -> str:
         """Decoded value of a stored secret key (test helper, not an API method)."""
         return base64.b64decode(self.secrets[(namespace, name)].data[key]).decode()
@@ -105,3 +142,65 @@ class FakeApps:
             raise _missing("statefulset", name)
         self.patches.append(("statefulset", name, body))
         return body
+
+
+def workload(name: str, replicas: int = 1, ready: int = 1, generation: int = 2) -> Any:
+    """A Deployment/StatefulSet-shaped object with the status fields rollouts look at."""
+    return k8s.V1Deployment(
+        metadata=k8s.V1ObjectMeta(name=name, generation=generation),
+        spec=k8s.V1DeploymentSpec(replicas=replicas, selector=k8s.V1LabelSelector(), template={}),
+        status=k8s.V1DeploymentStatus(
+            observed_generation=generation,
+            replicas=replicas,
+            updated_replicas=ready,
+            ready_replicas=ready,
+            available_replicas=ready,
+        ),
+    )
+
+
+class FakeRollouts(FakeApps):
+    """FakeApps that also answers reads of workloads, with status from a dict (name -> ready)."""
+
+    def __init__(self, ready: dict[str, int]) -> None:
+        super().__init__(tuple(ready), ())
+        self.ready = ready
+
+    def read_namespaced_deployment(self, name: str, namespace: str) -> Any:
+        return workload(name, ready=self.ready[name])
+
+    def read_namespaced_stateful_set(self, name: str, namespace: str) -> Any:
+        ready = self.ready[name]
+        return k8s.V1StatefulSet(
+            metadata=k8s.V1ObjectMeta(name=name, generation=2),
+            spec=k8s.V1StatefulSetSpec(
+                replicas=1, selector=k8s.V1LabelSelector(), service_name=name, template={}
+            ),
+            status=k8s.V1StatefulSetStatus(
+                observed_generation=2,
+                replicas=1,
+                ready_replicas=ready,
+                updated_replicas=ready,
+                current_revision=f"{name}-1",
+                update_revision=f"{name}-1",
+            ),
+        )
+
+
+class FakeBatch:
+    """BatchV1Api subset: jobs with a fixed final state (`Complete` / `Failed` / None)."""
+
+    def __init__(self, states: dict[str, str | None] | None = None) -> None:
+        self.states = dict(states or {})
+        self.deleted: list[str] = []
+
+    def read_namespaced_job(self, name: str, namespace: str) -> Any:
+        if name not in self.states:
+            raise _missing("job", name)
+        state = self.states[name]
+        conditions = [k8s.V1JobCondition(type=state, status="True")] if state else []
+        return k8s.V1Job(status=k8s.V1JobStatus(conditions=conditions))
+
+    def delete_namespaced_job(self, name: str, namespace: str, **kw: Any) -> None:
+        self.deleted.append(name)
+        self.states.pop(name, None)

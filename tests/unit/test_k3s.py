@@ -164,7 +164,7 @@ def test_without_root_a_clear_message_and_no_download(
 ) -> None:
     monkeypatch.setattr(k3s, "is_root", lambda: False)
     downloads = FakeDownloads({})
-    with pytest.raises(Exit, match="needs root: run `sudo -E invoke k3s.install`"):
+    with pytest.raises(Exit, match=re.escape("needs root: run `sudo -E invoke k3s.install`")):
         k3s.install(fresh_host_context(), make_lock(), download=downloads)
     assert downloads.fetched == []
 

@@ -1,0 +1,235 @@
+"""deploy: diff before apply, prod rules, migrate job, rollout waits and failure diagnostics.
+
+kubectl is a MockContext (commands are recorded, nothing runs); the cluster API objects are
+in-memory fakes. This checks command construction and decisions, not a real rollout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+from fake_kube import FakeBatch, FakeCore, FakeRollouts
+from invoke import Exit, MockContext, Result
+from kubernetes import client as k8s
+
+from desbordante_ops import deploy as dp
+from desbordante_ops import k8s_names as names
+from desbordante_ops import kube
+from desbordante_ops.config import load_config
+
+SHA_TAG = "3f2a9c1"
+RELEASE = "v1.4.0"
+STAGE_NS, PROD_NS = names.namespace_for("stage"), names.namespace_for("prod")
+WORKLOADS = (*names.DEPLOYMENTS, *names.STATEFULSETS)
+
+
+def manifests(tag: str, namespace: str = STAGE_NS) -> str:
+    docs = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "uploads"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"}},
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": names.migrate_job_name(tag)},
+        },
+    ]
+    return yaml.safe_dump_all(docs)
+
+
+def cluster(
+    tag: str, ready: int = 1, job: str | None = "Complete", core: FakeCore | None = None
+) -> kube.Kube:
+    jobs = {names.migrate_job_name(tag): job} if job != "missing" else {}
+    return kube.Kube(
+        api_client=None,
+        core=core or FakeCore(),
+        apps=FakeRollouts(dict.fromkeys(WORKLOADS, ready)),
+        batch=FakeBatch(jobs),
+        rbac=None,
+    )
+
+
+def kubectl_context(diff_exit: int = 1) -> MockContext:
+    return MockContext(
+        run={
+            re.compile(r"^kubectl .* diff -f \S+$"): Result("+ image: new", exited=diff_exit),
+            re.compile(r"^kubectl .* apply -f \S+$"): Result("configured"),
+        },
+        repeat=True,
+    )
+
+
+def commands(c: MockContext) -> list[str]:
+    return [call.args[0] for call in c.run.call_args_list]
+
+
+def no_wait() -> dict[str, Any]:
+    ticks = itertools.count()
+    return {"sleep": lambda s: None, "clock": lambda: float(next(ticks))}
+
+
+def test_stage_deploy_diffs_before_apply_and_records_the_release() -> None:
+    cfg, k, c = load_config("stage", environ={}), cluster(SHA_TAG), kubectl_context()
+    assert dp.deploy_release(c, cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait()) is True
+    cmds = commands(c)
+    assert [cmd.split()[3] for cmd in cmds] == ["diff", "apply"]
+    assert cmds[0].split()[-1] == cmds[1].split()[-1]  # the same rendered file
+    assert "--kubeconfig" in cmds[0]
+    record = json.loads(dp.releases(k.core, STAGE_NS)[SHA_TAG])
+    assert record["image"] == f"{cfg['IMAGE_NAME']}:{SHA_TAG}"
+
+
+def test_applied_file_is_the_rendered_manifests() -> None:
+    cfg, k = load_config("stage", environ={}), cluster(SHA_TAG)
+    seen: dict[str, list[dict[str, Any]]] = {}
+
+    class Spy(MockContext):
+        def run(self, command: str, **kw: Any) -> Result:
+            if " apply " in command:
+                with open(command.split()[-1]) as fh:
+                    seen["docs"] = list(yaml.safe_load_all(fh))
+            return Result("", exited=1 if " diff " in command else 0)
+
+    dp.deploy_release(Spy(), cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait())
+    assert seen["docs"] == list(yaml.safe_load_all(manifests(SHA_TAG)))
+
+
+def test_second_deploy_of_same_release_changes_nothing() -> None:
+    cfg, k = load_config("stage", environ={}), cluster(SHA_TAG)
+    dp.deploy_release(kubectl_context(), cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait())
+    c = kubectl_context(diff_exit=0)
+    assert dp.deploy_release(c, cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait()) is False
+    assert [cmd.split()[3] for cmd in commands(c)] == ["diff"]  # no apply
+
+
+def test_kubectl_diff_error_stops_before_apply() -> None:
+    cfg, c = load_config("stage", environ={}), kubectl_context(diff_exit=2)
+    with pytest.raises(Exit, match="kubectl diff failed"):
+        dp.deploy_release(c, cfg, cluster(SHA_TAG), SHA_TAG, manifests(SHA_TAG), **no_wait())
+    assert len(commands(c)) == 1
+
+
+def test_prod_refuses_a_sha_tag_before_touching_anything() -> None:
+    cfg, c = load_config("prod", environ={}), kubectl_context()
+    with pytest.raises(Exit, match="only a release tag"):
+        dp.deploy_release(c, cfg, cluster(SHA_TAG), SHA_TAG, manifests(SHA_TAG), yes=True)
+    assert commands(c) == []
+
+
+def test_prod_refuses_a_release_never_deployed_to_stage() -> None:
+    cfg, c = load_config("prod", environ={}), kubectl_context()
+    k = cluster(RELEASE)
+    dp.record_release(k.core, STAGE_NS, "v1.3.9", "img:v1.3.9")
+    with pytest.raises(Exit, match="never deployed to stage"):
+        dp.deploy_release(c, cfg, k, RELEASE, manifests(RELEASE, PROD_NS), yes=True)
+    assert commands(c) == []
+
+
+def test_prod_needs_the_typed_tag_unless_yes() -> None:
+    cfg = load_config("prod", environ={})
+    k = cluster(RELEASE)
+    dp.record_release(k.core, STAGE_NS, RELEASE, f"img:{RELEASE}")
+    c = kubectl_context()
+    with pytest.raises(Exit, match="Not confirmed"):
+        dp.deploy_release(c, cfg, k, RELEASE, manifests(RELEASE), confirm=lambda q: "yes")
+    assert commands(c) == []
+
+    def no_tty(question: str) -> str:
+        raise EOFError
+
+    with pytest.raises(Exit, match="pass --yes"):
+        dp.deploy_release(c, cfg, k, RELEASE, manifests(RELEASE), confirm=no_tty)
+    asked: list[str] = []
+    dp.deploy_release(
+        c,
+        cfg,
+        k,
+        RELEASE,
+        manifests(RELEASE),
+        confirm=lambda q: asked.append(q) or RELEASE,
+        **no_wait(),
+    )
+    assert asked and RELEASE in asked[0]
+    assert RELEASE in dp.releases(k.core, PROD_NS)
+    c2 = kubectl_context()
+    dp.deploy_release(c2, cfg, k, RELEASE, manifests(RELEASE), yes=True, **no_wait())
+    assert [cmd.split()[3] for cmd in commands(c2)] == ["diff", "apply"]
+
+
+def failing_pod(name: str) -> Any:
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name=name),
+        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="api")]),
+        status=k8s.V1PodStatus(
+            phase="Running",
+            container_statuses=[
+                k8s.V1ContainerStatus(
+                    name="api", ready=False, restart_count=4, image="i", image_id="x"
+                )
+            ],
+        ),
+    )
+
+
+def test_rollout_that_never_finishes_exits_nonzero_with_events_and_logs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = load_config("stage", environ={})
+    core = FakeCore()
+    core.pods = [failing_pod("api-7d9c-abcde")]
+    k = cluster(SHA_TAG, ready=0, core=core)
+    with pytest.raises(Exit) as info:
+        dp.deploy_release(
+            kubectl_context(), cfg, k, SHA_TAG, manifests(SHA_TAG), timeout=5, **no_wait()
+        )
+    assert info.value.code == 1
+    out = capsys.readouterr().out
+    assert "Back-off restarting failed container in api-7d9c-abcde" in out
+    assert "Traceback: boom in api-7d9c-abcde" in out
+    assert "0/1" in out
+    assert SHA_TAG not in dp.releases(k.core, STAGE_NS)  # a failed deploy is not a release
+
+
+def test_failed_migration_exits_nonzero_and_is_retried_next_time() -> None:
+    cfg = load_config("stage", environ={})
+    k = cluster(SHA_TAG, job="Failed")
+    with pytest.raises(Exit, match="did not succeed"):
+        dp.deploy_release(kubectl_context(), cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait())
+    assert k.batch.deleted == [names.migrate_job_name(SHA_TAG)]  # removed so apply re-creates it
+
+
+def test_teardown_keeps_namespace_and_volume_claims() -> None:
+    docs = dp.split_documents(manifests(SHA_TAG))
+    kinds = [doc["kind"] for doc in dp.teardown_docs(docs)]
+    assert kinds == ["Deployment", "Job"]
+
+
+def test_statefulset_rollout_waits_for_the_update_revision() -> None:
+    sts = k8s.V1StatefulSet(
+        metadata=k8s.V1ObjectMeta(name="postgres", generation=3),
+        spec=k8s.V1StatefulSetSpec(
+            replicas=1, selector=k8s.V1LabelSelector(), service_name="p", template={}
+        ),
+        status=k8s.V1StatefulSetStatus(
+            observed_generation=3,
+            replicas=1,
+            ready_replicas=1,
+            updated_replicas=1,
+            current_revision="postgres-1",
+            update_revision="postgres-2",
+        ),
+    )
+    assert dp.rollout_of("StatefulSet", sts).done is False
+    sts.status.current_revision = "postgres-2"
+    assert dp.rollout_of("StatefulSet", sts).done is True
+
+
+def test_local_env_is_not_a_deploy_target() -> None:
+    with pytest.raises(Exit, match="stage, prod"):
+        dp.env_config("local", "x")
