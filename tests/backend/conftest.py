@@ -1,0 +1,255 @@
+"""Backend tests run against the machine's real PostgreSQL and RabbitMQ.
+
+A fresh database (schema built by the real `migrate` entry point), a fresh upload directory and
+a dedicated queue are created per test run and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+ADMIN_DSN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres")
+DATA = Path(__file__).parent / "data"
+
+
+def _admin(statement: sql.Composable) -> None:
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as connection:
+        connection.execute(statement)
+
+
+def _service_env(database: str, uploads: Path, queue: str) -> dict[str, str]:
+    return {
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": "unused-with-trust-auth",
+        "POSTGRES_HOST": "127.0.0.1",
+        "POSTGRES_PORT": "5432",
+        "POSTGRES_DB": database,
+        "RABBITMQ_DEFAULT_USER": "guest",
+        "RABBITMQ_DEFAULT_PASSWORD": "guest",
+        "RABBITMQ_HOST": "127.0.0.1",
+        "RABBITMQ_PORT": "5672",
+        "UPLOADED_FILES_DIR_PATH": str(uploads),
+        "TASK_QUEUE": queue,
+        "MAX_UPLOAD_SIZE_BYTES": str(1024 * 1024),
+        "TASK_TIME_LIMIT_SECONDS": "120",
+        "WORKER_CONCURRENCY": "1",
+        "LONG_POLL_MAX_SECONDS": "30",
+        "FLOWER_PASSWORD": "unused",
+    }
+
+
+def _clear_caches() -> None:
+    from desbordante_service.db import _session_factory, get_engine
+    from desbordante_service.settings import get_settings
+    from desbordante_service.worker.app import get_celery
+
+    if get_engine.cache_info().currsize:
+        get_engine().dispose()
+    for cached in (get_settings, get_engine, _session_factory, get_celery):
+        cached.cache_clear()
+
+
+def run_service(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """Run the real `desbordante-service` entry point."""
+    return subprocess.run(
+        [sys.executable, "-m", "desbordante_service", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    suffix = secrets.token_hex(4)
+    database = f"dsvc_test_{suffix}"
+    uploads = tmp_path_factory.mktemp("uploads")
+    env = _service_env(database, uploads, f"test-{suffix}")
+    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    _clear_caches()
+    try:
+        migrated = run_service("migrate", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        yield env
+    finally:
+        _delete_queue(env["TASK_QUEUE"])
+        _clear_caches()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def _delete_queue(queue: str) -> None:
+    from kombu import Connection
+
+    with Connection("amqp://guest:guest@127.0.0.1:5672//", connect_timeout=5) as connection:
+        channel = connection.channel()
+        channel.queue_delete(queue)
+
+
+@pytest.fixture(scope="session")
+def app(service_env: dict[str, str]):  # noqa: ANN201 - FastAPI
+    from desbordante_service.api.app import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def client(app) -> Iterator:  # noqa: ANN001
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def uploads(service_env: dict[str, str]) -> Path:
+    return Path(service_env["UPLOADED_FILES_DIR_PATH"])
+
+
+@pytest.fixture
+def db(service_env: dict[str, str]) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(f"{ADMIN_DSN} dbname={service_env['POSTGRES_DB']}", autocommit=True) as c:
+        yield c
+
+
+class Stored:
+    """What is on disk and in the database, to assert that a rejected request left nothing."""
+
+    def __init__(self, db: psycopg.Connection, uploads: Path) -> None:
+        self.db = db
+        self.uploads = uploads
+
+    def snapshot(self) -> tuple[int, int, list[str]]:
+        datasets = self.db.execute("SELECT count(*) FROM datasets").fetchone()[0]
+        tasks = self.db.execute("SELECT count(*) FROM profiling_tasks").fetchone()[0]
+        files = sorted(str(p.relative_to(self.uploads)) for p in self.uploads.rglob("*.*"))
+        return datasets, tasks, files
+
+
+@pytest.fixture
+def stored(db: psycopg.Connection, uploads: Path) -> Stored:
+    return Stored(db, uploads)
+
+
+class Api:
+    """The API under test (in-process TestClient) with the steps tests repeat."""
+
+    def __init__(self, client) -> None:  # noqa: ANN001 - TestClient
+        self.client = client
+
+    def upload(self, name: str, content: bytes, **form: str):  # noqa: ANN201
+        files = {"file": (name, content, "text/csv")}
+        return self.client.post("/api/v1/datasets", files=files, data=form)
+
+    def upload_file(self, filename: str, **form: str) -> dict:
+        response = self.upload(filename, (DATA / filename).read_bytes(), **form)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def create_task(self, dataset_id: str, primitive: str, **extra: object):  # noqa: ANN201
+        body = {"dataset_id": dataset_id, "primitive": primitive, **extra}
+        return self.client.post("/api/v1/tasks", json=body)
+
+    def run_task(self, dataset_id: str, primitive: str, **extra: object) -> dict:
+        response = self.create_task(dataset_id, primitive, **extra)
+        assert response.status_code == 202, response.text
+        return self.wait_final(response.json()["id"])
+
+    def wait_final(self, task_id: str, timeout: float = 90) -> dict:
+        """Long-poll until the task is final; fail after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        task: dict = {}
+        while time.monotonic() < deadline:
+            task = self.client.get(f"/api/v1/tasks/{task_id}", params={"wait": 10}).json()
+            if task["status"] in ("succeeded", "failed"):
+                return task
+        raise AssertionError(f"task {task_id} not final after {timeout}s: {task}")
+
+
+@pytest.fixture
+def api(client) -> Api:  # noqa: ANN001
+    return Api(client)
+
+
+class Worker:
+    """A real `desbordante-service worker` process."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "desbordante_service", "worker", "--hostname", self.name],
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready." in self.log.read_text(errors="replace"):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
+
+    def kill_hard(self) -> None:
+        """SIGKILL the worker and its pool children at once, like a crashed node."""
+        import psutil
+
+        parent = psutil.Process(self.process.pid)
+        for proc in [*parent.children(recursive=True), parent]:
+            proc.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill_hard()
+
+
+@pytest.fixture
+def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator:
+    workers: list[Worker] = []
+
+    def _start() -> Worker:
+        worker = Worker(service_env, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield _start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def worker(start_worker) -> Worker:  # noqa: ANN001
+    return start_worker()

@@ -1,0 +1,196 @@
+"""POST/GET/DELETE /api/v1/datasets on the real database and upload directory."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+
+CITIES = b"id,city,zip,name\n1,A,10,x\n2,A,10,y\n3,B,20,x\n4,C,20,y\n"
+LIMIT = 1024 * 1024  # MAX_UPLOAD_SIZE_BYTES in the test environment
+
+
+def test_upload_stores_file_and_metadata(api, uploads) -> None:
+    response = api.upload("cities.csv", CITIES)
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["name"] == "cities.csv"
+    assert body["size"] == len(CITIES)
+    assert body["sha256"] == hashlib.sha256(CITIES).hexdigest()
+    assert body["separator"] == ","
+    assert body["has_header"] is True
+    assert body["columns"] == ["id", "city", "zip", "name"]
+    assert body["row_count"] == 4
+    assert (uploads / "datasets" / f"{body['id']}.csv").read_bytes() == CITIES
+    assert list((uploads / "incoming").iterdir()) == []
+
+
+def test_upload_without_header_and_other_separator(api) -> None:
+    body = api.upload("nums.csv", b"1;2;3\n4;5;6\n", separator=";", has_header="false").json()
+
+    assert body["columns"] == ["0", "1", "2"]
+    assert body["row_count"] == 2
+    assert body["separator"] == ";"
+
+
+def test_quoted_fields_may_contain_the_separator(api) -> None:
+    body = api.upload("q.csv", b'a,b\n1,"x,y"\n2,z\n').json()
+
+    assert body["columns"] == ["a", "b"]
+    assert body["row_count"] == 2
+
+
+def test_client_file_name_is_never_used_as_a_path(api, uploads) -> None:
+    body = api.upload("../../../etc/evil.csv", CITIES).json()
+
+    assert body["name"] == "evil.csv"
+    assert (uploads / "datasets" / f"{body['id']}.csv").exists()
+    assert not (uploads.parent / "etc").exists()
+
+
+def test_list_get_and_delete(api, uploads) -> None:
+    created = api.upload("cities.csv", CITIES).json()
+    path = uploads / "datasets" / f"{created['id']}.csv"
+
+    listed = api.client.get("/api/v1/datasets").json()
+    assert created["id"] in [d["id"] for d in listed]
+    assert api.client.get(f"/api/v1/datasets/{created['id']}").json() == created
+
+    assert api.client.delete(f"/api/v1/datasets/{created['id']}").status_code == 204
+    assert not path.exists()
+    missing = api.client.get(f"/api/v1/datasets/{created['id']}")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": f"dataset {created['id']} not found"}
+
+
+def test_delete_is_refused_while_a_task_is_queued(api, uploads, db) -> None:
+    created = api.upload("cities.csv", CITIES).json()
+    task = api.create_task(created["id"], "fd").json()  # no worker runs in this test: stays queued
+
+    response = api.client.delete(f"/api/v1/datasets/{created['id']}")
+
+    assert response.status_code == 409
+    assert "queued or running" in response.json()["detail"]
+    assert (uploads / "datasets" / f"{created['id']}.csv").exists()
+    db.execute("UPDATE profiling_tasks SET status = 'failed' WHERE id = %s", (task["id"],))
+    assert api.client.delete(f"/api/v1/datasets/{created['id']}").status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "detail"),
+    [
+        ("get", f"/api/v1/datasets/{uuid.UUID(int=1)}", 404, "not found"),
+        ("delete", f"/api/v1/datasets/{uuid.UUID(int=1)}", 404, "not found"),
+        ("get", "/api/v1/datasets/not-a-uuid", 422, "dataset_id: Input should be a valid UUID"),
+        ("delete", "/api/v1/datasets/42", 422, "dataset_id: Input should be a valid UUID"),
+    ],
+)
+def test_unknown_and_malformed_ids(api, method, path, status, detail) -> None:
+    response = getattr(api.client, method)(path)
+
+    assert response.status_code == status
+    assert detail in response.json()["detail"]
+
+
+REJECTED = [
+    ("inconsistent columns", b"a,b\n1,2\n3,4,5\n", {}, 422, "line 3 has 3 columns, expected 2"),
+    ("not utf-8", b"a,b\n1,\xff\xfe\n", {}, 422, "not UTF-8 text"),
+    ("empty file", b"", {}, 422, "file: the uploaded file is empty"),
+    ("empty first line", b"\n1,2\n", {}, 422, "no columns"),
+    ("duplicate header", b"a,a\n1,2\n", {}, 422, "duplicate column name 'a'"),
+    ("empty header name", b"a,\n1,2\n", {}, 422, "column 2 has an empty name"),
+    ("two-char separator", CITIES, {"separator": ";;"}, 422, "separator: must be exactly one"),
+    ("quote separator", CITIES, {"separator": '"'}, 422, "separator: must be exactly one"),
+    ("bad has_header", CITIES, {"has_header": "maybe"}, 422, "has_header: must be a boolean"),
+    ("unknown field", CITIES, {"colour": "red"}, 422, "colour: unknown form field"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "form", "status", "detail"),
+    [case[1:] for case in REJECTED],
+    ids=[case[0] for case in REJECTED],
+)
+def test_rejected_uploads_leave_nothing(api, stored, content, form, status, detail) -> None:
+    before = stored.snapshot()
+
+    response = api.upload("x.csv", content, **form)
+
+    assert response.status_code == status, response.text
+    assert detail in response.json()["detail"]
+    assert stored.snapshot() == before
+
+
+def test_missing_file_part(api, stored) -> None:
+    before = stored.snapshot()
+
+    response = api.client.post("/api/v1/datasets", data={"separator": ","}, files={"x": ("", b"")})
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == "file: field required"
+    assert stored.snapshot() == before
+
+
+def test_not_multipart(api, stored) -> None:
+    before = stored.snapshot()
+
+    response = api.client.post(
+        "/api/v1/datasets", content=CITIES, headers={"content-type": "text/csv"}
+    )
+
+    assert response.status_code == 415
+    assert "multipart/form-data" in response.json()["detail"]
+    assert stored.snapshot() == before
+
+
+def test_oversize_upload_with_honest_content_length(api, stored) -> None:
+    before = stored.snapshot()
+
+    response = api.upload("big.csv", b"a\n" + b"1\n" * LIMIT)
+
+    assert response.status_code == 413
+    assert f"limit of {LIMIT} bytes" in response.json()["detail"]
+    assert stored.snapshot() == before
+
+
+def test_oversize_upload_without_content_length_is_cut_on_the_running_count(api, stored) -> None:
+    """A chunked body declares no length: the cap must hold on the bytes actually received."""
+    before = stored.snapshot()
+    boundary = "testboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\na\n"
+    ).encode()
+
+    def body():  # noqa: ANN202 - a generator makes httpx send Transfer-Encoding: chunked
+        yield head
+        for _ in range(2 * LIMIT // 65536):
+            yield b"1\n" * 32768
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = api.client.post(
+        "/api/v1/datasets",
+        content=body(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+
+    assert response.status_code == 413
+    assert f"limit of {LIMIT} bytes" in response.json()["detail"]
+    assert stored.snapshot() == before
+
+
+def test_truncated_multipart_body_is_rejected(api, stored) -> None:
+    before = stored.snapshot()
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.csv"\r\n\r\na,b\n1,2\n'
+
+    response = api.client.post(
+        "/api/v1/datasets",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["detail"] == "the multipart body is incomplete"
+    assert stored.snapshot() == before
