@@ -108,14 +108,14 @@ def _delete_queue(queue: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def app(service_env: dict[str, str]):  # noqa: ANN201 - FastAPI
+def app(service_env: dict[str, str]):
     from desbordante_service.api.app import create_app
 
     return create_app()
 
 
 @pytest.fixture
-def client(app) -> Iterator:  # noqa: ANN001
+def client(app) -> Iterator:
     from fastapi.testclient import TestClient
 
     with TestClient(app) as test_client:
@@ -155,10 +155,10 @@ def stored(db: psycopg.Connection, uploads: Path) -> Stored:
 class Api:
     """The API under test (in-process TestClient) with the steps tests repeat."""
 
-    def __init__(self, client) -> None:  # noqa: ANN001 - TestClient
+    def __init__(self, client) -> None:
         self.client = client
 
-    def upload(self, name: str, content: bytes, **form: str):  # noqa: ANN201
+    def upload(self, name: str, content: bytes, **form: str):
         files = {"file": (name, content, "text/csv")}
         return self.client.post("/api/v1/datasets", files=files, data=form)
 
@@ -167,7 +167,7 @@ class Api:
         assert response.status_code == 201, response.text
         return response.json()
 
-    def create_task(self, dataset_id: str, primitive: str, **extra: object):  # noqa: ANN201
+    def create_task(self, dataset_id: str, primitive: str, **extra: object):
         body = {"dataset_id": dataset_id, "primitive": primitive, **extra}
         return self.client.post("/api/v1/tasks", json=body)
 
@@ -188,7 +188,7 @@ class Api:
 
 
 @pytest.fixture
-def api(client) -> Api:  # noqa: ANN001
+def api(client) -> Api:
     return Api(client)
 
 
@@ -251,5 +251,5 @@ def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
-def worker(start_worker) -> Worker:  # noqa: ANN001
+def worker(start_worker) -> Worker:
     return start_worker()

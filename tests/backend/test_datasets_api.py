@@ -164,7 +164,7 @@ def test_oversize_upload_without_content_length_is_cut_on_the_running_count(api,
         "Content-Type: text/csv\r\n\r\na\n"
     ).encode()
 
-    def body():  # noqa: ANN202 - a generator makes httpx send Transfer-Encoding: chunked
+    def body():
         yield head
         for _ in range(2 * LIMIT // 65536):
             yield b"1\n" * 32768
