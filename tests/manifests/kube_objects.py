@@ -1,0 +1,92 @@
+"""Helpers over rendered manifests: pod templates, containers, quantities, env files."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from desbordante_ops.config import REPO_ROOT, env_file, read_env_file
+
+# The release tag the tests render (dots become dashes in the migrate Job name).
+TEST_TAG = "1.2.3-rc.1"
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+LONG_RUNNING_KINDS = ("Deployment", "StatefulSet")
+MIB = 1024 * 1024
+_BINARY = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB}
+_DECIMAL = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9}
+
+
+def workloads(docs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every object with a pod template."""
+    return (doc for doc in docs if doc["kind"] in WORKLOAD_KINDS)
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def containers(spec: dict[str, Any], *, init: bool = True) -> list[dict[str, Any]]:
+    """The containers of a pod spec, init containers first when INIT."""
+    return [*(spec.get("initContainers", []) if init else []), *spec["containers"]]
+
+
+def quantity_bytes(value: str | int) -> int:
+    """A Kubernetes memory quantity in bytes ("96Mi", "1Gi", "128M", 1024)."""
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|k|M|G|)", str(value))
+    if match is None:
+        raise ValueError(f"unsupported quantity {value!r}")
+    number, unit = int(match[1]), match[2]
+    return number * (_BINARY.get(unit) or _DECIMAL[unit])
+
+
+def memory_request(spec: dict[str, Any]) -> int:
+    """Effective memory request of one pod, as the scheduler counts it:
+    max(sum of app containers, largest init container)."""
+
+    def req(container: dict[str, Any]) -> int:
+        return quantity_bytes(container["resources"]["requests"]["memory"])
+
+    apps = sum(req(c) for c in spec["containers"])
+    inits = [req(c) for c in spec.get("initContainers", [])]
+    return max([apps, *inits])
+
+
+def replicas(workload: dict[str, Any]) -> int:
+    if workload["kind"] == "Job":
+        return int(workload["spec"].get("parallelism", 1))
+    return int(workload["spec"].get("replicas", 1))
+
+
+def overlay_memory_requests(docs: list[dict[str, Any]]) -> dict[str, int]:
+    """Memory requests (bytes) per workload "Kind/name", replicas included."""
+    return {
+        f"{w['kind']}/{w['metadata']['name']}": memory_request(pod_spec(w)) * replicas(w)
+        for w in workloads(docs)
+    }
+
+
+def env_values(env: str) -> dict[str, str]:
+    """env/<env>.env as the configMapGenerator reads it."""
+    return read_env_file(env_file(env))
+
+
+def backend_constant(relative: str, name: str, root: Path = REPO_ROOT) -> int:
+    """An int constant of the backend source (the manifests session does not install it)."""
+    tree = ast.parse((root / "backend" / "src" / "desbordante_service" / relative).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return _int_expr(node.value)
+    raise LookupError(f"{name} not found in {relative}")
+
+
+def _int_expr(node: ast.expr) -> int:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        return _int_expr(node.left) * _int_expr(node.right)
+    raise ValueError(f"not a constant integer expression: {ast.dump(node)}")
