@@ -38,6 +38,7 @@ class BuildResult:
     image_id: str
     size: int
     refs: list[str]
+    cached: list[str]  # instructions whose layer came from the build cache
 
 
 # --- references -----------------------------------------------------------------------------
@@ -86,10 +87,14 @@ def build_args(rev: imagetags.Revision, base_image: str | None) -> dict[str, str
     return args
 
 
-def follow_build(stream: Iterable[Mapping[str, Any]]) -> str:
-    """Show a legacy-builder JSON stream; return the image id or raise Exit at the failing step."""
+def follow_build(stream: Iterable[Mapping[str, Any]]) -> tuple[str, list[str]]:
+    """Show a legacy-builder JSON stream; return (image id, cached instructions).
+
+    A build error raises Exit naming the failing step, after its last output lines.
+    """
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    current, image_id = "(before the first step)", ""
+    current, instruction, image_id = "(before the first step)", "", ""
+    cached: list[str] = []
     with progress() as bar:
         task_id = bar.add_task("build", total=None)
         for chunk in stream:
@@ -105,7 +110,7 @@ def follow_build(stream: Iterable[Mapping[str, Any]]) -> str:
                 match = STEP_LINE.match(line.strip())
                 if match:
                     number, total, instruction = match.groups()
-                    current = f"step {number}/{total} `{instruction}`"
+                    current = f"step {number}/{total} `{one_line(instruction, 80)}`"
                     bar.update(
                         task_id,
                         completed=int(number) - 1,
@@ -116,12 +121,14 @@ def follow_build(stream: Iterable[Mapping[str, Any]]) -> str:
                         f"[cyan]step {number}/{total}[/] {escape(one_line(instruction))}",
                         emoji=False,
                     )
+                elif line.strip() == "---> Using cache":
+                    cached.append(instruction)
                 elif line.strip():
                     tail.append(line.rstrip())
         bar.update(task_id, completed=bar.tasks[0].total or 1)
     if not image_id:
         raise Exit(f"The build stream ended without an image id after {current}.")
-    return image_id
+    return image_id, cached
 
 
 def build_image(
@@ -145,7 +152,7 @@ def build_image(
             network_mode="host",
             decode=True,
         )
-        image_id = follow_build(stream)
+        image_id, cached = follow_build(stream)
         image = client.images.get(image_id)
         for ref in refs[1:]:
             repository, tag = split_ref(ref)
@@ -153,7 +160,7 @@ def build_image(
     except APIError as error:
         raise Exit(f"The Docker engine refused the build: {error.explanation or error}") from None
     image.reload()
-    return BuildResult(image_id=image.id, size=int(image.attrs["Size"]), refs=refs)
+    return BuildResult(image.id, int(image.attrs["Size"]), refs, cached)
 
 
 def build(
