@@ -105,7 +105,7 @@ def render_manifests(c: Any, env: str, tag: str) -> str:
     """The overlay of ENV rendered with image TAG (k8s/ and render.py belong to the manifests)."""
     from desbordante_ops import render as render_module
 
-    return render_module.render(c, env, tag)
+    return render_module.render(env, tag).text
 
 
 def split_documents(text: str) -> list[dict[str, Any]]:
