@@ -70,8 +70,9 @@ def kustomize(path: Path) -> str:
     except subprocess.TimeoutExpired:
         raise Exit(f"kubectl kustomize {path} took over {KUSTOMIZE_TIMEOUT_SECONDS}s.") from None
     if result.returncode != 0:
-        message = result.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise Exit(f"kubectl kustomize {path} failed: {message[0]}")
+        lines = result.stderr.strip().splitlines() or ["no output"]
+        message = lines[-1].partition(' err="')[2].rstrip('"') or lines[-1]
+        raise Exit(f"kubectl kustomize {path} failed: {message}")
     return result.stdout
 
 

@@ -1,0 +1,457 @@
+"""Policies on the rendered manifests of both overlays (what issue 5 asks of every object)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from desbordante_ops import k8s_names as names
+from desbordante_ops.config import REPO_ROOT
+from desbordante_ops.render import Rendered, render
+
+from .kube_objects import (
+    LONG_RUNNING_KINDS,
+    MIB,
+    backend_constant,
+    containers,
+    env_values,
+    overlay_memory_requests,
+    pod_spec,
+    quantity_bytes,
+    workloads,
+)
+from .netpol import Pod, allowed
+
+MEMORY_BUDGET_BYTES = 1280 * MIB  # 1.25 GiB for stage + prod requests together
+RESTRICTED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+BACKEND_COMPONENTS = (names.API, names.WORKER, names.FLOWER, names.MIGRATE)
+
+
+def all_containers(rendered: Rendered) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(workload "Kind/name", pod spec, container) for every container, init ones included."""
+    return [
+        (f"{w['kind']}/{w['metadata']['name']}", pod_spec(w), c)
+        for w in workloads(rendered.docs)
+        for c in containers(pod_spec(w))
+    ]
+
+
+def long_running(rendered: Rendered) -> list[dict[str, Any]]:
+    return [w for w in workloads(rendered.docs) if w["kind"] in LONG_RUNNING_KINDS]
+
+
+def component_of(workload: dict[str, Any]) -> str:
+    return workload["spec"]["template"]["metadata"]["labels"][names.COMPONENT_LABEL]
+
+
+def prestop_seconds(container: dict[str, Any]) -> int:
+    pre_stop = container.get("lifecycle", {}).get("preStop", {})
+    return int(pre_stop.get("sleep", {}).get("seconds", 0))
+
+
+# --- Every workload ---------------------------------------------------------------------------
+
+
+def test_every_container_has_cpu_and_memory_requests_and_limits(rendered: Rendered) -> None:
+    for where, _, c in all_containers(rendered):
+        resources = c.get("resources", {})
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(resources.get(kind, {})), f"{where}/{c['name']}"
+        memory = resources["requests"]["memory"], resources["limits"]["memory"]
+        assert quantity_bytes(memory[0]) <= quantity_bytes(memory[1]), f"{where}/{c['name']}"
+
+
+def test_long_running_containers_have_startup_readiness_and_liveness_probes(
+    rendered: Rendered,
+) -> None:
+    for workload in long_running(rendered):
+        for c in pod_spec(workload)["containers"]:
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert probe in c, f"{workload['metadata']['name']}/{c['name']} lacks {probe}"
+
+
+def test_pods_meet_pod_security_standard_restricted(rendered: Rendered) -> None:
+    for workload in workloads(rendered.docs):
+        spec = pod_spec(workload)
+        where = f"{workload['kind']}/{workload['metadata']['name']}"
+        pod_sc = spec.get("securityContext", {})
+        assert pod_sc.get("runAsNonRoot") is True, where
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+        assert pod_sc.get("runAsUser", 0) != 0 and pod_sc.get("runAsGroup", 0) != 0, where
+        for host in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(host), where
+        for volume in spec.get("volumes", []):
+            kinds = set(volume) - {"name"}
+            assert kinds <= RESTRICTED_VOLUME_TYPES, f"{where}: volume {volume['name']}"
+        for c in containers(spec):
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, f"{where}/{c['name']}"
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}/{c['name']}"
+            assert not sc.get("capabilities", {}).get("add"), f"{where}/{c['name']}"
+            assert not sc.get("privileged"), f"{where}/{c['name']}"
+            assert sc.get("runAsUser", 1) != 0, f"{where}/{c['name']}"
+            assert sc.get("seccompProfile", {"type": "RuntimeDefault"})["type"] in (
+                "RuntimeDefault",
+                "Localhost",
+            )
+            assert all("hostPort" not in p for p in c.get("ports", [])), f"{where}/{c['name']}"
+
+
+def test_root_filesystems_are_read_only_with_emptydir_for_tmp(rendered: Rendered) -> None:
+    for where, spec, c in all_containers(rendered):
+        assert c["securityContext"].get("readOnlyRootFilesystem") is True, f"{where}/{c['name']}"
+        empty_dirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+        tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+        if c["image"] != names.RABBITMQ_IMAGE or c["name"] != "config":  # init: writes conf.d
+            assert tmp and tmp[0]["name"] in empty_dirs, f"{where}/{c['name']} needs /tmp"
+
+
+def test_workloads_run_as_their_images_numeric_users(rendered: Rendered) -> None:
+    expected = {names.POSTGRES: 999, names.RABBITMQ: 999}
+    for workload in workloads(rendered.docs):
+        uid = expected.get(component_of(workload), names.BACKEND_UID)
+        sc = pod_spec(workload)["securityContext"]
+        assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (uid, uid, uid)
+
+
+def test_no_service_account_token_and_no_service_link_variables(rendered: Rendered) -> None:
+    for workload in workloads(rendered.docs):
+        spec = pod_spec(workload)
+        assert spec.get("automountServiceAccountToken") is False, workload["metadata"]["name"]
+        # Service links would inject POSTGRES_PORT=tcp://... over the app's own variable.
+        assert spec.get("enableServiceLinks") is False, workload["metadata"]["name"]
+
+
+def test_images_are_pinned_and_pulled_if_not_present(rendered: Rendered) -> None:
+    for where, _, c in all_containers(rendered):
+        image = c["image"]
+        name, _, tag = image.rpartition(":")
+        assert name and "/" not in tag and tag not in ("", "latest"), f"{where}: {image}"
+        assert c.get("imagePullPolicy") == "IfNotPresent", f"{where}/{c['name']}"
+    third_party = {c["image"] for _, _, c in all_containers(rendered)} - {rendered.image}
+    assert third_party == {names.POSTGRES_IMAGE, names.RABBITMQ_IMAGE}
+
+
+def test_nothing_in_k8s_uses_latest_tags() -> None:
+    for path in (REPO_ROOT / "k8s").rglob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            text = yaml.safe_dump(doc)
+            assert ":latest" not in text and "newTag: latest" not in text, path
+
+
+def test_graceful_shutdown_covers_the_longest_work(rendered: Rendered) -> None:
+    env = env_values(rendered.env)
+    for workload in long_running(rendered):
+        spec = pod_spec(workload)
+        grace = spec.get("terminationGracePeriodSeconds")
+        assert grace is not None, workload["metadata"]["name"]
+        for c in spec["containers"]:
+            assert "preStop" in c.get("lifecycle", {}), f"{workload['metadata']['name']}"
+            assert prestop_seconds(c) < grace
+    worker = pod_spec(rendered.find("Deployment", names.WORKER))
+    task_limit = int(env.get("TASK_TIME_LIMIT_SECONDS", "600"))
+    assert worker["terminationGracePeriodSeconds"] >= (
+        task_limit + prestop_seconds(worker["containers"][0]) + 30
+    )
+    api = pod_spec(rendered.find("Deployment", names.API))
+    long_poll = int(env.get("LONG_POLL_MAX_SECONDS", "60"))
+    assert api["terminationGracePeriodSeconds"] >= long_poll + prestop_seconds(api["containers"][0])
+
+
+def test_api_and_worker_wait_for_the_schema(rendered: Rendered) -> None:
+    for component in (names.API, names.WORKER):
+        inits = pod_spec(rendered.find("Deployment", component)).get("initContainers", [])
+        assert [c["args"] for c in inits] == [["migrate", "--check"]], component
+        assert inits[0]["image"] == rendered.image
+
+
+# --- Names, labels, configuration --------------------------------------------------------------
+
+
+def test_workload_and_service_names_and_labels_match_k8s_names(rendered: Rendered) -> None:
+    assert {d["metadata"]["name"] for d in rendered.of_kind("Deployment")} == set(names.DEPLOYMENTS)
+    assert {s["metadata"]["name"] for s in rendered.of_kind("StatefulSet")} == set(
+        names.STATEFULSETS
+    )
+    assert {s["metadata"]["name"] for s in rendered.of_kind("Service")} == set(
+        names.SERVICES.values()
+    )
+    assert [p["metadata"]["name"] for p in rendered.of_kind("PersistentVolumeClaim")] == [
+        names.UPLOADS_PVC
+    ]
+    for workload in workloads(rendered.docs):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert labels[names.NAME_LABEL] == names.APP_NAME
+        assert labels[names.COMPONENT_LABEL] in names.COMPONENTS
+        assert labels[names.INSTANCE_LABEL] == rendered.namespace
+        if workload["kind"] != "Job":
+            want = dict(kv.split("=") for kv in names.selector(component_of(workload)).split(","))
+            assert workload["spec"]["selector"]["matchLabels"] == want
+            assert workload["metadata"]["name"] == component_of(workload)
+    for service in rendered.of_kind("Service"):
+        pods = [w for w in long_running(rendered) if component_of(w) == service["metadata"]["name"]]
+        assert len(pods) == 1, service["metadata"]["name"]
+    assert rendered.find("Service", names.POSTGRES)["spec"]["clusterIP"] == "None"
+
+
+def test_config_map_is_generated_from_the_env_file(rendered: Rendered) -> None:
+    config_maps = [
+        c
+        for c in rendered.of_kind("ConfigMap")
+        if c["metadata"]["name"].startswith(names.CONFIG_MAP)
+    ]
+    assert len(config_maps) == 1
+    config = config_maps[0]
+    assert config["metadata"]["name"] != names.CONFIG_MAP, "needs its content-hash suffix"
+    assert config["data"] == env_values(rendered.env)
+    assert config["data"]["K8S_NAMESPACE"] == rendered.namespace
+    for workload in workloads(rendered.docs):
+        if component_of(workload) in BACKEND_COMPONENTS:
+            for c in containers(pod_spec(workload)):
+                refs = [e["configMapRef"]["name"] for e in c["envFrom"]]
+                assert refs == [config["metadata"]["name"]]
+
+
+def test_a_config_change_renames_the_config_map_so_pods_roll(tmp_path: Path) -> None:
+    for part in ("k8s", "env"):
+        shutil.copytree(REPO_ROOT / part, tmp_path / part)
+    before = render("stage", "1.0.0", image_name="img", root=tmp_path)
+    env_file = tmp_path / "env" / "stage.env"
+    changed = env_file.read_text().replace("LOG_LEVEL=INFO", "LOG_LEVEL=DEBUG")
+    assert "LOG_LEVEL=DEBUG" in changed
+    env_file.write_text(changed)
+    after = render("stage", "1.0.0", image_name="img", root=tmp_path)
+
+    def api_config(rendered: Rendered) -> str:
+        api = pod_spec(rendered.find("Deployment", names.API))
+        return api["containers"][0]["envFrom"][0]["configMapRef"]["name"]
+
+    assert api_config(before) != api_config(after)
+
+
+def test_replicas_and_hosts_come_from_the_env_file(rendered: Rendered) -> None:
+    env = env_values(rendered.env)
+    assert rendered.find("Deployment", names.API)["spec"]["replicas"] == int(env["API_REPLICAS"])
+    worker = rendered.find("Deployment", names.WORKER)
+    assert worker["spec"]["replicas"] == int(env["WORKER_REPLICAS"])
+    hosts = {
+        i["metadata"]["name"]: i["spec"]["rules"][0]["host"] for i in rendered.of_kind("Ingress")
+    }
+    assert hosts == {names.API: env["API_HOST"], names.FLOWER: env["FLOWER_INGRESS_HOST"]}
+
+
+def test_environments_do_not_share_hosts(all_rendered: dict[str, Rendered]) -> None:
+    hosts = [
+        i["spec"]["rules"][0]["host"]
+        for rendered in all_rendered.values()
+        for i in rendered.of_kind("Ingress")
+    ]
+    assert len(hosts) == len(set(hosts))
+
+
+# --- Secrets -----------------------------------------------------------------------------------
+
+
+def test_no_secret_objects_or_data_anywhere_in_k8s() -> None:
+    for path in (REPO_ROOT / "k8s").rglob("*"):
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        assert "secretGenerator" not in text, path
+        if path.suffix in (".yaml", ".yml"):
+            for doc in yaml.safe_load_all(text):
+                assert (doc or {}).get("kind") != "Secret", path
+
+
+def test_no_secret_in_rendered_output(rendered: Rendered) -> None:
+    assert not rendered.of_kind("Secret")
+    for where, _, c in all_containers(rendered):
+        for var in c.get("env", []):
+            assert var["name"] not in ("POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASSWORD")
+            assert var["name"] != "FLOWER_PASSWORD", where
+            assert "secretKeyRef" not in var.get("valueFrom", {}), f"{where}: files only"
+
+
+def _secret_files(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Mounted path -> (Secret name, key) for every secret file the container sees."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    files: dict[str, tuple[str, str]] = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes.get(mount["name"], {})  # volumeClaimTemplates are not listed here
+        sources = [{"secret": volume["secret"]}] if "secret" in volume else []
+        sources += volume.get("projected", {}).get("sources", [])
+        for source in sources:
+            secret = source.get("secret")
+            if secret is None:
+                continue
+            name = secret.get("secretName") or secret["name"]
+            for item in secret["items"]:
+                files[f"{mount['mountPath']}/{item['path']}"] = (name, item["key"])
+    return files
+
+
+def test_secrets_are_known_and_mounted_as_files_behind_file_variables(rendered: Rendered) -> None:
+    known = {(s.NAME, s.PASSWORD) for s in names.SECRETS}
+    expected = {
+        "POSTGRES_PASSWORD_FILE": (names.PostgresSecret.NAME, names.PostgresSecret.PASSWORD),
+        "RABBITMQ_DEFAULT_PASSWORD_FILE": (
+            names.RabbitMQSecret.NAME,
+            names.RabbitMQSecret.PASSWORD,
+        ),
+        "FLOWER_PASSWORD_FILE": (names.FlowerSecret.NAME, names.FlowerSecret.PASSWORD),
+    }
+    for workload in workloads(rendered.docs):
+        spec = pod_spec(workload)
+        for c in containers(spec):
+            files = _secret_files(spec, c)
+            assert set(files.values()) <= known, f"{workload['metadata']['name']}/{c['name']}"
+            for path in files:
+                assert path.startswith(names.SECRET_MOUNT_ROOT + "/")
+            for var in c.get("env", []):
+                if var["name"].endswith("_FILE"):
+                    assert files.get(var["value"]) == expected[var["name"]], var
+            if component_of(workload) in BACKEND_COMPONENTS:
+                file_vars = {v["name"] for v in c.get("env", [])}
+                assert {"POSTGRES_PASSWORD_FILE", "RABBITMQ_DEFAULT_PASSWORD_FILE"} <= file_vars
+    flower = pod_spec(rendered.find("Deployment", names.FLOWER))["containers"][0]
+    assert "FLOWER_PASSWORD_FILE" in {v["name"] for v in flower["env"]}
+
+
+# --- Namespaces, network, disruptions, edge ----------------------------------------------------
+
+
+def test_namespace_enforces_restricted(rendered: Rendered) -> None:
+    (namespace,) = rendered.of_kind("Namespace")
+    labels = namespace["metadata"]["labels"]
+    assert {k: labels[k] for k in names.NAMESPACE_LABELS} == names.NAMESPACE_LABELS
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def _pods(rendered: Rendered) -> dict[str, Pod]:
+    return {
+        component_of(w): Pod(rendered.namespace, w["spec"]["template"]["metadata"]["labels"])
+        for w in workloads(rendered.docs)
+    }
+
+
+def _ports(rendered: Rendered) -> dict[str, int]:
+    return {
+        component_of(w): p["containerPort"]
+        for w in workloads(rendered.docs)
+        for p in pod_spec(w)["containers"][0].get("ports", [])
+    }
+
+
+TRAEFIK = Pod(names.INGRESS_CONTROLLER_NAMESPACE, dict(names.INGRESS_CONTROLLER_LABELS))
+KUBE_DNS = Pod("kube-system", {"k8s-app": "kube-dns"})
+STRANGER = Pod("default", {"app": "anything"})
+
+
+def test_network_policies_allow_exactly_the_needed_connections(rendered: Rendered) -> None:
+    policies = rendered.of_kind("NetworkPolicy")
+    pods, ports = _pods(rendered), _ports(rendered)
+    expected = {
+        (names.API, names.POSTGRES),
+        (names.API, names.RABBITMQ),
+        (names.WORKER, names.POSTGRES),
+        (names.WORKER, names.RABBITMQ),
+        (names.FLOWER, names.RABBITMQ),
+        (names.MIGRATE, names.POSTGRES),
+    }
+    actual = {
+        (src, dst)
+        for src in pods
+        for dst, port in ports.items()
+        if src != dst and allowed(policies, pods[src], pods[dst], port)
+    }
+    assert actual == expected
+    from_edge = {dst for dst, port in ports.items() if allowed(policies, TRAEFIK, pods[dst], port)}
+    assert from_edge == {names.API, names.FLOWER}
+    assert not any(allowed(policies, STRANGER, pods[d], p) for d, p in ports.items())
+    for pod in pods.values():
+        assert allowed(policies, pod, KUBE_DNS, 53, "UDP") and allowed(policies, pod, KUBE_DNS, 53)
+        assert not allowed(policies, pod, STRANGER, 443)
+
+
+def test_default_deny_covers_every_pod(rendered: Rendered) -> None:
+    deny = rendered.find("NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_disruption_budgets_never_block_a_drain(rendered: Rendered) -> None:
+    budgets = rendered.of_kind("PodDisruptionBudget")
+    for workload in long_running(rendered):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        mine = [
+            b
+            for b in budgets
+            if all(labels.get(k) == v for k, v in b["spec"]["selector"]["matchLabels"].items())
+        ]
+        assert len(mine) == 1, workload["metadata"]["name"]
+        spec = mine[0]["spec"]
+        replicas = workload["spec"].get("replicas", 1)
+        if "maxUnavailable" in spec:
+            assert int(spec["maxUnavailable"]) >= 1
+        else:
+            assert replicas - int(spec["minAvailable"]) >= 1
+        assert spec.get("unhealthyPodEvictionPolicy") == "AlwaysAllow"
+
+
+def test_ingresses_use_traefik_and_flower_only_behind_basic_auth(rendered: Rendered) -> None:
+    for ingress in rendered.of_kind("Ingress"):
+        assert ingress["spec"]["ingressClassName"] == "traefik"
+    flower_refs = rendered.find("Ingress", names.FLOWER)["metadata"]["annotations"][
+        "traefik.ingress.kubernetes.io/router.middlewares"
+    ]
+    auth = rendered.find("Middleware", "flower-auth")["spec"]["basicAuth"]
+    assert flower_refs == f"{rendered.namespace}-flower-auth@kubernetescrd"
+    assert auth["secret"] == names.FlowerSecret.NAME
+    # The only way to Flower is its Ingress (its Service is ClusterIP, no NodePort).
+    assert rendered.find("Service", names.FLOWER)["spec"].get("type", "ClusterIP") == "ClusterIP"
+
+
+def test_edge_body_limit_matches_what_the_api_accepts(rendered: Rendered) -> None:
+    """The API takes MAX_UPLOAD_SIZE_BYTES of file plus its multipart envelope allowance."""
+    max_file = int(env_values(rendered.env)["MAX_UPLOAD_SIZE_BYTES"])
+    envelope = backend_constant("datasets/upload.py", "ENVELOPE_ALLOWANCE")
+    limit = rendered.find("Middleware", "upload-limit")["spec"]["buffering"]
+    assert limit["maxRequestBodyBytes"] == max_file + envelope
+    api_refs = rendered.find("Ingress", names.API)["metadata"]["annotations"][
+        "traefik.ingress.kubernetes.io/router.middlewares"
+    ]
+    assert api_refs == f"{rendered.namespace}-upload-limit@kubernetescrd"
+
+
+# --- Memory budget -----------------------------------------------------------------------------
+
+
+def test_memory_requests_of_both_overlays_fit_the_budget(
+    all_rendered: dict[str, Rendered], capsys: pytest.CaptureFixture[str]
+) -> None:
+    per_env = {env: overlay_memory_requests(r.docs) for env, r in all_rendered.items()}
+    total = sum(sum(requests.values()) for requests in per_env.values())
+    report = "; ".join(
+        f"{env}: {sum(r.values()) // MIB}Mi ("
+        + ", ".join(f"{k} {v // MIB}Mi" for k, v in sorted(r.items()))
+        + ")"
+        for env, r in per_env.items()
+    )
+    with capsys.disabled():
+        print(
+            f"\nmemory requests: total {total // MIB}Mi of {MEMORY_BUDGET_BYTES // MIB}Mi; {report}"
+        )
+    assert total <= MEMORY_BUDGET_BYTES, report
+    assert set(per_env["prod"]) == set(per_env["stage"])  # same workloads, nothing forgotten
