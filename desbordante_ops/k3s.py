@@ -359,3 +359,42 @@ def lock_task(c: Any) -> None:
             ("install.sh sha256", lock.script_sha256),
         ],
     )
+
+
+@task(
+    name="load-image",
+    help={
+        "env": "Environment whose IMAGE_NAME is used: stage or prod.",
+        "tag": "Image tag (default: release tag of HEAD, else its short sha).",
+    },
+)
+def load_image_task(c: Any, env: str = "stage", tag: str | None = None) -> None:
+    """Copy the backend image from the local Docker engine into k3s (no registry needed)."""
+    from desbordante_ops import imagetags
+    from desbordante_ops.config import load_config
+
+    cfg = load_config(env)
+    tag = tag or imagetags.revision(REPO_ROOT).tags[0]
+    load_into_k3s(c, f"{cfg['IMAGE_NAME']}:{tag}")
+
+
+@task(
+    name="registry",
+    help={
+        "registry": "Registry host the manifests name, e.g. ghcr.io or 127.0.0.1:5000.",
+        "endpoint": "URL k3s pulls from instead, e.g. http://127.0.0.1:5000.",
+    },
+)
+def registry_task(c: Any, registry: str, endpoint: str) -> None:
+    """Make k3s pull REGISTRY's images from ENDPOINT (writes registries.yaml, restarts k3s)."""
+    if not is_root():
+        raise Exit("k3s.registry needs root: run `sudo -E invoke k3s.registry ...`.")
+    content = registries_yaml(registry, endpoint)
+    if REGISTRIES_PATH.is_file() and REGISTRIES_PATH.read_text() == content:
+        ok(f"{REGISTRIES_PATH} already mirrors {registry}: nothing to do")
+        return
+    REGISTRIES_PATH.parent.mkdir(parents=True, exist_ok=True)
+    REGISTRIES_PATH.write_text(content)
+    REGISTRIES_PATH.chmod(0o600)
+    c.run("systemctl restart k3s")
+    ok(f"k3s pulls {registry} images from {endpoint}")

@@ -253,3 +253,14 @@ def test_images_load_skips_an_image_already_in_k3s(host: Path) -> None:
 def test_registries_yaml_mirrors_registry() -> None:
     data = yaml.safe_load(k3s.registries_yaml("ghcr.io", "http://127.0.0.1:5000"))
     assert data == {"mirrors": {"ghcr.io": {"endpoint": ["http://127.0.0.1:5000"]}}}
+
+
+def test_registry_task_writes_mirror_and_restarts_once(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(k3s, "REGISTRIES_PATH", host / "etc/rancher/k3s/registries.yaml")
+    c = MockContext(run={"systemctl restart k3s": Result("")})
+    k3s.registry_task(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
+    k3s.registry_task(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
+    assert [call.args[0] for call in c.run.call_args_list] == ["systemctl restart k3s"]
+    assert stat.S_IMODE(k3s.REGISTRIES_PATH.stat().st_mode) == 0o600
