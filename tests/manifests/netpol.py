@@ -83,3 +83,13 @@ def allowed(
     return _direction_allows(policies, "Egress", src, dst, port, proto) and _direction_allows(
         policies, "Ingress", dst, src, port, proto
     )
+
+
+def ingress_allows(policies: list[dict[str, Any]], src: Pod, dst: Pod, port: int) -> bool:
+    """Only DST's side: whether its ingress policies admit SRC on PORT."""
+    return _direction_allows(policies, "Ingress", dst, src, port, "TCP")
+
+
+def egress_allows(policies: list[dict[str, Any]], src: Pod, dst: Pod, port: int) -> bool:
+    """Only SRC's side: whether its egress policies let it reach DST on PORT."""
+    return _direction_allows(policies, "Egress", src, dst, port, "TCP")

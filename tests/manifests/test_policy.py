@@ -24,7 +24,7 @@ from .kube_objects import (
     quantity_bytes,
     workloads,
 )
-from .netpol import Pod, allowed
+from .netpol import Pod, allowed, egress_allows, ingress_allows
 
 MEMORY_BUDGET_BYTES = 1280 * MIB  # 1.25 GiB for stage + prod requests together
 RESTRICTED_VOLUME_TYPES = {
@@ -378,6 +378,15 @@ def test_network_policies_allow_exactly_the_needed_connections(rendered: Rendere
         if src != dst and allowed(policies, pods[src], pods[dst], port)
     }
     assert actual == expected
+    # Each side alone is as narrow as the pair: a loose ingress or egress rule fails too.
+    for side in (ingress_allows, egress_allows):
+        one_side = {
+            (src, dst)
+            for src in pods
+            for dst, port in ports.items()
+            if src != dst and side(policies, pods[src], pods[dst], port)
+        }
+        assert one_side == expected, side.__name__
     from_edge = {dst for dst, port in ports.items() if allowed(policies, TRAEFIK, pods[dst], port)}
     assert from_edge == {names.API, names.FLOWER}
     assert not any(allowed(policies, STRANGER, pods[d], p) for d, p in ports.items())
