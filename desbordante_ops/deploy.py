@@ -287,6 +287,22 @@ def diagnose(k: kube.Kube, namespace: str, selector: str | None = None) -> None:
 # --- deploy ----------------------------------------------------------------------------------
 
 
+def check_secrets(core: Any, env: str) -> None:
+    """Exit before applying anything when a Secret the pods mount does not exist yet."""
+    from desbordante_ops.cluster_secrets import SPECS, read_secret
+
+    namespace = names.namespace_for(env)
+    try:
+        missing = [s.name for s in SPECS if read_secret(core, s.name, namespace) is None]
+    except ApiException as exc:
+        raise Exit(f"Cannot read Secrets in {namespace}: {exc.reason}") from None
+    if missing:
+        raise Exit(
+            f"Secrets missing in {namespace}: {', '.join(missing)}; run "
+            f"`invoke secrets.generate --env {env}` first."
+        )
+
+
 def deploy_release(
     c: Any,
     cfg: EnvConfig,
@@ -296,14 +312,18 @@ def deploy_release(
     yes: bool = False,
     confirm: Confirm = input,
     timeout: float = ROLLOUT_TIMEOUT_SECONDS,
-    stage_namespace: str | None = None,
+    stage_core: Any = None,
     **wait_kw: Any,
 ) -> bool:
-    """The whole deploy of MANIFESTS (already rendered with TAG); True when anything changed."""
+    """The whole deploy of MANIFESTS (already rendered with TAG); True when anything changed.
+
+    STAGE_CORE reads stage's release record for prod (default: the same cluster as K).
+    """
     namespace = names.namespace_for(cfg.name)
     if cfg.name == "prod":
-        stage_ns = stage_namespace or names.namespace_for("stage")
-        check_prod_rules(tag, releases(k.core, stage_ns), yes, confirm)
+        stage_ns = names.namespace_for("stage")
+        check_prod_rules(tag, releases(stage_core or k.core, stage_ns), yes, confirm)
+    check_secrets(k.core, cfg.name)
     docs = split_documents(manifests)
     job = migrate_job(docs, tag)
     if job is None:
@@ -363,7 +383,9 @@ def deploy(c: Any, env: str = "stage", tag: str | None = None, yes: bool = False
     """Render, diff, apply, migrate and wait for the rollout of one release."""
     cfg, tag = env_config(env, tag)
     manifests = render_manifests(c, env, tag)
-    deploy_release(c, cfg, kube.connect(cfg), tag, manifests, yes=yes)
+    k = kube.connect(cfg)
+    stage_core = kube.connect(load_config("stage")).core if env == "prod" else None
+    deploy_release(c, cfg, k, tag, manifests, yes=yes, stage_core=stage_core)
 
 
 @task(

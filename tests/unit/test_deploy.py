@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
-from fake_kube import FakeBatch, FakeCore, FakeRollouts
+from fake_kube import FakeApps, FakeBatch, FakeCore, FakeRollouts
 from invoke import Exit, MockContext, Result
 from kubernetes import client as k8s
 
+from desbordante_ops import cluster_secrets as cs
 from desbordante_ops import deploy as dp
 from desbordante_ops import k8s_names as names
 from desbordante_ops import kube
@@ -46,9 +47,12 @@ def cluster(
     tag: str, ready: int = 1, job: str | None = "Complete", core: FakeCore | None = None
 ) -> kube.Kube:
     jobs = {names.migrate_job_name(tag): job} if job != "missing" else {}
+    core = core or FakeCore()
+    for env in names.KUBE_ENVS:
+        cs.generate(core, FakeApps(), load_config(env, environ={}), names.namespace_for(env))
     return kube.Kube(
         api_client=None,
-        core=core or FakeCore(),
+        core=core,
         apps=FakeRollouts(dict.fromkeys(WORKLOADS, ready)),
         batch=FakeBatch(jobs),
         rbac=None,
@@ -233,3 +237,24 @@ def test_statefulset_rollout_waits_for_the_update_revision() -> None:
 def test_local_env_is_not_a_deploy_target() -> None:
     with pytest.raises(Exit, match="stage, prod"):
         dp.env_config("local", "x")
+
+
+def test_missing_secrets_stop_the_deploy_before_kubectl() -> None:
+    cfg, c = load_config("stage", environ={}), kubectl_context()
+    k = cluster(SHA_TAG)
+    del k.core.secrets[(STAGE_NS, names.FlowerSecret.NAME)]
+    with pytest.raises(Exit, match=r"invoke secrets\.generate --env stage"):
+        dp.deploy_release(c, cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait())
+    assert commands(c) == []
+
+
+def test_prod_reads_the_stage_record_from_the_stage_cluster() -> None:
+    cfg = load_config("prod", environ={})
+    stage = FakeCore()
+    dp.record_release(stage, STAGE_NS, RELEASE, f"img:{RELEASE}")
+    c = kubectl_context()
+    k = cluster(RELEASE)
+    dp.deploy_release(
+        c, cfg, k, RELEASE, manifests(RELEASE), yes=True, stage_core=stage, **no_wait()
+    )
+    assert RELEASE in dp.releases(k.core, PROD_NS)
