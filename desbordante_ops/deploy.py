@@ -382,6 +382,8 @@ def env_config(env: str, tag: str | None = None) -> tuple[EnvConfig, str]:
 def deploy(c: Any, env: str = "stage", tag: str | None = None, yes: bool = False) -> None:
     """Render, diff, apply, migrate and wait for the rollout of one release."""
     cfg, tag = env_config(env, tag)
+    if env == "prod" and not imagetags.is_prod_pushable(tag):
+        raise Exit(f"prod takes only a release tag vX.Y.Z; {tag!r} is not one (tag a release).")
     manifests = render_manifests(c, env, tag)
     k = kube.connect(cfg)
     stage_core = kube.connect(load_config("stage")).core if env == "prod" else None
