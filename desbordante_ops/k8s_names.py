@@ -45,7 +45,8 @@ class PostgresSecret:
 
 class RabbitMQSecret:
     """RabbitMQ password, read by the app (RABBITMQ_DEFAULT_PASSWORD_FILE) and by the
-    rabbitmq pod's init container, which writes it into a rabbitmq.conf fragment."""
+    rabbitmq pod's init container, which writes it into a rabbitmq.conf fragment: it must be
+    one line of characters that need no quoting there (`secrets.token_urlsafe` output)."""
 
     NAME: Final = "desbordante-rabbitmq"
     PASSWORD: Final = "password"  # noqa: S105 - a Secret key name
