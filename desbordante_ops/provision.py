@@ -8,9 +8,9 @@ written to its stdin. Without a usable rabbitmqctl the stack falls back to guest
 
 from __future__ import annotations
 
-import io
 import shlex
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,9 +80,16 @@ class BrokerAccess:
 
 
 def _ctl(c: Context, ctl: str, *args: str, stdin: str | None = None) -> tuple[bool, str]:
-    command = " ".join(shlex.quote(part) for part in (ctl, "-q", *args))
-    kwargs = {"in_stream": io.StringIO(stdin), "echo_stdin": False} if stdin is not None else {}
-    result = c.run(command, hide=True, warn=True, timeout=60, **kwargs)
+    """Run `rabbitmqctl -q ARGS`; STDIN (a password) is written in one piece, then closed."""
+    argv = [ctl, "-q", *args]
+    if stdin is not None:
+        # subprocess, not c.run: invoke feeds stdin a byte at a time, and rabbitmqctl may stop
+        # reading before the whole password arrived ("Password is not provided").
+        done = subprocess.run(
+            argv, input=stdin + "\n", capture_output=True, text=True, timeout=60, check=False
+        )
+        return done.returncode == 0, done.stdout + done.stderr
+    result = c.run(shlex.join(argv), hide=True, warn=True, timeout=60, in_stream=False)
     return result.ok, (result.stdout or "") + (result.stderr or "")
 
 

@@ -83,6 +83,7 @@ def migrate(c: Context, env: Mapping[str, str], python: str = sys.executable) ->
         migrate_command(python),
         env={**clean_environ(), **env},
         replace_env=True,
+        in_stream=False,
         hide=True,
         warn=True,
         timeout=300,
@@ -128,7 +129,9 @@ def start_supervisord(c: Context, paths: StackPaths, timeout: float = 20.0) -> S
     command = " ".join(
         shlex.quote(part) for part in supervisord_command(sys.executable, paths.conf)
     )
-    result = c.run(command, env=clean_environ(), replace_env=True, hide=True, warn=True)
+    result = c.run(
+        command, env=clean_environ(), replace_env=True, in_stream=False, hide=True, warn=True
+    )
     if not result.ok:
         raise Exit(f"supervisord did not start: {(result.stderr or result.stdout).strip()[-300:]}")
     deadline = time.monotonic() + timeout
@@ -405,6 +408,7 @@ def worker_ping(c: Context, cfg: EnvConfig) -> str:
         f"{shlex.quote(sys.executable)} -m desbordante_service worker-ping",
         env={**clean_environ(), **env},
         replace_env=True,
+        in_stream=False,
         hide=True,
         warn=True,
         timeout=30,

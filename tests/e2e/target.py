@@ -1,0 +1,130 @@
+"""Which running stack the end-to-end suite talks to, and how to reach it over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from invoke import Context, Exit
+
+from desbordante_ops import stack
+from desbordante_ops.config import EnvConfig, load_config
+
+OVERSIZE_TEST_MAX_BYTES = 16 * 1024 * 1024  # only send an oversize upload when this is cheap
+
+
+@dataclass
+class Target:
+    """A stack under test: its URLs, Flower credentials and what the suite may do with it."""
+
+    kind: str  # local | docker | env:<name> | url
+    api_url: str
+    flower_url: str | None = None
+    flower_auth: tuple[str, str] | None = None
+    flower_skip_reason: str = ""
+    max_upload_bytes: int | None = None
+    cfg: EnvConfig | None = None
+    context: Context | None = field(default=None, repr=False)
+
+    @property
+    def restartable(self) -> bool:
+        """The suite may restart it (down + up) to check persistence."""
+        return self.kind in ("local", "docker") and self.cfg is not None
+
+    def restart(self) -> None:
+        assert self.cfg is not None and self.context is not None
+        docker = self.kind == "docker"
+        stack.down(self.context, self.cfg, docker=docker)
+        stack.up(self.context, self.cfg, docker=docker)
+
+
+def _flower_auth_from_environment(cfg: EnvConfig | None) -> tuple[str, str] | None:
+    password = os.environ.get("FLOWER_PASSWORD")
+    user = os.environ.get("FLOWER_USER") or (cfg["FLOWER_USER"] if cfg else "admin")
+    return (user, password) if password else None
+
+
+def _flower_auth_from_cluster(cfg: EnvConfig) -> tuple[str, str] | None:
+    """Flower password from the cluster Secret (when the secrets/kube modules exist)."""
+    try:
+        from desbordante_ops import k8s_names, kube
+    except ImportError:
+        return None
+    try:
+        connection = kube.connect(cfg)
+        secret = connection.core.read_namespaced_secret(
+            k8s_names.FlowerSecret.NAME, cfg["K8S_NAMESPACE"]
+        )
+    except Exit:
+        return None
+    except Exception:  # no cluster, no secret, no permission: fall back to the environment
+        return None
+    raw = (secret.data or {}).get(k8s_names.FlowerSecret.PASSWORD)
+    if not raw:
+        return None
+    return cfg["FLOWER_USER"], base64.b64decode(raw).decode("utf-8")
+
+
+def environment_target(env: str) -> Target:
+    """A deployed environment (stage/prod): URLs from env/<env>.env."""
+    cfg = load_config(env)
+    auth = _flower_auth_from_cluster(cfg) or _flower_auth_from_environment(cfg)
+    return Target(
+        kind=f"env:{env}",
+        api_url=cfg["API_BASE_URL"],
+        flower_url=cfg.get("FLOWER_BASE_URL"),
+        flower_auth=auth,
+        flower_skip_reason=(
+            ""
+            if auth
+            else "no Flower password: not readable from the cluster, FLOWER_PASSWORD unset"
+        ),
+        max_upload_bytes=cfg.get_int("MAX_UPLOAD_SIZE_BYTES"),
+        cfg=None,
+    )
+
+
+def url_target(api_url: str, flower_url: str | None) -> Target:
+    """Anything reachable over HTTP (e.g. containers started by hand)."""
+    auth = _flower_auth_from_environment(None)
+    reason = ""
+    if not flower_url:
+        reason = "no --flower-url given"
+    elif not auth:
+        reason = "FLOWER_PASSWORD (and FLOWER_USER) not set in the environment"
+    limit = os.environ.get("MAX_UPLOAD_SIZE_BYTES")
+    return Target(
+        kind="url",
+        api_url=api_url.rstrip("/"),
+        flower_url=flower_url.rstrip("/") if flower_url else None,
+        flower_auth=auth,
+        flower_skip_reason=reason,
+        max_upload_bytes=int(limit) if limit else None,
+    )
+
+
+@contextmanager
+def stack_target(docker: bool) -> Iterator[Target]:
+    """The local stack (processes or containers): brought up here, down only if we started it."""
+    cfg = load_config("local")
+    context = Context()
+    started = docker or not stack.is_running(cfg)
+    stack.up(context, cfg, docker=docker)
+    try:
+        auth = stack.flower_auth(cfg)
+        yield Target(
+            kind="docker" if docker else "local",
+            api_url=cfg["API_BASE_URL"],
+            flower_url=cfg["FLOWER_BASE_URL"] + cfg.get("FLOWER_URL_PREFIX", ""),
+            flower_auth=auth,
+            flower_skip_reason="" if auth else "no local Flower password file",
+            max_upload_bytes=cfg.get_int("MAX_UPLOAD_SIZE_BYTES"),
+            cfg=cfg,
+            context=context,
+        )
+    finally:
+        if started:
+            stack.down(context, cfg, docker=docker)
