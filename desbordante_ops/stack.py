@@ -253,7 +253,7 @@ def up(
     """Bring the local stack up; starts only what is not running yet."""
     if docker:
         module = containers_module()
-        module.up(c, cfg, image=image or cfg["IMAGE_NAME"])
+        module.up(c, cfg, image=image or cfg["IMAGE_NAME"], timeout=timeout)
         return
     paths = paths_for(cfg)
     sup = Supervisor(paths)
@@ -473,7 +473,7 @@ def logs(
         module = containers_module()
         if not hasattr(module, "logs"):
             raise Exit("--docker logs is not available yet; use `docker logs CONTAINER`.")
-        module.logs(c, cfg, service, follow=follow)
+        module.logs(c, cfg, service, follow=follow, lines=lines)
         return
     paths = paths_for(cfg)
     files = [paths.log(name) for name in ([service] if service else SERVICES)]
