@@ -1,0 +1,170 @@
+"""Configuration: precedence (flag > environment > env file > default), parsing, derivation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from invoke import Exit
+
+from desbordante_ops.config import (
+    BACKEND_DEFAULTS,
+    DEFAULTS,
+    MASK,
+    REPO_ROOT,
+    SECRET_KEYS,
+    load_config,
+    read_env_file,
+)
+from desbordante_ops.core_tasks import parse_sets, show_config
+
+
+def make_root(tmp_path: Path, text: str, name: str = "local") -> Path:
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / f"{name}.env").write_text(text)
+    return tmp_path
+
+
+def test_precedence_flag_environment_file_default(tmp_path: Path) -> None:
+    root = make_root(tmp_path, "POSTGRES_HOST=file-host\nPOSTGRES_PORT=6000\nPOSTGRES_DB=file-db\n")
+    cfg = load_config(
+        "local",
+        flags={"POSTGRES_HOST": "flag-host", "POSTGRES_DB": None},
+        environ={"POSTGRES_HOST": "env-host", "POSTGRES_PORT": "7000", "PATH": "/bin"},
+        root=root,
+    )
+    assert (cfg["POSTGRES_HOST"], cfg.source("POSTGRES_HOST")) == ("flag-host", "flag")
+    assert (cfg["POSTGRES_PORT"], cfg.source("POSTGRES_PORT")) == ("7000", "environment")
+    assert (cfg["POSTGRES_DB"], cfg.source("POSTGRES_DB")) == ("file-db", "env/local.env")
+    assert (cfg["LOG_LEVEL"], cfg.source("LOG_LEVEL")) == ("INFO", "default")
+    assert cfg.get_int("POSTGRES_PORT") == 7000
+    assert "PATH" not in cfg  # only known keys come from the process environment
+
+
+def test_os_environ_is_not_modified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POSTGRES_HOST", raising=False)
+    load_config("local", root=make_root(tmp_path, "POSTGRES_HOST=somewhere\n"), environ={})
+    import os
+
+    assert "POSTGRES_HOST" not in os.environ
+
+
+def test_env_file_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "x.env"
+    path.write_text('# comment\n\nA=1\nB="two words"  # trailing\nC=\nD=a=b\n')
+    assert read_env_file(path) == {"A": "1", "B": "two words", "C": "", "D": "a=b"}
+
+
+def test_env_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(Exit, match="not found"):
+        read_env_file(tmp_path / "missing.env")
+    bare = tmp_path / "bare.env"
+    bare.write_text("JUSTAKEY\n")
+    with pytest.raises(Exit, match="JUSTAKEY=VALUE"):
+        read_env_file(bare)
+    secret = tmp_path / "secret.env"
+    secret.write_text("POSTGRES_PASSWORD=x\n")
+    with pytest.raises(Exit, match="must not be in an env file"):
+        read_env_file(secret)
+
+
+def test_unknown_environment_and_bad_values(tmp_path: Path) -> None:
+    with pytest.raises(Exit, match="Unknown environment 'qa'"):
+        load_config("qa")
+    cfg = load_config("local", root=make_root(tmp_path, "POSTGRES_PORT=abc\n"), environ={})
+    with pytest.raises(Exit, match=re.escape("POSTGRES_PORT='abc' (from env/local.env)")):
+        cfg.get_int("POSTGRES_PORT")
+    with pytest.raises(Exit, match="NOPE"):
+        cfg["NOPE"]
+
+
+def test_derived_values(tmp_path: Path) -> None:
+    root = make_root(tmp_path, "APPLICATION_SERVER_PORT=9100\nUPLOADED_FILES_DIR_PATH=up\n")
+    cfg = load_config("local", environ={"FLOWER_PORT": "9200"}, root=root)
+    assert cfg["API_BASE_URL"] == "http://127.0.0.1:9100"
+    assert cfg["FLOWER_BASE_URL"] == "http://127.0.0.1:9200"
+    assert cfg["UPLOADED_FILES_DIR_PATH"] == str(root / "up")
+    assert cfg["LOCAL_RUN_DIR"] == str(root / ".run" / "local")
+    assert cfg["K8S_NAMESPACE"] == "desbordante-local"
+    explicit = load_config("local", flags={"API_BASE_URL": "http://x:1"}, environ={}, root=root)
+    assert explicit["API_BASE_URL"] == "http://x:1"
+
+
+def test_stage_urls_derive_from_hosts(tmp_path: Path) -> None:
+    root = make_root(tmp_path, "API_HOST=api.example\nFLOWER_INGRESS_HOST=fl.example\n", "stage")
+    cfg = load_config("stage", environ={}, root=root)
+    assert cfg["API_BASE_URL"] == "http://api.example"
+    assert cfg["FLOWER_BASE_URL"] == "http://fl.example"
+    assert cfg["K8S_NAMESPACE"] == "desbordante-stage"
+
+
+def test_backend_env_has_no_secrets_or_toolkit_keys(tmp_path: Path) -> None:
+    cfg = load_config(
+        "local", environ={"POSTGRES_PASSWORD": "hunter2"}, root=make_root(tmp_path, "")
+    )
+    env = cfg.backend_env()
+    assert set(env) <= set(BACKEND_DEFAULTS)
+    assert "hunter2" not in env.values()
+    assert "IMAGE_NAME" not in env
+
+
+def test_show_config_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(
+        "local",
+        environ={"FLOWER_PASSWORD": "s3cr3t-value", "POSTGRES_HOST": "dbhost"},
+        root=make_root(tmp_path, "POSTGRES_DB=filedb\n"),
+    )
+    show_config(cfg)
+    out = capsys.readouterr().out
+    assert "s3cr3t-value" not in out
+    assert MASK in out
+    for text in ("dbhost", "environment", "filedb", "env/local.env", "default"):
+        assert text in out
+
+
+def test_parse_sets() -> None:
+    assert parse_sets(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
+    assert parse_sets(None) == {}
+    with pytest.raises(Exit, match="KEY=VALUE"):
+        parse_sets(["novalue"])
+
+
+# --- the real env files -----------------------------------------------------------------------
+
+ENV_LINE = re.compile(r"^[A-Z][A-Z0-9_]*=[^\s\"']*$")
+
+
+@pytest.mark.parametrize("name", ["local", "stage", "prod"])
+def test_env_files_are_plain_and_documented(name: str) -> None:
+    path = REPO_ROOT / "env" / f"{name}.env"
+    readme = (REPO_ROOT / "env" / "README.md").read_text()
+    values = read_env_file(path)
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert ENV_LINE.match(line), f"{path.name}: not a plain KEY=VALUE line: {line!r}"
+    for key in values:
+        assert key in DEFAULTS, f"{path.name}: {key} is not a known setting"
+        assert f"`{key}`" in readme, f"{key} is not explained in env/README.md"
+        assert key not in SECRET_KEYS
+
+
+def test_every_setting_is_documented() -> None:
+    readme = (REPO_ROOT / "env" / "README.md").read_text()
+    missing = [key for key in DEFAULTS if f"`{key}`" not in readme]
+    assert not missing, f"not explained in env/README.md: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("name", "host"), [("stage", "stage.desbordante.local"), ("prod", "desbordante.local")]
+)
+def test_cluster_env_values(name: str, host: str) -> None:
+    cfg = load_config(name, environ={})
+    assert cfg["POSTGRES_HOST"] == "postgres"
+    assert cfg["RABBITMQ_HOST"] == "rabbitmq"
+    assert cfg["API_HOST"] == host
+    assert cfg["API_BASE_URL"] == f"http://{host}"
+    assert cfg["UPLOADED_FILES_DIR_PATH"] == "/data/uploads"
+    assert cfg["WORKER_CONCURRENCY"] == "1"
+    assert cfg["FLOWER_HOST"] == "0.0.0.0"  # noqa: S104 - bind address, not a host name
+    assert cfg["K8S_NAMESPACE"] == f"desbordante-{name}"
