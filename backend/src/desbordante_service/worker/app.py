@@ -47,12 +47,13 @@ def get_celery() -> Celery:
 
 def publish(task_id, time_limit: int) -> None:
     """Enqueue a profiling task; the Celery task id is the profiling task id."""
-    settings = get_settings()
-    soft = min(settings.soft_time_limit, max(1, time_limit - max(1, time_limit // 10)))
+    # Keep the soft limit below the hard one: with a soft limit above it (the app default),
+    # billiard did not enforce a 1 s hard limit.
+    soft = min(get_settings().soft_time_limit, time_limit * 0.9)
     get_celery().send_task(
         JOB_NAME,
         args=[str(task_id)],
         task_id=str(task_id),
         time_limit=time_limit,
-        soft_time_limit=soft if soft < time_limit else None,
+        soft_time_limit=soft,
     )
