@@ -279,8 +279,12 @@ def push(
     tags: Iterable[str] = (),
     image: str | None = None,
     root: Path = REPO_ROOT,
+    auth: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Push the image's tags for the current revision (or TAGS) to REGISTRY; ref → digest."""
+    """Push the image's tags for the current revision (or TAGS) to REGISTRY; ref → digest.
+
+    Credentials: AUTH, else REGISTRY_USERNAME/REGISTRY_PASSWORD, else the Docker config.
+    """
     cfg = load_config(env, root=root)
     image = image or cfg["IMAGE_NAME"]
     registry = registry if registry is not None else cfg.get("IMAGE_REGISTRY")
@@ -294,7 +298,7 @@ def push(
     ]
     check_pushable(remote_refs, env)
     client = engine.ensure_engine()
-    auth = auth_from_environment()
+    auth = auth or auth_from_environment()
     digests: dict[str, str] = {}
     for local, remote in zip(local_refs, remote_refs, strict=True):
         try:
