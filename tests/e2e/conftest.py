@@ -62,6 +62,10 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
 @pytest.fixture(scope="session")
 def api(target: Target) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=target.api_url, timeout=60) as client:
+        try:
+            client.get("/health/live", timeout=10)
+        except httpx.HTTPError as exc:
+            pytest.fail(f"{target.kind} target {target.api_url} is not reachable: {exc}")
         yield client
 
 

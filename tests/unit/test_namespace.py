@@ -57,23 +57,21 @@ def test_add_area_adds_module_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "fakearea.hello" in ns.task_names
 
 
+def run_invoke(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
 def test_invoke_list_and_help_from_repo_root() -> None:
-    listing = subprocess.run(
-        [sys.executable, "-m", "invoke", "--list"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    listing = run_invoke("--list")
     for name in ROOT_NAMES:
-        assert f"  {name} " in listing.stdout
-    helped = subprocess.run(
-        [sys.executable, "-m", "invoke", "--help", "up"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "--docker" in helped.stdout and "--timeout" in helped.stdout
+        assert f"  {name} " in listing
+    helped = run_invoke("--help", "up")
+    assert "--docker" in helped and "--timeout" in helped
