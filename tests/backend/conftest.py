@@ -74,6 +74,25 @@ def run_service(
     )
 
 
+@pytest.fixture
+def scratch_database(service_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """An extra empty database; yields the service environment pointing at it."""
+    name = f"{service_env['POSTGRES_DB']}_scratch"
+    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield {**service_env, "POSTGRES_DB": name}
+    _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _connect(env: dict[str, str]) -> psycopg.Connection:
+    return psycopg.connect(f"{ADMIN_DSN} dbname={env['POSTGRES_DB']}", autocommit=True)
+
+
+@pytest.fixture
+def connect():
+    """Open an admin connection to the database of a service environment."""
+    return _connect
+
+
 @pytest.fixture(scope="session")
 def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     suffix = secrets.token_hex(4)
@@ -129,8 +148,8 @@ def uploads(service_env: dict[str, str]) -> Path:
 
 @pytest.fixture
 def db(service_env: dict[str, str]) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(f"{ADMIN_DSN} dbname={service_env['POSTGRES_DB']}", autocommit=True) as c:
-        yield c
+    with _connect(service_env) as connection:
+        yield connection
 
 
 class Stored:

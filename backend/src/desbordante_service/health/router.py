@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from kombu import Connection
 from sqlalchemy import text
 
 from desbordante_service.api.deps import SettingsDep
 from desbordante_service.db import get_engine
+from desbordante_service.settings import Settings
 from desbordante_service.storage import Storage
-from desbordante_service.worker.app import get_celery
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -20,8 +21,8 @@ def _database() -> None:
         connection.execute(text("SELECT 1"))
 
 
-def _broker() -> None:
-    with get_celery().connection_for_write() as connection:
+def _broker(settings: Settings) -> None:
+    with Connection(settings.broker_url, connect_timeout=3) as connection:
         connection.ensure_connection(max_retries=1, timeout=3)
 
 
@@ -43,7 +44,7 @@ async def ready(settings: SettingsDep) -> JSONResponse:
     storage = Storage(settings.UPLOADED_FILES_DIR_PATH)
     checks = {
         "database": await run_in_threadpool(_check, _database),
-        "broker": await run_in_threadpool(_check, _broker),
+        "broker": await run_in_threadpool(_check, lambda: _broker(settings)),
         "storage": await run_in_threadpool(_check, storage.check_writable),
     }
     if all(result == "ok" for result in checks.values()):

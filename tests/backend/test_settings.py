@@ -1,0 +1,130 @@
+"""Configuration: environment variables only, *_FILE secrets, one clear line on errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from desbordante_service.settings import SettingsError, load_settings
+
+BASE = {
+    "POSTGRES_USER": "u",
+    "POSTGRES_PASSWORD": "p@ss:/word",
+    "POSTGRES_HOST": "db",
+    "POSTGRES_DB": "d",
+    "RABBITMQ_DEFAULT_USER": "r",
+    "RABBITMQ_DEFAULT_PASSWORD": "rp",
+    "RABBITMQ_HOST": "mq",
+    "UPLOADED_FILES_DIR_PATH": "/data",
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests build settings from explicit dicts; keep the process environment out."""
+    from desbordante_service.settings import Settings
+
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"{name}_FILE", raising=False)
+
+
+def test_urls_are_built_and_quoted() -> None:
+    settings = load_settings(BASE)
+
+    assert settings.database_url == "postgresql+psycopg://u:p%40ss%3A%2Fword@db:5432/d"
+    assert settings.broker_url == "amqp://r:rp@mq:5672/%2F"
+    assert "p@ss" not in repr(settings)
+
+
+def test_secret_from_file(tmp_path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    env = {k: v for k, v in BASE.items() if k != "POSTGRES_PASSWORD"}
+
+    settings = load_settings({**env, "POSTGRES_PASSWORD_FILE": str(secret)})
+
+    assert settings.POSTGRES_PASSWORD.get_secret_value() == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"POSTGRES_HOST": None}, "POSTGRES_HOST: required environment variable is not set"),
+        ({"POSTGRES_PORT": "abc"}, "POSTGRES_PORT: Input should be a valid integer"),
+        ({"RABBITMQ_PORT": "70000"}, "RABBITMQ_PORT: Input should be less than or equal to 65535"),
+        ({"MAX_UPLOAD_SIZE_BYTES": "0"}, "MAX_UPLOAD_SIZE_BYTES: Input should be greater than"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL: String should match pattern"),
+        (
+            {"POSTGRES_PASSWORD": None, "POSTGRES_PASSWORD_FILE": "/nonexistent/pw"},
+            "POSTGRES_PASSWORD_FILE: cannot read /nonexistent/pw",
+        ),
+        (
+            {"TASK_TIME_LIMIT_SECONDS": "10", "TASK_SOFT_TIME_LIMIT_SECONDS": "10"},
+            "TASK_SOFT_TIME_LIMIT_SECONDS must be lower than TASK_TIME_LIMIT_SECONDS",
+        ),
+    ],
+)
+def test_invalid_settings_name_the_variable(change: dict, message: str) -> None:
+    env = {**BASE, **change}
+    env = {k: v for k, v in env.items() if v is not None}
+
+    with pytest.raises(SettingsError) as error:
+        load_settings(env)
+
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_variable_and_file_variant_together_is_an_error(tmp_path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("x")
+
+    with pytest.raises(
+        SettingsError, match="set either POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE"
+    ):
+        load_settings({**BASE, "POSTGRES_PASSWORD_FILE": str(secret)})
+
+
+@pytest.mark.parametrize("role", ["api", "worker", "flower", "migrate"])
+def test_entry_points_stop_with_one_line_and_exit_2(role: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in BASE and not k.endswith("_FILE")}
+    env.update({k: v for k, v in BASE.items() if k != "RABBITMQ_HOST"})
+
+    result = subprocess.run(
+        [sys.executable, "-m", "desbordante_service", role],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "configuration error: RABBITMQ_HOST: required environment variable is not set\n"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_flower_requires_a_password(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **BASE}
+    env.pop("FLOWER_PASSWORD", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "desbordante_service", "flower"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "FLOWER_PASSWORD: required for flower" in result.stderr
