@@ -55,7 +55,6 @@ class Settings(BaseSettings):
     FLOWER_URL_PREFIX: str = ""
 
     MAX_UPLOAD_SIZE_BYTES: int = Field(default=100 * 1024 * 1024, ge=1)
-    UPLOAD_CHUNK_SIZE_BYTES: int = Field(default=1024 * 1024, ge=1024)
     TASK_TIME_LIMIT_SECONDS: int = Field(default=600, ge=1)
     TASK_SOFT_TIME_LIMIT_SECONDS: int | None = Field(default=None, ge=1)
     WORKER_CONCURRENCY: int = Field(default=1, ge=1, le=64)
