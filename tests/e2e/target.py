@@ -112,8 +112,8 @@ def stack_target(docker: bool) -> Iterator[Target]:
     cfg = load_config("local")
     context = Context()
     started = docker or not stack.is_running(cfg)
-    stack.up(context, cfg, docker=docker)
     try:
+        stack.up(context, cfg, docker=docker)
         auth = stack.flower_auth(cfg)
         yield Target(
             kind="docker" if docker else "local",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import httpx
 import psutil
@@ -42,7 +43,16 @@ def idle_local_stack(stack_kind: str) -> None:
         pytest.skip("a local stack is already running; not stopping someone else's stack")
 
 
-def test_up_status_down(idle_local_stack: None) -> None:
+@pytest.fixture
+def cleanup() -> Iterator[None]:
+    """Whatever happens in the test, leave no stack behind."""
+    yield
+    cfg = load_config("local")
+    if stack.is_running(cfg):
+        invoke("down")
+
+
+def test_up_status_down(idle_local_stack: None, cleanup: None) -> None:
     """CLI: invoke up, up again, status, down — processes gone afterwards."""
     cfg = load_config("local")
     first = invoke("up")
