@@ -114,6 +114,7 @@ def status(c: Context, docker: bool = False, set_: list[str] | None = None) -> N
         "set_": SET_HELP,
     },
     iterable=["set_"],
+    positional=["service"],
 )
 def logs(
     c: Context,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from invoke import Collection, task
@@ -75,3 +77,18 @@ def test_invoke_list_and_help_from_repo_root() -> None:
         assert f"  {name} " in listing
     helped = run_invoke("--help", "up")
     assert "--docker" in helped and "--timeout" in helped
+
+
+def test_logs_takes_the_service_positionally(tmp_path: Path) -> None:
+    env = {**os.environ, "LOCAL_RUN_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "logs", "bogus"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 1
+    assert "Unknown service 'bogus'; use one of: api, worker, flower." in done.stderr
