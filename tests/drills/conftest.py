@@ -84,8 +84,12 @@ def uploads(service_env: dict[str, str]) -> Path:
 
 
 @pytest.fixture
-def db(service_env: dict[str, str]) -> Iterator[psycopg.Connection]:
-    dsn = f"{ADMIN_DSN} dbname={service_env['POSTGRES_DB']}"
+def dsn(service_env: dict[str, str]) -> str:
+    return f"{ADMIN_DSN} dbname={service_env['POSTGRES_DB']}"
+
+
+@pytest.fixture
+def db(dsn: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as connection:
         yield connection
 
