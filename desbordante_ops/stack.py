@@ -91,7 +91,7 @@ def migrate(c: Context, env: Mapping[str, str], python: str = sys.executable) ->
     if not result.ok:
         output = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()
         for line in output[-LOG_TAIL_LINES:]:
-            console.print(f"  [dim]{line}[/]", markup=False)
+            console.print(f"  {line}", style="dim", markup=False)
         last = output[-1] if output else "no output"
         raise Exit(f"migrate failed (exit {result.exited}): {last}")
     ok("Database schema is up to date")

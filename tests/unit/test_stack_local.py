@@ -280,3 +280,31 @@ def _copy_env(tmp_path: Path) -> Path:
     source = Path(__file__).resolve().parents[2] / "env" / "local.env"
     shutil.copy(source, root / "env" / "local.env")
     return root
+
+
+class StubSupervisor:
+    """Stands in for supervisord's answers (our own XML-RPC client, not a service)."""
+
+    def __init__(self, paths: StackPaths, states: dict[str, str]) -> None:
+        self.paths = paths
+        self.states = states
+
+    def processes(self) -> dict[str, dict]:
+        return {
+            name: {"statename": state, "pid": 0, "exitstatus": 2}
+            for name, state in self.states.items()
+        }
+
+
+def test_wait_ready_reports_the_failing_service_log(
+    cfg: EnvConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = stack.paths_for(cfg)
+    paths.prepare()
+    paths.log("api").write_text("starting\nPOSTGRES_DB: required environment variable is not set\n")
+    sup = StubSupervisor(paths, {"api": "FATAL", "worker": "FATAL", "flower": "FATAL"})
+    with pytest.raises(Exit, match="api, worker, flower did not become ready"):
+        stack.wait_ready(sup, cfg, timeout=5)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "POSTGRES_DB: required environment variable is not set" in out
+    assert "fatal (exit 2)" in out
