@@ -103,7 +103,12 @@ def follow_build(stream: Iterable[Mapping[str, Any]]) -> tuple[str, list[str]]:
                 bar.stop()
                 for line in tail:
                     console.print(f"  [dim]{escape(line)}[/]", emoji=False)
-                raise Exit(f"Image build failed at {current}: {message.strip()}")
+                hint = (
+                    " (no registry to pull the base from? use --local-base)"
+                    if instruction.startswith("FROM")
+                    else ""
+                )
+                raise Exit(f"Image build failed at {current}: {message.strip()}{hint}")
             if "aux" in chunk and "ID" in chunk["aux"]:
                 image_id = chunk["aux"]["ID"]
             for line in str(chunk.get("stream", "")).splitlines():
