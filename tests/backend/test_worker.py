@@ -142,3 +142,14 @@ def test_running_task_whose_worker_vanished_is_failed_not_left_running(api, db) 
 
     assert polled["status"] == "failed"
     assert polled["error"] == "worker lost: no result within the time limit"
+
+
+def test_algorithm_error_fails_the_task_with_the_reason(api, worker, uploads) -> None:
+    dataset = api.upload_file("cities.csv")["id"]
+    (uploads / "datasets" / f"{dataset}.csv").unlink()  # storage lost the file
+
+    task = api.run_task(dataset, "fd")
+
+    assert task["status"] == "failed"
+    assert task["error"].startswith("HyFD failed: ")
+    assert task["result"] is None
