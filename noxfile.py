@@ -52,14 +52,14 @@ def manifests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, tags=["services"])
 def e2e(session: nox.Session) -> None:
-    """End-to-end suite over HTTP; default target is the local stack (`-- --env stage`, `--base-url URL`)."""
+    """End-to-end suite over HTTP against the local stack (or `-- --env stage`, `--base-url`)."""
     session.install(*BACKEND, *TOOLKIT)
     _pytest(session, "tests/e2e")
 
 
 @nox.session(python=PYTHON, tags=["docker"])
 def images(session: nox.Session) -> None:
-    """Build, inspect, push and pull the backend image on a real engine and registry, then e2e on it."""
+    """Build, inspect, push and pull the image on a real engine and registry; e2e on it."""
     session.install(*BACKEND, *TOOLKIT)
     _pytest(session, "tests/images")
 
