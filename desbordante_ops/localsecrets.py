@@ -25,7 +25,8 @@ def secrets_dir(env: str = "local", root: Path = REPO_ROOT) -> Path:
 
 
 def _ensure_private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # .secrets/ itself, when new
+    path.mkdir(mode=0o700, exist_ok=True)
     if stat.S_IMODE(path.stat().st_mode) != 0o700:
         path.chmod(0o700)
 

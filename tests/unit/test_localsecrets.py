@@ -26,6 +26,7 @@ def test_generated_with_private_modes(tmp_path: Path) -> None:
     assert path == tmp_path / ".secrets" / "local" / "FLOWER_PASSWORD"
     assert mode(path) == 0o600
     assert mode(path.parent) == 0o700
+    assert mode(path.parent.parent) == 0o700  # .secrets/
     value = read_secret(path)
     assert len(value) >= 40  # token_urlsafe(32)
 
