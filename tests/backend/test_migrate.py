@@ -46,3 +46,20 @@ def test_check_reports_an_outdated_schema(scratch_database: dict[str, str]) -> N
     assert before.returncode == 1
     assert "not at the latest revision" in before.stderr
     assert after.returncode == 0
+
+
+def test_failure_is_one_clear_line(scratch_database: dict[str, str]) -> None:
+    env = {**os.environ, **scratch_database, "POSTGRES_USER": "no_such_role"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "desbordante_service", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("migrate: failed: ")
+    assert 'role "no_such_role" does not exist' in result.stderr
+    assert "Traceback" not in result.stderr

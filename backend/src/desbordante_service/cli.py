@@ -25,6 +25,7 @@ def _configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def run_api(settings: Settings, _: argparse.Namespace) -> int:
@@ -115,6 +116,8 @@ def run_flower(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
     from desbordante_service import migrate
 
     if args.check:
@@ -123,7 +126,12 @@ def run_migrate(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         print("migrate: the database schema is not at the latest revision", file=sys.stderr)
         return 1
-    before, after = migrate.upgrade()
+    try:
+        before, after = migrate.upgrade()
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        print(f"migrate: failed: {reason}", file=sys.stderr)
+        return 1
     if before == after:
         print(f"migrate: already at revision {after}")
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from alembic import command
@@ -12,9 +11,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from desbordante_service.db import get_engine
-
-log = logging.getLogger(__name__)
-logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 # Any constant works; it only has to be the same for every `migrate` of this service.
 ADVISORY_LOCK_KEY = 0x44455342  # "DESB"
@@ -40,12 +36,15 @@ def upgrade() -> tuple[str | None, str | None]:
     """Upgrade to head; returns (revision before, revision after)."""
     with get_engine().connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        connection.commit()
         try:
-            connection.commit()
             before = current_revision(connection)
             command.upgrade(_config(connection), "head")
             connection.commit()
             after = current_revision(connection)
+        except BaseException:
+            connection.rollback()  # so the unlock below can run and the real error surfaces
+            raise
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
             connection.commit()
