@@ -1,19 +1,16 @@
 """Invoke tasks of desbordante-ops (`invoke --list`, `invoke --help TASK`).
 
-Only the namespace lives here; logic is in the desbordante_ops package. Root tasks: config,
-doctor, up, down, status, logs. Each area below is one module of desbordante_ops whose
-@task functions appear as `invoke AREA.TASK` (a module not written yet is skipped).
+Only the namespace lives here; the logic is in the desbordante_ops package, one module per area.
 """
 
-from desbordante_ops.namespace import build
+from invoke import Collection
 
-AREAS = (
-    "images",
-    "k3s",
-    "secrets",
-    "deploy",
-    "access",
-    "bootstrap",
-)
+from desbordante_ops import access, bootstrap, cluster_secrets, core_tasks, deploy, images, k3s
 
-ns = build(AREAS)
+ns = Collection(*core_tasks.ROOT_TASKS)
+ns.add_collection(Collection.from_module(images, name="images"))
+ns.add_collection(Collection.from_module(k3s, name="k3s"))
+ns.add_collection(Collection.from_module(cluster_secrets, name="secrets"))
+ns.add_collection(Collection.from_module(deploy, name="deploy"))
+ns.add_collection(Collection.from_module(access, name="access"))
+ns.add_collection(Collection.from_module(bootstrap, name="bootstrap"))

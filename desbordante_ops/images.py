@@ -438,3 +438,18 @@ def inspect(c, ref=None):
         ("instruction", "size"),
         [(step_, f"{size / 1e6:.1f} MB") for step_, size in iter_layers_sizes(client, ref) if size],
     )
+
+
+@task(
+    help={
+        "env": "environment whose IMAGE_NAME is used: stage or prod",
+        "tag": "image tag (default: release tag of HEAD, else its short sha)",
+    },
+    name="load",
+)
+def load_task(c, env="stage", tag=None):
+    """Copy the image from the local Docker engine into k3s (for a server without a registry)."""
+    from desbordante_ops import k3s
+
+    tag = tag or imagetags.revision(REPO_ROOT).tags[0]
+    k3s.load_into_k3s(c, f"{load_config(env)['IMAGE_NAME']}:{tag}")

@@ -362,23 +362,6 @@ def lock_task(c: Any) -> None:
 
 
 @task(
-    name="load-image",
-    help={
-        "env": "Environment whose IMAGE_NAME is used: stage or prod.",
-        "tag": "Image tag (default: release tag of HEAD, else its short sha).",
-    },
-)
-def load_image_task(c: Any, env: str = "stage", tag: str | None = None) -> None:
-    """Copy the backend image from the local Docker engine into k3s (no registry needed)."""
-    from desbordante_ops import imagetags
-    from desbordante_ops.config import load_config
-
-    cfg = load_config(env)
-    tag = tag or imagetags.revision(REPO_ROOT).tags[0]
-    load_into_k3s(c, f"{cfg['IMAGE_NAME']}:{tag}")
-
-
-@task(
     name="registry",
     help={
         "registry": "Registry host the manifests name, e.g. ghcr.io or 127.0.0.1:5000.",
