@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from desbordante_service.settings import SettingsError, load_settings
@@ -85,16 +89,8 @@ def test_variable_and_file_variant_together_is_an_error(tmp_path) -> None:
         load_settings({**BASE, "POSTGRES_PASSWORD_FILE": str(secret)})
 
 
-@pytest.mark.parametrize("role", ["api", "worker", "flower", "migrate"])
-def test_entry_points_stop_with_one_line_and_exit_2(role: str) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k not in BASE and not k.endswith("_FILE")}
-    env.update({k: v for k, v in BASE.items() if k != "RABBITMQ_HOST"})
-
-    result = subprocess.run(
+def _run_role(role: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "desbordante_service", role],
         env=env,
         capture_output=True,
@@ -103,6 +99,14 @@ def test_entry_points_stop_with_one_line_and_exit_2(role: str) -> None:
         check=False,
     )
 
+
+@pytest.mark.parametrize("role", ["api", "worker", "flower", "migrate"])
+def test_entry_points_stop_with_one_line_and_exit_2(role: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in BASE and not k.endswith("_FILE")}
+    env.update({k: v for k, v in BASE.items() if k != "RABBITMQ_HOST"})
+
+    result = _run_role(role, env)
+
     assert result.returncode == 2
     assert result.stderr == (
         "configuration error: RABBITMQ_HOST: required environment variable is not set\n"
@@ -110,21 +114,11 @@ def test_entry_points_stop_with_one_line_and_exit_2(role: str) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_flower_requires_a_password(tmp_path) -> None:
-    import os
-    import subprocess
-    import sys
-
+def test_flower_requires_a_password() -> None:
     env = {**os.environ, **BASE}
     env.pop("FLOWER_PASSWORD", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "desbordante_service", "flower"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    result = _run_role("flower", env)
 
     assert result.returncode == 2
     assert "FLOWER_PASSWORD: required for flower" in result.stderr
