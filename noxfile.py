@@ -72,6 +72,13 @@ def drills(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def tests(session: nox.Session) -> None:
+    """Every suite that needs no Docker engine: queues unit, backend, manifests, e2e, drills."""
+    for name in ("unit", "backend", "manifests", "e2e", "drills"):
+        session.notify(name, posargs=session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks against the local stack; tables on screen, JSON under results/."""
     session.install(*BACKEND, *TOOLKIT)
