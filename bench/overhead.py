@@ -25,11 +25,17 @@ RATIO_TARGET = 1.10
 
 
 def direct(dataset: Dataset) -> float:
-    """Seconds of HyFD in this process on the same file (load + execute + result)."""
-    from desbordante_service.profiling import runner
+    """Seconds of HyFD in this process on the same file (load + execute + result).
 
+    With the options the service runs it with (its schema's defaults, e.g. threads=1), not
+    Desbordante's own defaults (threads=0: every core), so both sides do the same work.
+    """
+    from desbordante_service.profiling import runner
+    from desbordante_service.profiling.schemas import resolve
+
+    algorithm, config = resolve("fd", None, {})
     started = time.perf_counter()
-    runner.run("fd", "HyFD", {}, dataset.path, ",", True, dataset.header())
+    runner.run("fd", algorithm, config, dataset.path, ",", True, dataset.header())
     return time.perf_counter() - started
 
 
