@@ -14,7 +14,8 @@ nox.options.sessions = ["lint", "unit", "backend", "manifests", "e2e", "images",
 
 PYTHON = "3.11"
 TOOLKIT = ("-e", ".[test]")
-BACKEND = ("-e", "./backend")
+# The backend with every transitive pin of its lock (the same set the image installs).
+BACKEND = ("-e", "./backend", "--constraint", "backend/requirements.lock")
 
 
 def _pytest(session: nox.Session, *args: str) -> None:

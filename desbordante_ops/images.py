@@ -399,6 +399,12 @@ def wheelhouse_task(c, force=False):
     wheelhouse.build(force=force)
 
 
+@task(name="lock")
+def lock_task(c):
+    """Regenerate backend/requirements.lock (every pin) from backend/pyproject.toml."""
+    wheelhouse.lock()
+
+
 @task(help={"force": "rebuild even when the base image exists"})
 def base(c, force=False):
     """Build the local debootstrap Python 3.11 base image (once; needs root)."""

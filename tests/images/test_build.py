@@ -14,7 +14,7 @@ from invoke import Exit
 from desbordante_ops import images
 from desbordante_ops.config import REPO_ROOT
 
-DEPS_STEP = "--requirement /build/requirements.txt"
+DEPS_STEP = "--requirement /build/requirements.lock"
 APP_STEP = "--target /opt/app"
 
 

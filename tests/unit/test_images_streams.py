@@ -84,26 +84,26 @@ def test_credentials_from_environment_only_when_complete(tmp_path: Path) -> None
 
 
 def test_wheelhouse_is_for_cp311_manylinux_binary_wheels(tmp_path: Path) -> None:
-    pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text('[project]\nname = "x"\ndependencies = ["a==1", "b[c]==2"]\n')
-    reqs = wheelhouse.requirements(pyproject)
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("# header\na==1\nb[c]==2\n")
+    reqs = wheelhouse.requirements(lock)
     assert reqs == ["a==1", "b[c]==2", "setuptools>=69"]
     command = wheelhouse.download_command(reqs, tmp_path / "wh")
     assert "--only-binary=:all:" in command
     assert command[command.index("--abi") + 1] == "cp311"
     assert "manylinux_2_28_x86_64" in command and "manylinux2014_x86_64" in command
-    before = wheelhouse.cache_key(pyproject)
-    pyproject.write_text('[project]\nname = "x"\ndependencies = ["a==2"]\n')
-    assert wheelhouse.cache_key(pyproject) != before
+    before = wheelhouse.cache_key(lock)
+    lock.write_text("a==2\n")
+    assert wheelhouse.cache_key(lock) != before
 
 
 def test_wheelhouse_is_current_only_with_matching_key(tmp_path: Path) -> None:
     (tmp_path / "backend").mkdir()
-    pyproject = tmp_path / "backend" / "pyproject.toml"
-    pyproject.write_text('[project]\nname = "x"\ndependencies = []\n')
+    lock = tmp_path / "backend" / "requirements.lock"
+    lock.write_text("a==1\n")
     assert not wheelhouse.is_current(tmp_path)
     (tmp_path / "wheelhouse").mkdir()
-    (tmp_path / "wheelhouse" / wheelhouse.KEY_FILE).write_text(wheelhouse.cache_key(pyproject))
+    (tmp_path / "wheelhouse" / wheelhouse.KEY_FILE).write_text(wheelhouse.cache_key(lock))
     assert wheelhouse.is_current(tmp_path)
-    pyproject.write_text('[project]\nname = "x"\ndependencies = ["y==1"]\n')
+    lock.write_text("y==1\n")
     assert not wheelhouse.is_current(tmp_path)
