@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -63,3 +64,24 @@ def test_failure_is_one_clear_line(scratch_database: dict[str, str]) -> None:
     assert result.stderr.startswith("migrate: failed: ")
     assert 'role "no_such_role" does not exist' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_waits_until_the_schema_is_current(scratch_database: dict[str, str]) -> None:
+    env = {**os.environ, **scratch_database}
+    command = [sys.executable, "-m", "desbordante_service", "migrate"]
+
+    waiting = subprocess.Popen(
+        [*command, "--check", "--wait", "120"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        waiting.wait(timeout=4)  # long enough for a first check of the empty database
+    assert waiting.poll() is None, "migrate --check --wait gave up on an outdated schema"
+    subprocess.run(command, env=env, capture_output=True, check=True, timeout=120)
+    out, _ = waiting.communicate(timeout=130)
+
+    assert waiting.returncode == 0
+    assert out.strip() == "migrate: the database schema is up to date"

@@ -174,7 +174,7 @@ def test_graceful_shutdown_covers_the_longest_work(rendered: Rendered) -> None:
 def test_api_and_worker_wait_for_the_schema(rendered: Rendered) -> None:
     for component in (names.API, names.WORKER):
         inits = pod_spec(rendered.find("Deployment", component)).get("initContainers", [])
-        assert [c["args"] for c in inits] == [["migrate", "--check"]], component
+        assert [c["args"] for c in inits] == [["migrate", "--check", "--wait=600"]], component
         assert inits[0]["image"] == rendered.image
 
 

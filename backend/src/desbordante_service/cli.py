@@ -115,17 +115,34 @@ def run_flower(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def check_schema(wait: float) -> int:
+    """0 once the schema is at head; polls for up to `wait` seconds (database may be starting)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from desbordante_service import migrate
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if migrate.is_current():
+                print("migrate: the database schema is up to date")
+                return 0
+            reason = "the database schema is not at the latest revision"
+        except DBAPIError as exc:
+            reason = f"database unreachable: {type(exc.orig).__name__}"
+        if time.monotonic() >= deadline:
+            print(f"migrate: {reason}", file=sys.stderr)
+            return 1
+        time.sleep(2)
+
+
 def run_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError
 
     from desbordante_service import migrate
 
     if args.check:
-        if migrate.is_current():
-            print("migrate: the database schema is up to date")
-            return 0
-        print("migrate: the database schema is not at the latest revision", file=sys.stderr)
-        return 1
+        return check_schema(args.wait)
     try:
         before, after = migrate.upgrade()
     except DBAPIError as exc:
@@ -163,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate = roles.add_parser("migrate", help="upgrade the database schema (safe concurrently)")
     migrate.add_argument("--check", action="store_true", help="only check the schema is current")
+    migrate.add_argument(
+        "--wait", type=float, default=0.0, help="with --check: seconds to wait for the schema"
+    )
     return parser
 
 
