@@ -53,7 +53,7 @@ def test_secret_from_file(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"POSTGRES_HOST": None}, "POSTGRES_HOST: required environment variable is not set"),
+        ({"RABBITMQ_HOST": None}, "RABBITMQ_HOST: required environment variable is not set"),
         ({"POSTGRES_PORT": "abc"}, "POSTGRES_PORT: Input should be a valid integer"),
         ({"RABBITMQ_PORT": "70000"}, "RABBITMQ_PORT: Input should be less than or equal to 65535"),
         ({"MAX_UPLOAD_SIZE_BYTES": "0"}, "MAX_UPLOAD_SIZE_BYTES: Input should be greater than"),
@@ -77,6 +77,28 @@ def test_invalid_settings_name_the_variable(change: dict, message: str) -> None:
 
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_database_settings_are_only_required_where_the_database_is_used() -> None:
+    without_db = {k: v for k, v in BASE.items() if not k.startswith("POSTGRES_")}
+
+    settings = load_settings(without_db)
+
+    with pytest.raises(SettingsError, match="POSTGRES_USER: required environment variable"):
+        settings.require_database()
+
+
+@pytest.mark.parametrize("role", ["api", "worker", "migrate"])
+def test_database_roles_stop_without_database_settings(role: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in BASE and not k.endswith("_FILE")}
+    env.update({k: v for k, v in BASE.items() if k != "POSTGRES_HOST"})
+
+    result = _run_role(role, env)
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "configuration error: POSTGRES_HOST: required environment variable is not set\n"
+    )
 
 
 def test_variable_and_file_variant_together_is_an_error(tmp_path) -> None:

@@ -323,11 +323,18 @@ def test_secrets_are_known_and_mounted_as_files_behind_file_variables(rendered: 
             for var in c.get("env", []):
                 if var["name"].endswith("_FILE"):
                     assert files.get(var["value"]) == expected[var["name"]], var
-            if component_of(workload) in BACKEND_COMPONENTS:
+            if component_of(workload) in (names.API, names.WORKER, names.MIGRATE):
                 file_vars = {v["name"] for v in c.get("env", [])}
                 assert {"POSTGRES_PASSWORD_FILE", "RABBITMQ_DEFAULT_PASSWORD_FILE"} <= file_vars
-    flower = pod_spec(rendered.find("Deployment", names.FLOWER))["containers"][0]
-    assert "FLOWER_PASSWORD_FILE" in {v["name"] for v in flower["env"]}
+    flower_spec = pod_spec(rendered.find("Deployment", names.FLOWER))
+    flower = flower_spec["containers"][0]
+    assert {v["name"] for v in flower["env"]} == {
+        "RABBITMQ_DEFAULT_PASSWORD_FILE",
+        "FLOWER_PASSWORD_FILE",
+    }
+    # Least privilege: Flower never uses the database, so its password is not even mounted.
+    mounted = {name for name, _ in _secret_files(flower_spec, flower).values()}
+    assert names.PostgresSecret.NAME not in mounted
 
 
 # --- Namespaces, network, disruptions, edge ----------------------------------------------------

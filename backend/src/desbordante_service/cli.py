@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from desbordante_service.settings import Settings, SettingsError, get_settings
 
 EXIT_CONFIG = 2
+DATABASE_ROLES = {"api", "worker", "migrate"}
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -190,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = get_settings()
+        if args.role in DATABASE_ROLES:
+            settings.require_database()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

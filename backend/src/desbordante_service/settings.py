@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_FIELDS = ("POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASSWORD", "FLOWER_PASSWORD")
+DATABASE_FIELDS = ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_DB")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -29,11 +30,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
 
-    POSTGRES_USER: str = Field(min_length=1)
-    POSTGRES_PASSWORD: SecretStr
-    POSTGRES_HOST: str = Field(min_length=1)
+    # Required by the roles that use the database (api, worker, migrate), not by Flower.
+    POSTGRES_USER: str | None = Field(default=None, min_length=1)
+    POSTGRES_PASSWORD: SecretStr | None = None
+    POSTGRES_HOST: str | None = Field(default=None, min_length=1)
     POSTGRES_PORT: Port = 5432
-    POSTGRES_DB: str = Field(min_length=1)
+    POSTGRES_DB: str | None = Field(default=None, min_length=1)
     POSTGRES_DIALECT_DRIVER: str = "postgresql+psycopg"
 
     RABBITMQ_DEFAULT_USER: str = Field(min_length=1)
@@ -78,8 +80,16 @@ class Settings(BaseSettings):
             return self.TASK_SOFT_TIME_LIMIT_SECONDS
         return max(1, self.TASK_TIME_LIMIT_SECONDS - max(1, self.TASK_TIME_LIMIT_SECONDS // 10))
 
+    def require_database(self) -> None:
+        """Raise `SettingsError` naming the first missing database variable."""
+        for name in DATABASE_FIELDS:
+            if getattr(self, name) is None:
+                raise SettingsError(f"{name}: required environment variable is not set")
+
     @property
     def database_url(self) -> str:
+        self.require_database()
+        assert self.POSTGRES_PASSWORD is not None and self.POSTGRES_USER is not None
         password = quote(self.POSTGRES_PASSWORD.get_secret_value(), safe="")
         user = quote(self.POSTGRES_USER, safe="")
         return (
