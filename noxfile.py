@@ -10,7 +10,16 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "unit", "backend", "manifests", "e2e", "images", "drills"]
+nox.options.sessions = [
+    "lint",
+    "unit",
+    "backend",
+    "manifests",
+    "quickstart",
+    "e2e",
+    "images",
+    "drills",
+]
 
 PYTHON = "3.11"
 TOOLKIT = ("-e", ".[test]")
@@ -52,6 +61,13 @@ def manifests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, tags=["services"])
+def quickstart(session: nox.Session) -> None:
+    """Run the README's Quickstart command exactly as written, on a fresh clone."""
+    session.install(*TOOLKIT)
+    _pytest(session, "tests/quickstart")
+
+
+@nox.session(python=PYTHON, tags=["services"])
 def e2e(session: nox.Session) -> None:
     """End-to-end suite over HTTP against the local stack (or `-- --env stage`, `--base-url`)."""
     session.install(*BACKEND, *TOOLKIT)
@@ -74,8 +90,8 @@ def drills(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def tests(session: nox.Session) -> None:
-    """Every suite that needs no Docker engine: queues unit, backend, manifests, e2e, drills."""
-    for name in ("unit", "backend", "manifests", "e2e", "drills"):
+    """Every suite that needs no Docker engine (all default sessions but lint and images)."""
+    for name in ("unit", "backend", "manifests", "quickstart", "e2e", "drills"):
         session.notify(name, posargs=session.posargs)
 
 

@@ -8,8 +8,10 @@ it twice starts only what is missing. Secrets reach programs only as `*_FILE` pa
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import os
+import tempfile
 import xmlrpc.client
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ STOP_WAIT_SECONDS = {"api": 15, "worker": 30, "flower": 10}
 START_SECONDS = 3
 RPC_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException)
 RPC_TIMEOUT = 120.0  # stopAllProcesses waits for every bounded stop in turn
+SOCKET_PATH_MAX = 80
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,16 @@ class StackPaths:
 
     @property
     def socket(self) -> Path:
-        return self.run_dir / "supervisor.sock"
+        """In the run directory, unless that path is too long for a unix socket.
+
+        (supervisord binds a temporary name a little longer than this one, and AF_UNIX paths
+        are limited to 107 bytes, so a deep checkout gets a short per-user directory instead.)
+        """
+        socket = self.run_dir / "supervisor.sock"
+        if len(str(socket)) <= SOCKET_PATH_MAX:
+            return socket
+        digest = hashlib.sha256(str(self.run_dir).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"desbordante-{os.getuid()}" / f"{digest}.sock"
 
     @property
     def pidfile(self) -> Path:
@@ -59,7 +71,7 @@ class StackPaths:
 
     def prepare(self) -> None:
         """Create the run and log directories (0700: logs may name paths and users)."""
-        for directory in (self.run_dir, self.logs_dir):
+        for directory in (self.run_dir, self.logs_dir, self.socket.parent):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
