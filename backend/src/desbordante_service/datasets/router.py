@@ -64,7 +64,7 @@ async def upload_dataset(
 
     try:
         return await run_in_threadpool(_accept)
-    finally:
+    finally:  # also when this request is cancelled (shutdown) before `accept` ran
         received.path.unlink(missing_ok=True)
 
 
