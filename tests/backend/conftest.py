@@ -17,36 +17,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
+from servicekit import ADMIN_DSN, backend_env, create_database, drop_database, migrated_database
 
-ADMIN_DSN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres")
 DATA = Path(__file__).parent / "data"
-
-
-def _admin(statement: sql.Composable) -> None:
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as connection:
-        connection.execute(statement)
-
-
-def _service_env(database: str, uploads: Path, queue: str) -> dict[str, str]:
-    return {
-        "POSTGRES_USER": "postgres",
-        "POSTGRES_PASSWORD": "unused-with-trust-auth",
-        "POSTGRES_HOST": "127.0.0.1",
-        "POSTGRES_PORT": "5432",
-        "POSTGRES_DB": database,
-        "RABBITMQ_DEFAULT_USER": "guest",
-        "RABBITMQ_DEFAULT_PASSWORD": "guest",
-        "RABBITMQ_HOST": "127.0.0.1",
-        "RABBITMQ_PORT": "5672",
-        "UPLOADED_FILES_DIR_PATH": str(uploads),
-        "TASK_QUEUE": queue,
-        "MAX_UPLOAD_SIZE_BYTES": str(1024 * 1024),
-        "TASK_TIME_LIMIT_SECONDS": "120",
-        "WORKER_CONCURRENCY": "1",
-        "LONG_POLL_MAX_SECONDS": "30",
-        "FLOWER_PASSWORD": "unused",
-    }
 
 
 def _clear_caches() -> None:
@@ -60,27 +33,13 @@ def _clear_caches() -> None:
         cached.cache_clear()
 
 
-def run_service(
-    *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess:
-    """Run the real `desbordante-service` entry point."""
-    return subprocess.run(
-        [sys.executable, "-m", "desbordante_service", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.fixture
 def scratch_database(service_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """An extra empty database; yields the service environment pointing at it."""
     name = f"{service_env['POSTGRES_DB']}_scratch"
-    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    create_database(name)
     yield {**service_env, "POSTGRES_DB": name}
-    _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(name)
 
 
 def _connect(env: dict[str, str]) -> psycopg.Connection:
@@ -96,34 +55,27 @@ def connect():
 @pytest.fixture(scope="session")
 def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     suffix = secrets.token_hex(4)
-    database = f"dsvc_test_{suffix}"
-    uploads = tmp_path_factory.mktemp("uploads")
-    env = _service_env(database, uploads, f"test-{suffix}")
-    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    env = backend_env(
+        f"dsvc_test_{suffix}",
+        tmp_path_factory.mktemp("uploads"),
+        f"test-{suffix}",
+        MAX_UPLOAD_SIZE_BYTES=str(1024 * 1024),
+        TASK_TIME_LIMIT_SECONDS="120",
+        FLOWER_PASSWORD="unused",
+    )
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     _clear_caches()
     try:
-        migrated = run_service("migrate", env=env)
-        assert migrated.returncode == 0, migrated.stderr
-        yield env
+        with migrated_database(env):
+            yield env
     finally:
-        _delete_queue(env["TASK_QUEUE"])
         _clear_caches()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-
-
-def _delete_queue(queue: str) -> None:
-    from kombu import Connection
-
-    with Connection("amqp://guest:guest@127.0.0.1:5672//", connect_timeout=5) as connection:
-        channel = connection.channel()
-        channel.queue_delete(queue)
 
 
 @pytest.fixture(scope="session")

@@ -6,76 +6,33 @@ every process started by a test is stopped when the test ends, whatever happened
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
+from servicekit import ADMIN_DSN, backend_env, migrated_database
 
 from .procs import Api, ServiceProcess, Worker
-
-ADMIN_DSN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres")
-BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
-
-
-def _admin(statement: sql.Composable) -> None:
-    with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=10) as connection:
-        connection.execute(statement)
-
-
-def _delete_queue(queue: str) -> None:
-    from kombu import Connection
-
-    with Connection(BROKER_URL, connect_timeout=10) as connection:
-        connection.channel().queue_delete(queue)
 
 
 @pytest.fixture(scope="session")
 def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Backend variables of this run: own database, uploads and queue; schema migrated."""
     suffix = secrets.token_hex(4)
-    database = f"dsvc_drill_{suffix}"
-    env = {
-        "POSTGRES_USER": "postgres",
-        "POSTGRES_PASSWORD": "unused-with-trust-auth",
-        "POSTGRES_HOST": "127.0.0.1",
-        "POSTGRES_PORT": "5432",
-        "POSTGRES_DB": database,
-        "RABBITMQ_DEFAULT_USER": "guest",
-        "RABBITMQ_DEFAULT_PASSWORD": "guest",
-        "RABBITMQ_HOST": "127.0.0.1",
-        "RABBITMQ_PORT": "5672",
-        "RABBITMQ_VHOST": "/",
-        "UPLOADED_FILES_DIR_PATH": str(tmp_path_factory.mktemp("uploads")),
-        "TASK_QUEUE": f"drill-{suffix}",
-        "MAX_UPLOAD_SIZE_BYTES": str(64 * 1024 * 1024),
-        "TASK_TIME_LIMIT_SECONDS": "300",
-        "WORKER_CONCURRENCY": "1",
-        "LONG_POLL_MAX_SECONDS": "30",
-        "SHUTDOWN_GRACE_SECONDS": "5",
-        "LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    }
-    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    try:
-        migrated = subprocess.run(
-            [sys.executable, "-m", "desbordante_service", "migrate"],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert migrated.returncode == 0, migrated.stderr
+    env = backend_env(
+        f"dsvc_drill_{suffix}",
+        tmp_path_factory.mktemp("uploads"),
+        f"drill-{suffix}",
+        MAX_UPLOAD_SIZE_BYTES=str(64 * 1024 * 1024),
+        TASK_TIME_LIMIT_SECONDS="300",
+        SHUTDOWN_GRACE_SECONDS="5",
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    with migrated_database(env):
         yield env
-    finally:
-        _delete_queue(env["TASK_QUEUE"])
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
 @pytest.fixture
