@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from servicekit import ADMIN_DSN, backend_env, create_database, drop_database, migrated_database
+from serviceprocs import Worker
 
 DATA = Path(__file__).parent / "data"
 
@@ -163,56 +161,12 @@ def api(client) -> Api:
     return Api(client)
 
 
-class Worker:
-    """A real `desbordante-service worker` process."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-        self.log = log
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "desbordante_service", "worker", "--hostname", self.name],
-                env={**os.environ, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "ready." in self.log.read_text(errors="replace"):
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
-
-    def kill_hard(self) -> None:
-        """SIGKILL the worker and its pool children at once, like a crashed node."""
-        import psutil
-
-        parent = psutil.Process(self.process.pid)
-        for proc in [*parent.children(recursive=True), parent]:
-            proc.kill()
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill_hard()
-
-
 @pytest.fixture
 def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator:
     workers: list[Worker] = []
 
     def _start() -> Worker:
-        worker = Worker(service_env, tmp_path / f"worker-{len(workers)}.log")
+        worker = Worker(service_env, tmp_path / f"worker-{len(workers)}.log")  # waits for ready
         workers.append(worker)
         return worker
 

@@ -2,55 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from serviceprocs import Api
 
 LIMIT = 1024 * 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(service_env: dict[str, str], tmp_path_factory) -> Iterator[str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        **service_env,
-        "APPLICATION_SERVER_HOST": "127.0.0.1",
-        "APPLICATION_SERVER_PORT": str(port),
-    }
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "desbordante_service", "api"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+def server(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    api = Api(service_env, tmp_path_factory.mktemp("api") / "api.log")
+    yield api.url
+    api.stop()
 
 
 def _raw_request(url: str, data: bytes) -> bytes:

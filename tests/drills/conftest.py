@@ -13,8 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from servicekit import ADMIN_DSN, backend_env, migrated_database
-
-from .procs import Api, ServiceProcess, Worker
+from serviceprocs import Api, ServiceProcess, Worker
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from .procs import port_open, wait_for
+from serviceprocs import port_open, wait_for
 
 RABBITMQ_PORT = 5672
 POSTGRES_PORT = 5432

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import psutil
 import pytest
+from serviceprocs import wait_for
 
 from .calls import CITIES, create_task, stored, upload_ok
-from .procs import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

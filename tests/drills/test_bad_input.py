@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from serviceprocs import Api, Worker, wait_for
 
 from .calls import CITIES, create_task, expected_result, stored, upload, upload_ok, wait_final
-from .procs import Api, Worker, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

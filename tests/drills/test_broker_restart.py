@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from serviceprocs import Worker
 
 from .calls import create_task, expected_result, random_csv, upload_ok, wait_final
-from .procs import Worker
 from .services import rabbitmq_stopped
 
 pytestmark = pytest.mark.timeout(400)

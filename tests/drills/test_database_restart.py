@@ -7,9 +7,9 @@ import time
 import httpx
 import psycopg
 import pytest
+from serviceprocs import wait_for
 
 from .calls import CITIES, stored, upload
-from .procs import wait_for
 from .services import postgres_stopped
 from .traffic import Traffic
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serviceprocs import Api
 
 from .calls import CITIES, random_csv, stored, upload, upload_ok
-from .procs import Api
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from serviceprocs import Worker, wait_for
 
 from .calls import create_task, expected_result, random_csv, upload_ok, wait_final
-from .procs import Worker, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -1,4 +1,4 @@
-"""Real `desbordante-service` processes for the drills, and bounded waiting helpers."""
+"""Real `desbordante-service` processes for the suites on real services, and bounded waits."""
 
 from __future__ import annotations
 
