@@ -231,15 +231,8 @@ def wait_ready(sup: Supervisor, cfg: EnvConfig, timeout: float) -> None:
 
 
 def containers_module() -> ModuleType:
-    """desbordante_ops.containers (image-based stack), imported lazily."""
-    try:
-        return importlib.import_module("desbordante_ops.containers")
-    except ModuleNotFoundError as exc:
-        if exc.name != "desbordante_ops.containers":
-            raise
-        raise Exit(
-            "--docker is not available yet (desbordante_ops/containers.py is missing)."
-        ) from None
+    """desbordante_ops.containers (the image-based stack); lazy, as it imports this module."""
+    return importlib.import_module("desbordante_ops.containers")
 
 
 def up(
@@ -252,8 +245,7 @@ def up(
 ) -> None:
     """Bring the local stack up; starts only what is not running yet."""
     if docker:
-        module = containers_module()
-        module.up(c, cfg, image=image or cfg["IMAGE_NAME"], timeout=timeout)
+        containers_module().up(c, cfg, image=image or cfg["IMAGE_NAME"], timeout=timeout)
         return
     paths = paths_for(cfg)
     sup = Supervisor(paths)
@@ -470,10 +462,7 @@ def logs(
     if service is not None and service not in SERVICES:
         raise Exit(f"Unknown service {service!r}; use one of: {', '.join(SERVICES)}.")
     if docker:
-        module = containers_module()
-        if not hasattr(module, "logs"):
-            raise Exit("--docker logs is not available yet; use `docker logs CONTAINER`.")
-        module.logs(c, cfg, service, follow=follow, lines=lines)
+        containers_module().logs(c, cfg, service, follow=follow, lines=lines)
         return
     paths = paths_for(cfg)
     files = [paths.log(name) for name in ([service] if service else SERVICES)]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from invoke import Context, Exit
+from invoke import Context
 
 from desbordante_ops import stack
 from desbordante_ops.config import EnvConfig, load_config
@@ -48,19 +48,15 @@ def _flower_auth_from_environment(cfg: EnvConfig | None) -> tuple[str, str] | No
 
 
 def _flower_auth_from_cluster(cfg: EnvConfig) -> tuple[str, str] | None:
-    """Flower password from the cluster Secret (when the secrets/kube modules exist)."""
-    try:
-        from desbordante_ops import k8s_names, kube
-    except ImportError:
-        return None
+    """Flower password from the cluster Secret, or None to fall back to the environment."""
+    from desbordante_ops import k8s_names, kube
+
     try:
         connection = kube.connect(cfg)
         secret = connection.core.read_namespaced_secret(
             k8s_names.FlowerSecret.NAME, cfg["K8S_NAMESPACE"]
         )
-    except Exit:
-        return None
-    except Exception:  # no cluster, no secret, no permission: fall back to the environment
+    except Exception:  # no cluster or kubeconfig (Exit), no secret, no permission
         return None
     raw = (secret.data or {}).get(k8s_names.FlowerSecret.PASSWORD)
     if not raw:

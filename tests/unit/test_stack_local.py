@@ -155,21 +155,6 @@ def test_migrate_failure_is_one_clear_exit(capsys: pytest.CaptureFixture[str]) -
     assert "boom" in capsys.readouterr().out
 
 
-def test_docker_flag_without_containers_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
-    real = importlib.import_module
-
-    def fake(name: str, *args: object) -> object:
-        if name == "desbordante_ops.containers":
-            raise ModuleNotFoundError(name=name)
-        return real(name, *args)
-
-    monkeypatch.setattr(importlib, "import_module", fake)
-    with pytest.raises(Exit, match="not available yet"):
-        stack.containers_module()
-
-
 def test_logs_unknown_service(cfg: EnvConfig) -> None:
     with pytest.raises(Exit, match="Unknown service 'db'"):
         stack.logs(MockContext(), cfg, "db")
