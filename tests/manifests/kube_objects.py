@@ -8,7 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from desbordante_ops.config import REPO_ROOT, env_file, read_env_file
+from invoke import Context
+
+from desbordante_ops.cluster.render import Rendered, render
+from desbordante_ops.core.settings import REPO_ROOT, EnvConfig, load_config
 
 # The release tag the tests render (dots become dashes in the migrate Job name).
 TEST_TAG = "1.2.3-rc.1"
@@ -68,9 +71,21 @@ def overlay_memory_requests(docs: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
+def settings(env: str, flags: dict[str, str] | None = None, root: Path = REPO_ROOT) -> EnvConfig:
+    """The settings of ENV from its env file and FLAGS only (not this process's environment)."""
+    return load_config(env, flags, environ={}, root=root)
+
+
+def render_env(
+    env: str, tag: str = TEST_TAG, flags: dict[str, str] | None = None, **kwargs: Any
+) -> Rendered:
+    """ENV's manifests for TAG, rendered by the toolkit's own render path."""
+    return render(Context(), settings(env, flags, kwargs.pop("root", REPO_ROOT)), tag, **kwargs)
+
+
 def env_values(env: str) -> dict[str, str]:
-    """env/<env>.env as the configMapGenerator reads it."""
-    return read_env_file(env_file(env))
+    """The backend settings of ENV, as the ConfigMap must carry them."""
+    return settings(env).backend_env()
 
 
 def backend_constant(relative: str, name: str, root: Path = REPO_ROOT) -> int:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from desbordante_ops import k8s_names as names
-from desbordante_ops.config import REPO_ROOT
-from desbordante_ops.render import Rendered, render
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.core.settings import REPO_ROOT
 
 from .kube_objects import (
     LONG_RUNNING_KINDS,
@@ -22,6 +22,8 @@ from .kube_objects import (
     overlay_memory_requests,
     pod_spec,
     quantity_bytes,
+    render_env,
+    settings,
     workloads,
 )
 from .netpol import Pod, allowed, egress_allows, ingress_allows
@@ -217,7 +219,8 @@ def test_config_map_is_generated_from_the_env_file(rendered: Rendered) -> None:
     config = config_maps[0]
     assert config["metadata"]["name"] != names.CONFIG_MAP, "needs its content-hash suffix"
     assert config["data"] == env_values(rendered.env)
-    assert config["data"]["K8S_NAMESPACE"] == rendered.namespace
+    toolkit_only = {"IMAGE_NAME", "API_HOST", "K8S_NAMESPACE", "API_BASE_URL", "KUBECONFIG_PATH"}
+    assert not toolkit_only & set(config["data"]), "toolkit settings must not reach pods"
     for workload in workloads(rendered.docs):
         if component_of(workload) in BACKEND_COMPONENTS:
             for c in containers(pod_spec(workload)):
@@ -228,29 +231,44 @@ def test_config_map_is_generated_from_the_env_file(rendered: Rendered) -> None:
 def test_a_config_change_renames_the_config_map_so_pods_roll(tmp_path: Path) -> None:
     for part in ("k8s", "env"):
         shutil.copytree(REPO_ROOT / part, tmp_path / part)
-    before = render("stage", "1.0.0", image_name="img", root=tmp_path)
+    before = render_env("stage", "1.0.0", image_name="img", root=tmp_path)
     env_file = tmp_path / "env" / "stage.env"
     changed = env_file.read_text().replace("LOG_LEVEL=INFO", "LOG_LEVEL=DEBUG")
     assert "LOG_LEVEL=DEBUG" in changed
     env_file.write_text(changed)
-    after = render("stage", "1.0.0", image_name="img", root=tmp_path)
-
-    def api_config(rendered: Rendered) -> str:
-        api = pod_spec(rendered.find("Deployment", names.API))
-        return api["containers"][0]["envFrom"][0]["configMapRef"]["name"]
-
+    after = render_env("stage", "1.0.0", image_name="img", root=tmp_path)
     assert api_config(before) != api_config(after)
 
 
-def test_replicas_and_hosts_come_from_the_env_file(rendered: Rendered) -> None:
-    env = env_values(rendered.env)
-    assert rendered.find("Deployment", names.API)["spec"]["replicas"] == int(env["API_REPLICAS"])
+def api_config(rendered: Rendered) -> str:
+    api = pod_spec(rendered.find("Deployment", names.API))
+    return str(api["containers"][0]["envFrom"][0]["configMapRef"]["name"])
+
+
+def test_overrides_that_invoke_config_shows_reach_the_manifests() -> None:
+    """`--set` (and the process environment) win over the env file in the pods too."""
+    plain = render_env("stage")
+    changed = render_env(
+        "stage", flags={"LOG_LEVEL": "DEBUG", "API_HOST": "api.example.org", "API_REPLICAS": "2"}
+    )
+    config = next(
+        c for c in changed.of_kind("ConfigMap") if c["metadata"]["name"] == api_config(changed)
+    )
+    assert config["data"]["LOG_LEVEL"] == "DEBUG"
+    assert api_config(plain) != api_config(changed)
+    assert changed.find("Ingress", names.API)["spec"]["rules"][0]["host"] == "api.example.org"
+    assert changed.find("Deployment", names.API)["spec"]["replicas"] == 2
+
+
+def test_replicas_and_hosts_come_from_the_settings(rendered: Rendered) -> None:
+    toolkit = settings(rendered.env).toolkit
+    assert rendered.find("Deployment", names.API)["spec"]["replicas"] == toolkit.API_REPLICAS
     worker = rendered.find("Deployment", names.WORKER)
-    assert worker["spec"]["replicas"] == int(env["WORKER_REPLICAS"])
+    assert worker["spec"]["replicas"] == toolkit.WORKER_REPLICAS
     hosts = {
         i["metadata"]["name"]: i["spec"]["rules"][0]["host"] for i in rendered.of_kind("Ingress")
     }
-    assert hosts == {names.API: env["API_HOST"], names.FLOWER: env["FLOWER_INGRESS_HOST"]}
+    assert hosts == {names.API: toolkit.API_HOST, names.FLOWER: toolkit.FLOWER_INGRESS_HOST}
 
 
 def test_environments_do_not_share_hosts(all_rendered: dict[str, Rendered]) -> None:
@@ -470,4 +488,8 @@ def test_memory_requests_of_both_overlays_fit_the_budget(
             f"\nmemory requests: total {total // MIB}Mi of {MEMORY_BUDGET_BYTES // MIB}Mi; {report}"
         )
     assert total <= MEMORY_BUDGET_BYTES, report
-    assert set(per_env["prod"]) == set(per_env["stage"])  # same workloads, nothing forgotten
+
+    def kinds(requests: dict[str, int]) -> set[str]:  # the migrate Job's name differs per env
+        return {name.rpartition("-")[0] if name.startswith("Job/") else name for name in requests}
+
+    assert kinds(per_env["prod"]) == kinds(per_env["stage"])  # same workloads, none forgotten

@@ -11,8 +11,8 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 
-from desbordante_ops.config import REPO_ROOT
-from desbordante_ops.render import Rendered
+from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.core.settings import REPO_ROOT
 
 TRAEFIK_API = "traefik.io/v1alpha1"
 MIDDLEWARES_ANNOTATION = "traefik.ingress.kubernetes.io/router.middlewares"

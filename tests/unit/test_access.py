@@ -14,10 +14,10 @@ from invoke import Exit
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from desbordante_ops import access, kube
-from desbordante_ops import k8s_names as names
+from desbordante_ops.cluster import access, kube
+from desbordante_ops.core.files import write_private
 
-NS = names.namespace_for("stage")
+NS = "desbordante-stage"
 
 
 class Store:
@@ -45,6 +45,7 @@ class Store:
         self.objects[("sa", namespace, body.metadata.name)] = body
 
     def patch_namespaced_service_account(self, name: str, namespace: str, body: Any) -> None:
+        self._get("sa", name, namespace)
         self.objects[("sa", namespace, name)].metadata.labels = body["metadata"]["labels"]
 
     def delete_namespaced_service_account(self, name: str, namespace: str) -> None:
@@ -90,7 +91,7 @@ def test_grant_binds_role_and_writes_private_kubeconfig(
 ) -> None:
     k, store = cluster
     out = tmp_path / "jane-stage.kubeconfig"
-    access.grant(k, "stage", "jane", role, out, days=30)
+    access.grant(k, NS, "jane", role, out, days=30)
     binding = store.objects[("rb", NS, "access-jane")]
     assert binding.role_ref.kind == "ClusterRole" and binding.role_ref.name == cluster_role
     assert binding.subjects[0].name == "access-jane" and binding.subjects[0].namespace == NS
@@ -107,8 +108,8 @@ def test_changing_role_replaces_the_binding(
     cluster: tuple[kube.Kube, Store], tmp_path: Path
 ) -> None:
     k, store = cluster
-    access.grant(k, "stage", "jane", "viewer", tmp_path / "a")
-    access.grant(k, "stage", "jane", "devops", tmp_path / "a")
+    access.grant(k, NS, "jane", "viewer", tmp_path / "a")
+    access.grant(k, NS, "jane", "devops", tmp_path / "a")
     assert store.objects[("rb", NS, "access-jane")].role_ref.name == "admin"
     sa = store.objects[("sa", NS, "access-jane")]
     assert sa.metadata.labels[access.ROLE_LABEL] == "devops"
@@ -118,8 +119,8 @@ def test_revoke_removes_binding_and_account(
     cluster: tuple[kube.Kube, Store], tmp_path: Path
 ) -> None:
     k, store = cluster
-    access.grant(k, "stage", "jane", "viewer", tmp_path / "a")
-    prod = names.namespace_for("prod")
+    access.grant(k, NS, "jane", "viewer", tmp_path / "a")
+    prod = "desbordante-prod"
     assert access.revoke(k, "jane", [NS, prod]) == [NS]
     assert store.objects == {}
     assert access.revoke(k, "jane", [NS]) == []
@@ -133,13 +134,13 @@ def test_bad_names_are_refused(bad: str) -> None:
 
 def test_unknown_role_is_refused(cluster: tuple[kube.Kube, Store], tmp_path: Path) -> None:
     with pytest.raises(Exit, match="viewer, devops"):
-        access.grant(cluster[0], "stage", "jane", "root", tmp_path / "a")
+        access.grant(cluster[0], NS, "jane", "root", tmp_path / "a")
 
 
 def test_kubeconfig_shape_is_loadable_by_the_client(tmp_path: Path) -> None:
     config = access.kubeconfig_for("https://s:6443", "Y2E=", NS, "jane", "t", "desbordante-stage")
     path = tmp_path / "k"
-    access.write_private(path, yaml.safe_dump(config))
+    write_private(path, yaml.safe_dump(config))
     from kubernetes import config as k8s_config
 
     api_client = k8s_config.new_client_from_config(config_file=str(path))

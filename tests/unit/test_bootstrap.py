@@ -12,8 +12,9 @@ import httpx
 import pytest
 from invoke import Exit, MockContext
 
-from desbordante_ops import bootstrap as bs
-from desbordante_ops.config import load_config
+from desbordante_ops.cluster import bootstrap as bs
+from desbordante_ops.core.settings import load_config
+from desbordante_ops.tasks import bootstrap as bootstrap_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP_NAMES = ("doctor", "k3s.install", "namespace", "secrets.generate", "images.build")
@@ -42,13 +43,11 @@ def test_dry_run_prints_the_whole_plan_and_exits_zero(tmp_path: Path) -> None:
 def test_second_run_reports_nothing_changed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ctx = bs.Context(
-        c=MockContext(), cfg=load_config("stage", environ={}), tag="abc1234", push=False
-    )
+    ctx = bs.Run(c=MockContext(), cfg=load_config("stage", environ={}), tag="abc1234", push=False)
     rounds = iter([True, False])
     ran: list[str] = []
 
-    def fake_steps(context: bs.Context) -> list[bs.Step]:
+    def fake_steps(run: bs.Run) -> list[bs.Step]:
         changed = next(rounds)
         return [
             bs.Step(name, "plan", lambda n=name, ch=changed: ran.append(n) or ch)
@@ -56,33 +55,31 @@ def test_second_run_reports_nothing_changed(
         ]
 
     monkeypatch.setattr(bs, "steps", fake_steps)
-    assert bs.run(ctx, dry_run=False) is True
+    assert bs.bootstrap(ctx, dry_run=False) is True
     assert "changed: doctor" in capsys.readouterr().out
-    assert bs.run(ctx, dry_run=False) is False
+    assert bs.bootstrap(ctx, dry_run=False) is False
     assert "nothing changed" in capsys.readouterr().out
     assert ran == [*STEP_NAMES, *STEP_NAMES]  # in order, every time
 
 
 def test_dry_run_runs_no_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    ctx = bs.Context(
-        c=MockContext(), cfg=load_config("stage", environ={}), tag="abc1234", push=False
-    )
+    ctx = bs.Run(c=MockContext(), cfg=load_config("stage", environ={}), tag="abc1234", push=False)
 
     def boom() -> bool:
         raise AssertionError("a step ran during --dry-run")
 
     monkeypatch.setattr(bs, "steps", lambda context: [bs.Step("x", "plan", boom)])
-    assert bs.run(ctx, dry_run=True) is False
+    assert bs.bootstrap(ctx, dry_run=True) is False
 
 
 def test_local_env_and_push_without_registry_are_user_errors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with pytest.raises(Exit, match="stage"):
-        bs.bootstrap(MockContext(), env="local")
+        bootstrap_tasks.bootstrap(MockContext(), env="local")
     monkeypatch.setenv("IMAGE_REGISTRY", "")
     with pytest.raises(Exit, match="IMAGE_REGISTRY"):
-        bs.bootstrap(MockContext(), env="stage", push=True)
+        bootstrap_tasks.bootstrap(MockContext(), env="stage", push=True)
 
 
 class Api:

@@ -8,17 +8,17 @@ import hmac
 import logging
 from typing import Any
 
+import bcrypt
 import pytest
-from fake_kube import FakeApps, FakeCore
+from support.fake_kube import FakeApps, FakeCore
 from invoke import Context, Exit
 
-from desbordante_ops import cluster_secrets as cs
-from desbordante_ops import k8s_names as names
-from desbordante_ops import kube
-from desbordante_ops.config import load_config
-from desbordante_ops.htpasswd import apr1
+from desbordante_ops.cluster import kube, names
+from desbordante_ops.cluster import secrets as cs
+from desbordante_ops.core.settings import load_config
+from desbordante_ops.tasks import secrets as secrets_tasks
 
-NS = names.namespace_for("stage")
+NS = "desbordante-stage"
 ALL = [s.name for s in cs.SPECS]
 
 
@@ -31,7 +31,7 @@ def cfg() -> Any:
 def fakes(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeCore, FakeApps]:
     core, apps = FakeCore(), FakeApps(deployments=names.DEPLOYMENTS)
     fake = kube.Kube(api_client=None, core=core, apps=apps, batch=None, rbac=None)
-    monkeypatch.setattr(cs.kube, "connect", lambda cfg: fake)
+    monkeypatch.setattr(secrets_tasks.kube, "connect", lambda cfg: fake)
     return core, apps
 
 
@@ -71,9 +71,9 @@ def test_flower_users_line_is_htpasswd_of_the_same_password(cfg: Any) -> None:
     password = core.value(NS, names.FlowerSecret.NAME, names.FlowerSecret.PASSWORD)
     users = core.value(NS, names.FlowerSecret.NAME, names.FlowerSecret.USERS)
     user, hashed = users.split(":", 1)
-    assert user == cfg["FLOWER_USER"]
-    salt = hashed.split("$")[2]
-    assert hashed == apr1(password, salt)
+    assert user == cfg.value("FLOWER_USER")
+    assert hashed.startswith("$2b$") and bcrypt.checkpw(password.encode(), hashed.encode())
+    assert not bcrypt.checkpw(b"wrong", hashed.encode())
     assert password not in users
 
 
@@ -107,7 +107,7 @@ def test_rotate_postgres_alters_role_then_patches_secret_then_restarts(cfg: Any)
     assert argv[0] == "psql" and new not in " ".join(argv)
     assert new not in stdin  # only the SCRAM verifier travels, never the password
     verifier = stdin.split("PASSWORD '")[1].split("'")[0]
-    assert f'ALTER ROLE "{cfg["POSTGRES_USER"]}"' in stdin
+    assert f'ALTER ROLE "{cfg.value("POSTGRES_USER")}"' in stdin
     _check_scram(verifier, new)
     restarted = [(kind, name) for kind, name, _ in apps.patches]
     assert restarted == [("deployment", "api"), ("deployment", "worker"), ("deployment", "flower")]
@@ -136,7 +136,7 @@ def test_rotate_rabbitmq_feeds_password_on_stdin_only(cfg: Any) -> None:
     cs.generate(core, apps, cfg, NS, rotate=names.RabbitMQSecret.NAME, exec_for=lambda s: recorder)
     new = core.value(NS, names.RabbitMQSecret.NAME, "password")
     ((argv, stdin),) = recorder.calls
-    assert argv == ["rabbitmqctl", "change_password", cfg["RABBITMQ_DEFAULT_USER"]]
+    assert argv == ["rabbitmqctl", "change_password", cfg.value("RABBITMQ_DEFAULT_USER")]
     assert stdin == new + "\n"
 
 
@@ -149,7 +149,7 @@ def test_rotate_flower_changes_both_keys_and_restarts_flower_only(cfg: Any) -> N
     password = core.value(NS, names.FlowerSecret.NAME, "password")
     users = core.value(NS, names.FlowerSecret.NAME, "users")
     assert users != old_users
-    assert users.split(":", 1)[1] == apr1(password, users.split("$")[2])
+    assert bcrypt.checkpw(password.encode(), users.split(":", 1)[1].encode())
     assert recorder.calls == []  # Flower keeps no password of its own
     assert [name for _, name, _ in apps.patches] == ["flower"]
 
@@ -175,7 +175,7 @@ def test_unknown_rotate_name_is_a_user_error(cfg: Any) -> None:
 
 def test_local_env_is_refused() -> None:
     with pytest.raises(Exit, match="stage, prod"):
-        cs.cluster_namespace("local")
+        secrets_tasks.generate(Context(), env="local")
 
 
 def test_tasks_never_print_or_log_values(
@@ -189,9 +189,9 @@ def test_tasks_never_print_or_log_values(
     recorder = Recorder()
     monkeypatch.setattr(cs, "store_exec_factory", lambda k, ns: lambda spec: recorder)
     c = Context()
-    cs.generate_task(c, env="stage")
-    cs.generate_task(c, env="stage", rotate="postgres")
-    cs.list_task(c, env="stage")
+    secrets_tasks.generate(c, env="stage")
+    secrets_tasks.generate(c, env="stage", rotate="postgres")
+    secrets_tasks.list(c, env="stage")
     out = capsys.readouterr()
     text = out.out + out.err + caplog.text
     assert NS in core.namespaces  # namespace created with the PSS labels

@@ -6,50 +6,59 @@ in-memory fakes. This checks command construction and decisions, not a real roll
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from typing import Any
 
 import pytest
 import yaml
-from fake_kube import FakeApps, FakeBatch, FakeCore, FakeRollouts
+from support.fake_kube import FakeApps, FakeBatch, FakeCore, FakeRollouts
 from invoke import Exit, MockContext, Result
 from kubernetes import client as k8s
 
-from desbordante_ops import cluster_secrets as cs
-from desbordante_ops import deploy as dp
-from desbordante_ops import k8s_names as names
-from desbordante_ops import kube
-from desbordante_ops.config import load_config
+from desbordante_ops.cluster import deploy as dp
+from desbordante_ops.cluster import kube, names
+from desbordante_ops.cluster import secrets as cs
+from desbordante_ops.cluster.releases import record_release, releases
+from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.cluster.rollout import rollout_of
+from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig, load_config
+from desbordante_ops.tasks import deploy as deploy_tasks
 
 SHA_TAG = "3f2a9c1"
 RELEASE = "v1.4.0"
-STAGE_NS, PROD_NS = names.namespace_for("stage"), names.namespace_for("prod")
+STAGE_NS, PROD_NS = "desbordante-stage", "desbordante-prod"
 WORKLOADS = (*names.DEPLOYMENTS, *names.STATEFULSETS)
 
 
-def manifests(tag: str, namespace: str = STAGE_NS) -> str:
+def job_name(tag: str) -> str:
+    return f"{names.migrate_job_name(tag)}-0badc0de"
+
+
+def release(tag: str, cfg: EnvConfig) -> Rendered:
     docs = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cfg.namespace}},
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "uploads"}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"}},
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": names.migrate_job_name(tag)},
-        },
+        {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job_name(tag)}},
     ]
-    return yaml.safe_dump_all(docs)
+    return Rendered(
+        env=cfg.name,
+        namespace=cfg.namespace,
+        image=f"{cfg.toolkit.IMAGE_NAME}:{tag}",
+        migrate_job=job_name(tag),
+        text=yaml.safe_dump_all(docs),
+        docs=docs,
+    )
 
 
 def cluster(
     tag: str, ready: int = 1, job: str | None = "Complete", core: FakeCore | None = None
 ) -> kube.Kube:
-    jobs = {names.migrate_job_name(tag): job} if job != "missing" else {}
+    jobs = {job_name(tag): job} if job != "missing" else {}
     core = core or FakeCore()
-    for env in names.KUBE_ENVS:
-        cs.generate(core, FakeApps(), load_config(env, environ={}), names.namespace_for(env))
+    for env in CLUSTER_ENVS:
+        cs.generate(core, FakeApps(), load_config(env, environ={}), f"desbordante-{env}")
     return kube.Kube(
         api_client=None,
         core=core,
@@ -74,19 +83,18 @@ def commands(c: MockContext) -> list[str]:
 
 
 def no_wait() -> dict[str, Any]:
-    ticks = itertools.count()
-    return {"sleep": lambda s: None, "clock": lambda: float(next(ticks))}
+    return {"sleep": lambda s: None}
 
 
 def test_stage_deploy_diffs_before_apply_and_records_the_release() -> None:
     cfg, k, c = load_config("stage", environ={}), cluster(SHA_TAG), kubectl_context()
-    assert dp.deploy_release(c, cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait()) is True
+    assert dp.deploy_release(c, cfg, k, release(SHA_TAG, cfg), SHA_TAG, **no_wait()) is True
     cmds = commands(c)
     assert [cmd.split()[3] for cmd in cmds] == ["diff", "apply"]
     assert cmds[0].split()[-1] == cmds[1].split()[-1]  # the same rendered file
     assert "--kubeconfig" in cmds[0]
-    record = json.loads(dp.releases(k.core, STAGE_NS)[SHA_TAG])
-    assert record["image"] == f"{cfg['IMAGE_NAME']}:{SHA_TAG}"
+    record = json.loads(releases(k.core, STAGE_NS)[SHA_TAG])
+    assert record["image"] == f"{cfg.toolkit.IMAGE_NAME}:{SHA_TAG}"
 
 
 def test_applied_file_is_the_rendered_manifests() -> None:
@@ -100,69 +108,69 @@ def test_applied_file_is_the_rendered_manifests() -> None:
                     seen["docs"] = list(yaml.safe_load_all(fh))
             return Result("", exited=1 if " diff " in command else 0)
 
-    dp.deploy_release(Spy(), cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait())
-    assert seen["docs"] == list(yaml.safe_load_all(manifests(SHA_TAG)))
+    dp.deploy_release(Spy(), cfg, k, release(SHA_TAG, cfg), SHA_TAG, **no_wait())
+    assert seen["docs"] == release(SHA_TAG, cfg).docs
 
 
 def test_second_deploy_of_same_release_changes_nothing() -> None:
     cfg, k = load_config("stage", environ={}), cluster(SHA_TAG)
-    dp.deploy_release(kubectl_context(), cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait())
+    dp.deploy_release(kubectl_context(), cfg, k, release(SHA_TAG, cfg), SHA_TAG, **no_wait())
     c = kubectl_context(diff_exit=0)
-    assert dp.deploy_release(c, cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait()) is False
+    assert dp.deploy_release(c, cfg, k, release(SHA_TAG, cfg), SHA_TAG, **no_wait()) is False
     assert [cmd.split()[3] for cmd in commands(c)] == ["diff"]  # no apply
 
 
 def test_kubectl_diff_error_stops_before_apply() -> None:
     cfg, c = load_config("stage", environ={}), kubectl_context(diff_exit=2)
     with pytest.raises(Exit, match="kubectl diff failed"):
-        dp.deploy_release(c, cfg, cluster(SHA_TAG), SHA_TAG, manifests(SHA_TAG), **no_wait())
+        dp.deploy_release(c, cfg, cluster(SHA_TAG), release(SHA_TAG, cfg), SHA_TAG, **no_wait())
     assert len(commands(c)) == 1
 
 
 def test_prod_refuses_a_sha_tag_before_touching_anything() -> None:
     cfg, c = load_config("prod", environ={}), kubectl_context()
     with pytest.raises(Exit, match="only a release tag"):
-        dp.deploy_release(c, cfg, cluster(SHA_TAG), SHA_TAG, manifests(SHA_TAG), yes=True)
+        dp.deploy_release(c, cfg, cluster(SHA_TAG), release(SHA_TAG, cfg), SHA_TAG, yes=True)
     assert commands(c) == []
 
 
 def test_prod_refuses_a_release_never_deployed_to_stage() -> None:
     cfg, c = load_config("prod", environ={}), kubectl_context()
     k = cluster(RELEASE)
-    dp.record_release(k.core, STAGE_NS, "v1.3.9", "img:v1.3.9")
+    record_release(k.core, STAGE_NS, "v1.3.9", "img:v1.3.9")
     with pytest.raises(Exit, match="never deployed to stage"):
-        dp.deploy_release(c, cfg, k, RELEASE, manifests(RELEASE, PROD_NS), yes=True)
+        dp.deploy_release(c, cfg, k, release(RELEASE, cfg), RELEASE, yes=True)
     assert commands(c) == []
 
 
 def test_prod_needs_the_typed_tag_unless_yes() -> None:
     cfg = load_config("prod", environ={})
     k = cluster(RELEASE)
-    dp.record_release(k.core, STAGE_NS, RELEASE, f"img:{RELEASE}")
+    record_release(k.core, STAGE_NS, RELEASE, f"img:{RELEASE}")
     c = kubectl_context()
     with pytest.raises(Exit, match="Not confirmed"):
-        dp.deploy_release(c, cfg, k, RELEASE, manifests(RELEASE), confirm=lambda q: "yes")
+        dp.deploy_release(c, cfg, k, release(RELEASE, cfg), RELEASE, confirm=lambda q: "yes")
     assert commands(c) == []
 
     def no_tty(question: str) -> str:
         raise EOFError
 
     with pytest.raises(Exit, match="pass --yes"):
-        dp.deploy_release(c, cfg, k, RELEASE, manifests(RELEASE), confirm=no_tty)
+        dp.deploy_release(c, cfg, k, release(RELEASE, cfg), RELEASE, confirm=no_tty)
     asked: list[str] = []
     dp.deploy_release(
         c,
         cfg,
         k,
+        release(RELEASE, cfg),
         RELEASE,
-        manifests(RELEASE),
         confirm=lambda q: asked.append(q) or RELEASE,
         **no_wait(),
     )
     assert asked and RELEASE in asked[0]
-    assert RELEASE in dp.releases(k.core, PROD_NS)
+    assert RELEASE in releases(k.core, PROD_NS)
     c2 = kubectl_context()
-    dp.deploy_release(c2, cfg, k, RELEASE, manifests(RELEASE), yes=True, **no_wait())
+    dp.deploy_release(c2, cfg, k, release(RELEASE, cfg), RELEASE, yes=True, **no_wait())
     assert [cmd.split()[3] for cmd in commands(c2)] == ["diff", "apply"]
 
 
@@ -190,26 +198,26 @@ def test_rollout_that_never_finishes_exits_nonzero_with_events_and_logs(
     k = cluster(SHA_TAG, ready=0, core=core)
     with pytest.raises(Exit) as info:
         dp.deploy_release(
-            kubectl_context(), cfg, k, SHA_TAG, manifests(SHA_TAG), timeout=5, **no_wait()
+            kubectl_context(), cfg, k, release(SHA_TAG, cfg), SHA_TAG, timeout=5, **no_wait()
         )
     assert info.value.code == 1
     out = capsys.readouterr().out
     assert "Back-off restarting failed container in api-7d9c-abcde" in out
     assert "Traceback: boom in api-7d9c-abcde" in out
     assert "0/1" in out
-    assert SHA_TAG not in dp.releases(k.core, STAGE_NS)  # a failed deploy is not a release
+    assert SHA_TAG not in releases(k.core, STAGE_NS)  # a failed deploy is not a release
 
 
 def test_failed_migration_exits_nonzero_and_is_retried_next_time() -> None:
     cfg = load_config("stage", environ={})
     k = cluster(SHA_TAG, job="Failed")
     with pytest.raises(Exit, match="did not succeed"):
-        dp.deploy_release(kubectl_context(), cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait())
-    assert k.batch.deleted == [names.migrate_job_name(SHA_TAG)]  # removed so apply re-creates it
+        dp.deploy_release(kubectl_context(), cfg, k, release(SHA_TAG, cfg), SHA_TAG, **no_wait())
+    assert k.batch.deleted == [job_name(SHA_TAG)]  # removed so apply re-creates it
 
 
 def test_teardown_keeps_namespace_and_volume_claims() -> None:
-    docs = dp.split_documents(manifests(SHA_TAG))
+    docs = release(SHA_TAG, load_config("stage", environ={})).docs
     kinds = [doc["kind"] for doc in dp.teardown_docs(docs)]
     assert kinds == ["Deployment", "Job"]
 
@@ -229,14 +237,14 @@ def test_statefulset_rollout_waits_for_the_update_revision() -> None:
             update_revision="postgres-2",
         ),
     )
-    assert dp.rollout_of("StatefulSet", sts).done is False
+    assert rollout_of("StatefulSet", sts).done is False
     sts.status.current_revision = "postgres-2"
-    assert dp.rollout_of("StatefulSet", sts).done is True
+    assert rollout_of("StatefulSet", sts).done is True
 
 
 def test_local_env_is_not_a_deploy_target() -> None:
     with pytest.raises(Exit, match="stage, prod"):
-        dp.env_config("local", "x")
+        deploy_tasks.deploy(MockContext(), env="local", tag="x")
 
 
 def test_missing_secrets_stop_the_deploy_before_kubectl() -> None:
@@ -244,17 +252,17 @@ def test_missing_secrets_stop_the_deploy_before_kubectl() -> None:
     k = cluster(SHA_TAG)
     del k.core.secrets[(STAGE_NS, names.FlowerSecret.NAME)]
     with pytest.raises(Exit, match=r"invoke secrets\.generate --env stage"):
-        dp.deploy_release(c, cfg, k, SHA_TAG, manifests(SHA_TAG), **no_wait())
+        dp.deploy_release(c, cfg, k, release(SHA_TAG, cfg), SHA_TAG, **no_wait())
     assert commands(c) == []
 
 
 def test_prod_reads_the_stage_record_from_the_stage_cluster() -> None:
     cfg = load_config("prod", environ={})
     stage = FakeCore()
-    dp.record_release(stage, STAGE_NS, RELEASE, f"img:{RELEASE}")
+    record_release(stage, STAGE_NS, RELEASE, f"img:{RELEASE}")
     c = kubectl_context()
     k = cluster(RELEASE)
     dp.deploy_release(
-        c, cfg, k, RELEASE, manifests(RELEASE), yes=True, stage_core=stage, **no_wait()
+        c, cfg, k, release(RELEASE, cfg), RELEASE, yes=True, stage_core=stage, **no_wait()
     )
-    assert RELEASE in dp.releases(k.core, PROD_NS)
+    assert RELEASE in releases(k.core, PROD_NS)

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from invoke import Exit, MockContext, Result
 
-from desbordante_ops import k3s
+from desbordante_ops.cluster import k3s
+from desbordante_ops.tasks import k3s as k3s_tasks
 
 BINARY = b"\x7fELF pretend k3s binary"
 SCRIPT = b"#!/bin/sh\necho pretend install.sh\n"
@@ -179,7 +180,7 @@ def test_dry_run_downloads_and_runs_nothing(host: Path) -> None:
 
 def test_unpinned_version_flag_is_refused() -> None:
     with pytest.raises(Exit, match="is not pinned"):
-        k3s.install_task(MockContext(), version="v1.30.0+k3s1")
+        k3s_tasks.install(MockContext(), version="v1.30.0+k3s1")
 
 
 def test_server_config_is_merged_and_idempotent(tmp_path: Path) -> None:
@@ -260,7 +261,7 @@ def test_registry_task_writes_mirror_and_restarts_once(
 ) -> None:
     monkeypatch.setattr(k3s, "REGISTRIES_PATH", host / "etc/rancher/k3s/registries.yaml")
     c = MockContext(run={"systemctl restart k3s": Result("")})
-    k3s.registry_task(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
-    k3s.registry_task(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
+    k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
+    k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
     assert [call.args[0] for call in c.run.call_args_list] == ["systemctl restart k3s"]
     assert stat.S_IMODE(k3s.REGISTRIES_PATH.stat().st_mode) == 0o600

@@ -1,0 +1,208 @@
+"""Render one environment's manifests for a release: `kubectl kustomize` of a release layer.
+
+This is the single render path (deploy applies its output; the manifest tests check it). A
+throw-away kustomization on top of `k8s/overlays/<env>` adds what comes from the effective
+settings (env file, process environment and `--set`, exactly what `invoke config` shows):
+- the ConfigMap `desbordante-config` from the backend's keys only (toolkit keys such as
+  IMAGE_NAME never reach a pod); its name gets a content hash, so a change rolls the pods;
+- the backend image `IMAGE_NAME:<tag>` (`images:`), the namespace, ingress hosts, replicas
+  and the Traefik middleware references (`<namespace>-<name>@kubernetescrd`);
+then `kubectl kustomize` runs through the Invoke context. Finally the migrate Job is named
+`migrate-<tag>-<hash of its spec>`: a Job's template is immutable, so any change of what the
+Job would run (config, image) is a new Job rather than a rejected update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from invoke import Context, Exit
+
+from desbordante_ops.cluster import names
+from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig
+
+KUBECTL = "kubectl"
+# The backend image's name in k8s/base; every render replaces it with IMAGE_NAME:<tag>.
+BACKEND_IMAGE_PLACEHOLDER = "desbordante-backend"
+# Docker's tag grammar; `latest` is refused: tags must be unique per release.
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+KUSTOMIZE_TIMEOUT_SECONDS = 120
+MIDDLEWARES_ANNOTATION = "traefik.ingress.kubernetes.io/router.middlewares"
+# Ingress -> the Traefik middlewares (in our namespace) its router goes through.
+INGRESS_MIDDLEWARES: dict[str, tuple[str, ...]] = {
+    names.API: ("upload-limit",),
+    names.FLOWER: ("flower-auth",),
+}
+CONFIG_FILE = "desbordante-config.env"
+
+
+def overlay_dir(env: str, root: Path) -> Path:
+    """k8s/overlays/<env>; Exit when ENV has no overlay."""
+    path = root / "k8s" / "overlays" / env
+    if env not in CLUSTER_ENVS or not (path / "kustomization.yaml").is_file():
+        raise Exit(f"No Kubernetes overlay for {env!r}: use one of {', '.join(CLUSTER_ENVS)}.")
+    return path
+
+
+def check_tag(tag: str) -> str:
+    """TAG if it is a valid, release-unique image tag; Exit otherwise."""
+    if not TAG_PATTERN.match(tag):
+        raise Exit(f"Image tag {tag!r} is not a valid Docker tag; use e.g. a version or git sha.")
+    if tag == "latest":
+        raise Exit("Image tag 'latest' is not allowed: deploy a unique tag (version or git sha).")
+    return tag
+
+
+def kustomize(c: Context, path: Path) -> str:
+    """`kubectl kustomize` of the kustomization at PATH; Exit with kustomize's message on error."""
+    if shutil.which(KUBECTL) is None:
+        raise Exit("kubectl not found on PATH: install kubectl 1.27+ (it embeds kustomize v5).")
+    result = c.run(
+        shlex.join([KUBECTL, "kustomize", str(path)]),
+        hide=True,
+        warn=True,
+        in_stream=False,
+        timeout=KUSTOMIZE_TIMEOUT_SECONDS,
+    )
+    if not result.ok:
+        lines = (result.stderr or "").strip().splitlines() or ["no output"]
+        message = lines[-1].partition(' err="')[2].rstrip('"') or lines[-1]
+        raise Exit(f"kubectl kustomize {path} failed: {message}")
+    return str(result.stdout)
+
+
+def _json_patch(*ops: dict[str, Any]) -> str:
+    return yaml.safe_dump(list(ops))
+
+
+def _replace(path: str, value: Any) -> dict[str, Any]:
+    return {"op": "replace", "path": path, "value": value}
+
+
+def release_kustomization(
+    cfg: EnvConfig, overlay: Path, workdir: Path, image_name: str, tag: str
+) -> dict[str, Any]:
+    """The kustomization that turns OVERLAY into the release IMAGE_NAME:TAG of CFG."""
+    toolkit, namespace = cfg.toolkit, cfg.namespace
+    patches = [
+        {
+            "target": {"kind": "Ingress", "name": ingress},
+            "patch": _json_patch(
+                _replace("/spec/rules/0/host", host),
+                _replace(
+                    "/metadata/annotations/" + MIDDLEWARES_ANNOTATION.replace("/", "~1"),
+                    ",".join(f"{namespace}-{m}@kubernetescrd" for m in middlewares),
+                ),
+            ),
+        }
+        for ingress, host, middlewares in (
+            (names.API, toolkit.API_HOST, INGRESS_MIDDLEWARES[names.API]),
+            (names.FLOWER, toolkit.FLOWER_INGRESS_HOST, INGRESS_MIDDLEWARES[names.FLOWER]),
+        )
+    ]
+    patches += [
+        {
+            "target": {"kind": "Deployment", "name": name},
+            "patch": _json_patch(_replace("/spec/replicas", replicas)),
+        }
+        for name, replicas in (
+            (names.API, toolkit.API_REPLICAS),
+            (names.WORKER, toolkit.WORKER_REPLICAS),
+        )
+    ]
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": namespace,
+        "resources": [os.path.relpath(overlay, workdir)],
+        "images": [{"name": BACKEND_IMAGE_PLACEHOLDER, "newName": image_name, "newTag": tag}],
+        "configMapGenerator": [
+            {
+                "name": names.CONFIG_MAP,
+                "envs": [CONFIG_FILE],
+                "options": {
+                    "labels": {
+                        names.PART_OF_LABEL: names.APP_NAME,
+                        names.INSTANCE_LABEL: namespace,
+                        **names.MANAGED_BY,
+                    }
+                },
+            }
+        ],
+        "patches": patches,
+    }
+
+
+def config_env_file(cfg: EnvConfig) -> str:
+    """The ConfigMap's env file: the backend's keys only, as `invoke config` shows them."""
+    lines = []
+    for key, value in sorted(cfg.backend_env().items()):
+        if "\n" in value or "\r" in value:
+            raise Exit(f"{key} contains a line break, which a ConfigMap env file cannot hold.")
+        lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def migrate_job_name(tag: str, job: dict[str, Any]) -> str:
+    """`migrate-<tag>-<hash>`: changes whenever the Job's (immutable) spec would change."""
+    digest = hashlib.sha256(json.dumps(job["spec"], sort_keys=True).encode()).hexdigest()[:8]
+    prefix = names.migrate_job_name(tag)[: 63 - len(digest) - 1].rstrip("-")
+    return f"{prefix}-{digest}"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The rendered manifests of one environment and release."""
+
+    env: str
+    namespace: str
+    image: str
+    migrate_job: str
+    text: str
+    docs: list[dict[str, Any]] = field(repr=False)
+
+    def find(self, kind: str, name: str) -> dict[str, Any]:
+        """The object KIND/NAME (KeyError when absent)."""
+        for doc in self.docs:
+            if doc["kind"] == kind and doc["metadata"]["name"] == name:
+                return doc
+        raise KeyError(f"{kind}/{name}")
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        """Every object of KIND."""
+        return [doc for doc in self.docs if doc["kind"] == kind]
+
+
+def render(c: Context, cfg: EnvConfig, tag: str, *, image_name: str | None = None) -> Rendered:
+    """Render CFG's overlay for image tag TAG (IMAGE_NAME from the settings by default)."""
+    overlay = overlay_dir(cfg.name, cfg.root)
+    check_tag(tag)
+    image_name = image_name or cfg.toolkit.IMAGE_NAME
+    with tempfile.TemporaryDirectory(prefix="desbordante-render-") as tmp:
+        workdir = Path(tmp)
+        layer = release_kustomization(cfg, overlay, workdir, image_name, tag)
+        (workdir / "kustomization.yaml").write_text(yaml.safe_dump(layer, sort_keys=False))
+        (workdir / CONFIG_FILE).write_text(config_env_file(cfg))
+        docs = [doc for doc in yaml.safe_load_all(kustomize(c, workdir)) if doc]
+    job_name = ""
+    for doc in docs:
+        if doc["kind"] == "Job" and doc["metadata"]["name"] == names.MIGRATE:
+            job_name = doc["metadata"]["name"] = migrate_job_name(tag, doc)
+    return Rendered(
+        env=cfg.name,
+        namespace=cfg.namespace,
+        image=f"{image_name}:{tag}",
+        migrate_job=job_name,
+        text=yaml.safe_dump_all(docs, sort_keys=False),
+        docs=docs,
+    )

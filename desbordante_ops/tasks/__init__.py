@@ -1,0 +1,15 @@
+"""The Invoke tasks: one thin module per area of `invoke --list`; `namespace()` assembles them."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from desbordante_ops.tasks import access, bootstrap, config, deploy, images, k3s, local, secrets
+
+
+def namespace() -> Collection:
+    """Root tasks (local stack, config, doctor) plus one collection per area."""
+    ns = Collection(local.up, local.down, local.status, local.logs, config.config, config.doctor)
+    for module in (images, k3s, secrets, deploy, access, bootstrap):
+        ns.add_collection(Collection.from_module(module))
+    return ns
