@@ -167,7 +167,7 @@ def _reason(exc: Exception) -> str:
 
 def run_retention(settings: Settings, args: argparse.Namespace) -> int:
     """One retention pass (exit 1 if it failed), or one every --interval seconds until SIGTERM."""
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from desbordante_service import retention
     from desbordante_service.db import session_scope
@@ -187,7 +187,7 @@ def run_retention(settings: Settings, args: argparse.Namespace) -> int:
                 report = retention.run_pass(session, storage, settings.RETENTION_DAYS, stop)
             if settings.RETENTION_DAYS:
                 log.info("%s", report)
-        except (DBAPIError, OSError) as exc:
+        except (SQLAlchemyError, OSError) as exc:
             log.error("retention: failed: %s", _reason(exc))
             status = 1
         if args.interval is None:

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import delete, exists, func, select, tuple_
@@ -62,12 +62,7 @@ class Report:
         )
 
 
-@dataclass
-class _Leftovers:
-    files: dict[uuid.UUID, list[Path]] = field(default_factory=lambda: defaultdict(list))
-
-    def add(self, dataset_id: uuid.UUID, path: Path) -> None:
-        self.files[dataset_id].append(path)
+Leftovers = dict[uuid.UUID, list[Path]]
 
 
 def run_pass(session: Session, storage: Storage, days: int, stop: threading.Event) -> Report:
@@ -137,8 +132,9 @@ def _delete(session: Session, model: type, where) -> int:
     return session.execute(statement).rowcount
 
 
-def _old_files(storage: Storage, cutoff: float) -> _Leftovers:
-    leftovers = _Leftovers()
+def _old_files(storage: Storage, cutoff: float) -> Leftovers:
+    """Our files (named after a dataset id) last written before `cutoff`, by dataset id."""
+    leftovers: Leftovers = defaultdict(list)
     for directory, suffix in LEFTOVERS:
         for path in (storage.root / directory).glob(f"*{suffix}"):
             try:
@@ -147,20 +143,20 @@ def _old_files(storage: Storage, cutoff: float) -> _Leftovers:
             except (ValueError, FileNotFoundError):  # not ours, or gone meanwhile
                 continue
             if old and path.name == f"{dataset_id}{suffix}":
-                leftovers.add(dataset_id, path)
+                leftovers[dataset_id].append(path)
     return leftovers
 
 
 def _remove_leftovers(
-    session: Session, storage: Storage, leftovers: _Leftovers, report: Report
+    session: Session, storage: Storage, leftovers: Leftovers, report: Report
 ) -> None:
-    ids = list(leftovers.files)
+    ids = list(leftovers)
     owned: set[uuid.UUID] = set()
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
         owned.update(session.scalars(select(Dataset.id).where(Dataset.id.in_(chunk))))
     session.rollback()
-    for dataset_id, paths in leftovers.files.items():
+    for dataset_id, paths in leftovers.items():
         with storage.abandoned(dataset_id) as free:
             if not free:
                 report.kept_uploading += 1

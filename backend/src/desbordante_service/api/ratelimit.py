@@ -26,12 +26,12 @@ from desbordante_service.errors import TooManyRequests
 class ClientRateLimit:
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self.item = RateLimitItemPerMinute(per_minute) if per_minute > 0 else None
-        self.limiter = MovingWindowRateLimiter(MemoryStorage()) if self.item else None
+        self.item = RateLimitItemPerMinute(per_minute)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage()) if per_minute > 0 else None
 
     def check(self, client: str) -> None:
         """Count one request of `client`; raise `TooManyRequests` when over the limit."""
-        if self.item is None or self.limiter is None:
+        if self.limiter is None:
             return
         if self.limiter.hit(self.item, client):
             return
