@@ -15,7 +15,7 @@ from desbordante_ops.image import tags as imagetags
 
 from .conftest import TEST_IMAGE
 
-ROLES = ("api", "worker", "flower", "migrate")
+ROLES = ("api", "worker", "flower", "migrate", "retention")
 SIZE_BUDGET_MB = 300  # debootstrap base (~123 MB) + dependencies (~107 MB) + app
 
 

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     WORKER_CONCURRENCY: int = Field(default=1, ge=1, le=64)
     LONG_POLL_MAX_SECONDS: int = Field(default=60, ge=0, le=600)
     SHUTDOWN_GRACE_SECONDS: int = Field(default=20, ge=1, le=3600)
+
+    # Bounded work: 0 turns a limit off.
+    MAX_PENDING_TASKS: int = Field(default=100, ge=0, le=1_000_000)
+    QUEUE_FULL_RETRY_AFTER_SECONDS: int = Field(default=30, ge=1, le=3600)
+    RATE_LIMIT_PER_MINUTE: int = Field(default=0, ge=0, le=1_000_000)
+    RETENTION_DAYS: int = Field(default=0, ge=0, le=36_500)
     LOG_LEVEL: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 
     @model_validator(mode="after")

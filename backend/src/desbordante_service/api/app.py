@@ -11,6 +11,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 
 from desbordante_service import __version__
+from desbordante_service.api.ratelimit import ClientRateLimit
 from desbordante_service.datasets.router import router as datasets_router
 from desbordante_service.datasets.upload import UploadError
 from desbordante_service.errors import ServiceError
@@ -33,7 +34,7 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
 async def _upload_error(_: Request, exc: UploadError) -> JSONResponse:
@@ -60,6 +61,7 @@ def create_app() -> FastAPI:
         version=__version__,
         description="Upload a CSV dataset, create a profiling task, poll it for the result.",
     )
+    app.state.rate_limit = ClientRateLimit(settings.RATE_LIMIT_PER_MINUTE)
     app.include_router(health_router)
     app.include_router(datasets_router, prefix="/api/v1")
     app.include_router(tasks_router, prefix="/api/v1")

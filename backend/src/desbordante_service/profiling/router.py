@@ -11,15 +11,23 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from desbordante_service.api.deps import PublishDep, SessionDep, SettingsDep
+from desbordante_service.api.ratelimit import RATE_LIMITED
 from desbordante_service.db import session_scope
 from desbordante_service.profiling import service
+from desbordante_service.profiling.backlog import Backlog
 from desbordante_service.profiling.primitives import PRIMITIVES
 from desbordante_service.profiling.schemas import TaskCreate, TaskOut
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut, summary="Create")
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskOut,
+    summary="Create",
+    dependencies=RATE_LIMITED,
+)
 def create_task(
     body: TaskCreate,
     request: Request,
@@ -28,8 +36,12 @@ def create_task(
     settings: SettingsDep,
     publish: PublishDep,
 ) -> TaskOut:
-    """Validate the primitive, algorithm and config, store the task and enqueue it."""
-    task = service.create_task(session, body, settings.TASK_TIME_LIMIT_SECONDS, publish)
+    """Validate the primitive, algorithm and config, store the task and enqueue it.
+
+    503 with `Retry-After` while MAX_PENDING_TASKS tasks are queued or running.
+    """
+    backlog = Backlog(settings.MAX_PENDING_TASKS, settings.QUEUE_FULL_RETRY_AFTER_SECONDS)
+    task = service.create_task(session, body, settings.TASK_TIME_LIMIT_SECONDS, publish, backlog)
     response.headers["Location"] = str(request.url_for("get_task", task_id=task.id))
     return TaskOut.model_validate(task)
 
