@@ -1,4 +1,4 @@
-"""Deploy one release to a cluster environment, and take an environment's workloads down.
+"""Deploy one release to a cluster environment (teardown: cluster/teardown.py).
 
 deploy: rendered manifests -> `kubectl diff` -> `kubectl apply` -> wait for the release's
 migrate Job -> wait for every Deployment and StatefulSet rollout (progress per workload) ->
@@ -25,7 +25,6 @@ from desbordante_ops.core.console import fail, ok, step
 from desbordante_ops.core.settings import EnvConfig
 
 ROLLOUT_TIMEOUT_SECONDS = 600
-KEEP_ON_TEARDOWN = {"Namespace", "PersistentVolumeClaim"}
 
 
 @contextmanager
@@ -112,37 +111,3 @@ def deploy_release(
         changed = True
     ok(f"{rendered.image} is live in {namespace}" + ("" if changed else " (no changes)"))
     return changed
-
-
-def teardown_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What teardown deletes: everything rendered except the namespace and volume claims."""
-    return [doc for doc in docs if doc.get("kind") not in KEEP_ON_TEARDOWN]
-
-
-def teardown(
-    c: Context,
-    cfg: EnvConfig,
-    rendered: Rendered,
-    purge_data: bool,
-    yes: bool,
-    confirm: Confirm = input,
-) -> None:
-    """Remove the workloads of CFG's environment; data stays unless PURGE_DATA is confirmed."""
-    namespace = rendered.namespace
-    with manifest_file(teardown_docs(rendered.docs)) as path:
-        step(f"Deleting the workloads of {namespace} (volumes and Secrets are kept)")
-        c.run(
-            kubectl(cfg, "delete", "--ignore-not-found", "--wait", "-f", path),
-            pty=False,
-            in_stream=False,
-        )
-    if not purge_data:
-        ok(f"workloads removed; data in {namespace} kept (--purge-data deletes it)")
-        return
-    if not yes and confirm(f"Delete ALL data of {namespace}? Type the namespace: ") != namespace:
-        raise Exit("Not confirmed; the data is kept.")
-    c.run(
-        kubectl(cfg, "delete", "namespace", namespace, "--ignore-not-found", "--wait"),
-        in_stream=False,
-    )
-    ok(f"namespace {namespace} and all its data deleted")

@@ -6,6 +6,7 @@ from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import deploy as cluster_deploy
 from desbordante_ops.cluster import kube
+from desbordante_ops.cluster import teardown as cluster_teardown
 from desbordante_ops.cluster.bootstrap import default_tag
 from desbordante_ops.cluster.render import render as render_release
 from desbordante_ops.core.settings import cluster_config, load_config
@@ -52,6 +53,4 @@ def render(c: Context, env: str = "stage", tag: str | None = None) -> None:
 )
 def teardown(c: Context, env: str = "stage", purge_data: bool = False, yes: bool = False) -> None:
     """Remove the workloads of an environment; data stays unless --purge-data is confirmed."""
-    cfg = cluster_config(env)
-    rendered = render_release(c, cfg, default_tag(c, cfg))
-    cluster_deploy.teardown(c, cfg, rendered, purge_data=purge_data, yes=yes)
+    cluster_teardown.teardown(c, cluster_config(env), purge_data=purge_data, yes=yes)

@@ -216,12 +216,6 @@ def test_failed_migration_exits_nonzero_and_is_retried_next_time() -> None:
     assert k.batch.deleted == [job_name(SHA_TAG)]  # removed so apply re-creates it
 
 
-def test_teardown_keeps_namespace_and_volume_claims() -> None:
-    docs = release(SHA_TAG, load_config("stage", environ={})).docs
-    kinds = [doc["kind"] for doc in dp.teardown_docs(docs)]
-    assert kinds == ["Deployment", "Job"]
-
-
 def test_statefulset_rollout_waits_for_the_update_revision() -> None:
     sts = k8s.V1StatefulSet(
         metadata=k8s.V1ObjectMeta(name="postgres", generation=3),
