@@ -10,8 +10,8 @@ from typing import Any
 
 import bcrypt
 import pytest
-from support.fake_kube import FakeApps, FakeCore
 from invoke import Context, Exit
+from support.fake_kube import FakeApps, FakeCore
 
 from desbordante_ops.cluster import kube, names
 from desbordante_ops.cluster import secrets as cs
