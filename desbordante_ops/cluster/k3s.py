@@ -143,7 +143,7 @@ def fetch_verified(urls: tuple[str, ...], sha256: str, dest: Path, download: Dow
 
 def installed_version(c: Any) -> str | None:
     """Version of the installed k3s binary (`v1.36.4+k3s1`), or None."""
-    result = c.run(f"{BIN_PATH} --version", hide=True, warn=True)
+    result = c.run(f"{BIN_PATH} --version", hide=True, warn=True, in_stream=False)
     if result is None or not result.ok:
         return None
     match = re.search(r"k3s version (\S+)", result.stdout)
@@ -151,7 +151,7 @@ def installed_version(c: Any) -> str | None:
 
 
 def service_active(c: Any) -> bool:
-    result = c.run("systemctl is-active --quiet k3s", hide=True, warn=True)
+    result = c.run("systemctl is-active --quiet k3s", hide=True, warn=True, in_stream=False)
     return result is not None and result.ok
 
 
@@ -258,6 +258,7 @@ def image_in_k3s(c: Any, image_ref: str) -> str | None:
         + shlex.quote(image_ref),
         hide=True,
         warn=True,
+        in_stream=False,
     )
     if result is None or not result.ok:
         return None
@@ -285,7 +286,8 @@ def load_into_k3s(c: Any, image_ref: str, docker_client: Any = None) -> bool:
             tar.write(chunk)
         tar.flush()
         step(f"Importing {image_ref} into k3s (containerd namespace k8s.io)")
-        c.run(_with_root(f"{BIN_PATH} ctr -n k8s.io images import {shlex.quote(tar.name)}"))
+        import_command = f"{BIN_PATH} ctr -n k8s.io images import {shlex.quote(tar.name)}"
+        c.run(_with_root(import_command), in_stream=False)
     ok(f"{image_ref} loaded into k3s")
     return True
 

@@ -89,3 +89,28 @@ def is_release_tag(tag: str) -> bool:
 def labels(rev: Revision, source: str = DEFAULT_SOURCE) -> dict[str, str]:
     """Build arguments that fill the image's OCI labels (reproducible: the commit's time)."""
     return {"SOURCE": source, "REVISION": rev.sha, "VERSION": rev.version, "CREATED": rev.committed}
+
+
+def publish_tags(rev: Revision, ref: str) -> tuple[str, list[str]]:
+    """(environment, tags) that CI publishes for the git REF being built, e.g. refs/heads/main.
+
+    main publishes `<short sha>` for stage; a tag publishes itself for prod, and only when it is
+    a plain release tag vX.Y.Z at this very commit. Anything else is one clear Exit, before any
+    build or push starts.
+    """
+    kind, _, name = ref.removeprefix("refs/").partition("/")
+    if rev.dirty:
+        raise Exit("The working tree is dirty; CI publishes clean commits only.")
+    if kind == "heads" and name == "main":
+        return "stage", [rev.short_sha]
+    if kind == "tags":
+        if not is_release_tag(name):
+            raise Exit(
+                f"Tag {name!r} is not a plain release tag vX.Y.Z (pre-releases such as "
+                "v1.2.3-rc.1 are not published); nothing was built or pushed. Delete it with "
+                f"`git push --delete origin {name}` and tag vX.Y.Z."
+            )
+        if rev.semver != name:
+            raise Exit(f"Tag {name} does not point at the commit being built ({rev.short_sha}).")
+        return "prod", [name]
+    raise Exit(f"{ref}: only main and vX.Y.Z tags publish images; nothing to publish.")

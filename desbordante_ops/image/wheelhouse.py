@@ -69,11 +69,14 @@ def lock(c: Context, root: Path = REPO_ROOT) -> Path:
         pip += " --disable-pip-version-check"
         step("Resolving the backend's dependencies in a throwaway virtualenv")
         installed = c.run(
-            f"{pip} install {shlex.quote(str(root / 'backend'))}", hide=True, warn=True
+            f"{pip} install {shlex.quote(str(root / 'backend'))}",
+            hide=True,
+            warn=True,
+            in_stream=False,
         )
         if not installed.ok:
             raise Exit(f"pip install ./backend failed: {installed.stderr.strip()[-300:]}")
-        frozen = c.run(f"{pip} freeze --exclude-editable", hide=True)
+        frozen = c.run(f"{pip} freeze --exclude-editable", hide=True, in_stream=False)
     pins = [line for line in frozen.stdout.splitlines() if not line.startswith("desbordante-")]
     target = lock_path(root)
     target.write_text(LOCK_HEADER + "\n".join(sorted(pins, key=str.lower)) + "\n")
@@ -117,7 +120,8 @@ def build(c: Context, root: Path = REPO_ROOT, force: bool = False) -> Path:
         stale.unlink(missing_ok=True)
     reqs = requirements(locked)
     step(f"Downloading wheels of {len(reqs)} requirements for cp311 manylinux x86_64")
-    result = c.run(shlex.join(download_command(reqs, target)), hide=True, warn=True)
+    command = shlex.join(download_command(reqs, target))
+    result = c.run(command, hide=True, warn=True, in_stream=False)
     if not result.ok:
         errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
         raise Exit(f"pip download failed: {(errors or ['see pip output'])[0]}")

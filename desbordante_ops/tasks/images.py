@@ -9,9 +9,10 @@ from desbordante_ops.cluster import k3s
 from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import ENV_NAMES, load_config
 from desbordante_ops.image import build as image_build
-from desbordante_ops.image import engine, tags
+from desbordante_ops.image import engine
 from desbordante_ops.image import inspect as image_inspect
 from desbordante_ops.image import push as image_push
+from desbordante_ops.image import tags as image_tags
 from desbordante_ops.image import wheelhouse as image_wheelhouse
 from desbordante_ops.image.refs import image_refs
 from desbordante_ops.tasks import options
@@ -74,7 +75,7 @@ def lock(c: Context) -> None:
 def inspect(c: Context, ref: str | None = None) -> None:
     """Show user, entry point, labels, health check, size and layers of the image."""
     cfg = load_config("local")
-    ref = ref or image_refs(cfg.toolkit.IMAGE_NAME, tags.revision(c, cfg.root).tags)[-1]
+    ref = ref or image_refs(cfg.toolkit.IMAGE_NAME, image_tags.revision(c, cfg.root).tags)[-1]
     client = engine.connect()
     try:
         info = image_inspect.describe(client, ref)
@@ -98,5 +99,24 @@ def inspect(c: Context, ref: str | None = None) -> None:
 def load(c: Context, env: str = "stage", tag: str | None = None) -> None:
     """Copy the image from the local Docker engine into k3s (for a server without a registry)."""
     cfg = load_config(env)
-    tag = tag or tags.revision(c, cfg.root).tags[0]
+    tag = tag or image_tags.revision(c, cfg.root).tags[0]
     k3s.load_into_k3s(c, f"{cfg.toolkit.IMAGE_NAME}:{tag}")
+
+
+@task(
+    help={
+        "ref": "Git ref being built, e.g. refs/heads/main or refs/tags/v1.2.3 ($GITHUB_REF)",
+        "output": "Also write env=... and tags=... lines to this file (e.g. $GITHUB_OUTPUT)",
+    }
+)
+def tags(c: Context, ref: str = "", output: str | None = None) -> None:
+    """Print the environment and tags CI publishes for a git ref; refuse non-release tags."""
+    if not ref:
+        raise Exit("Pass --ref, e.g. --ref refs/heads/main.")
+    cfg = load_config("local")
+    env, published = image_tags.publish_tags(image_tags.revision(c, cfg.root), ref)
+    lines = [f"env={env}", f"tags={' '.join(published)}"]
+    print("\n".join(lines))
+    if output:
+        with open(output, "a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
-from support.fake_kube import FakeApps, FakeBatch, FakeCore, FakeRollouts
 from invoke import Exit, MockContext, Result
 from kubernetes import client as k8s
+from support.fake_kube import FakeApps, FakeBatch, FakeCore, FakeRollouts
 
 from desbordante_ops.cluster import deploy as dp
 from desbordante_ops.cluster import kube, names

@@ -127,3 +127,20 @@ def test_references_keep_registry_ports_apart_from_tags() -> None:
     assert in_registry("o/n", "127.0.0.1:5000/") == "127.0.0.1:5000/o/n"
     assert in_registry("ghcr.io/o/n", "") == "ghcr.io/o/n"
     assert image_refs("o/n", ["abc", "x/y:z"]) == ["o/n:abc", "x/y:z"]
+
+
+def test_ci_publishes_main_as_sha_and_only_plain_release_tags(repo: Path) -> None:
+    rev = imagetags.revision(Context(), repo)
+    assert imagetags.publish_tags(rev, "refs/heads/main") == ("stage", [rev.short_sha])
+    git(repo, "tag", "v1.2.3")
+    released = imagetags.revision(Context(), repo)
+    assert imagetags.publish_tags(released, "refs/tags/v1.2.3") == ("prod", ["v1.2.3"])
+    with pytest.raises(Exit, match=r"'v1\.2\.3-rc\.1' is not a plain release tag"):
+        imagetags.publish_tags(released, "refs/tags/v1.2.3-rc.1")
+    with pytest.raises(Exit, match="does not point at the commit"):
+        imagetags.publish_tags(rev, "refs/tags/v9.9.9")
+    with pytest.raises(Exit, match=r"only main and vX\.Y\.Z tags publish"):
+        imagetags.publish_tags(rev, "refs/heads/feature")
+    (repo / "new.txt").write_text("x")
+    with pytest.raises(Exit, match="dirty"):
+        imagetags.publish_tags(imagetags.revision(Context(), repo), "refs/heads/main")

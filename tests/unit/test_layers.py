@@ -95,3 +95,26 @@ def test_the_checker_sees_a_layer_violation(tmp_path: Path) -> None:
     bad.write_text("from desbordante_ops.tasks import namespace\n\ndef f():\n    import os\n")
     imported, nested = imports_of(bad)
     assert imported == {"desbordante_ops.tasks"} and nested == ["line 4"]
+
+
+def run_calls_without_in_stream(path: Path) -> list[int]:
+    """Lines of `c.run(...)` / `self.c.run(...)` calls that do not pass `in_stream`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lines = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "run"
+            and ast.unparse(node.func.value) in ("c", "self.c", "run.c")
+            and not any(keyword.arg == "in_stream" for keyword in node.keywords)
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_outside_tools_never_read_our_stdin(module: str) -> None:
+    """Every command runs with `in_stream=False`: Invoke would otherwise hand it our stdin (a
+    piped answer meant for a prompt would be eaten, and pytest's capture breaks)."""
+    assert run_calls_without_in_stream(MODULES[module]) == []
