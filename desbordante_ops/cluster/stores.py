@@ -11,7 +11,7 @@ Which password a store accepts, without relying on its client authentication rul
   candidate against it locally (the pod's loopback connections are `trust`, so logging in with
   a password inside the pod would prove nothing);
 - RabbitMQ: `rabbitmqctl authenticate_user USER`, the password on stdin (exit 0: accepted,
-  65: refused, anything else: could not check).
+  65 with "failed to authenticate user": refused, anything else: could not check).
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from desbordante_ops.cluster.kube import PodExec
 
 SCRAM_ITERATIONS = 4096
-RABBITMQ_REFUSED = 65  # rabbitmqctl authenticate_user: invalid credentials (EX_DATAERR)
+# rabbitmqctl authenticate_user refusing a password: exit 65 (EX_DATAERR) with this message;
+# 65 alone is not enough (a malformed node name exits 65 too).
+RABBITMQ_REFUSED = 65
+RABBITMQ_REFUSED_TEXT = "failed to authenticate user"
 _DETAIL_CHARS = 300
 
 
@@ -153,6 +156,6 @@ def accepted(store: Store, candidates: Mapping[str, str], run: PodExec) -> str |
         code, output = run(argv, stdin)
         if code == 0:
             return name
-        if code != RABBITMQ_REFUSED:
+        if code != RABBITMQ_REFUSED or RABBITMQ_REFUSED_TEXT not in output:
             raise StoreError(f"`rabbitmqctl` exited {code}: {_detail(output, *values)}")
     return None

@@ -125,7 +125,9 @@ class FakeStore:
             return 0, ""
         if self.kind == "postgres":
             return 0, self.stored + "\n"
-        return (0, "Success\n") if self.accepts(stdin.strip()) else (65, "invalid credentials\n")
+        if self.accepts(stdin.strip()):
+            return 0, "Success\n"
+        return 65, f'Error: failed to authenticate user "{argv[-1]}"\nuser - invalid credentials\n'
 
 
 def all_values(core: FakeCore) -> list[str]:
@@ -412,15 +414,16 @@ def test_drop_after_the_change_with_store_unreachable_then_rerun_finishes(
     assert stack.consistent(alias, name) and stack.value(name) != old
 
 
+@pytest.mark.parametrize("alias, name", [("postgres", PG), ("rabbitmq", MQ)])
 def test_plain_generate_finishes_a_rotation_the_store_already_has(
-    stack: Stack, capsys: pytest.CaptureFixture[str]
+    stack: Stack, capsys: pytest.CaptureFixture[str], alias: str, name: str
 ) -> None:
-    stack.stores["postgres"].faults = {"set": ["after"], "check": ["before"]}
-    fails(stack, "postgres", capsys)
-    rows = stack.generate()  # e.g. bootstrap, or a rotation of another secret
-    assert rows[0] == (PG, "unfinished rotation finished, restarted api, worker, flower")
-    assert stack.consistent("postgres", PG)
-    assert stack.stores["postgres"].calls[-1][0] == "check"  # checked, did not set again
+    stack.stores[alias].faults = {"set": ["after"], "check": ["before"]}
+    fails(stack, alias, capsys)
+    rows = dict(stack.generate())  # e.g. bootstrap, or a rotation of another secret
+    assert rows[name] == "unfinished rotation finished, restarted api, worker, flower"
+    assert stack.consistent(alias, name)
+    assert stack.stores[alias].calls[-1][0] == "check"  # checked, did not set again
 
 
 def test_plain_generate_undoes_a_rotation_the_store_never_got(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any
+from typing import Any, cast
+from unittest.mock import Mock
 
 import pytest
 from invoke import Exit, MockContext, Result
@@ -89,8 +90,13 @@ def kubectl_context(**results: Result) -> MockContext:
     )
 
 
+def run_calls(c: MockContext) -> list[Any]:
+    """The recorded c.run calls (MockContext wraps run in a unittest.mock.Mock)."""
+    return list(cast(Mock, c.run).call_args_list)
+
+
 def commands(c: MockContext) -> list[str]:
-    return [call.args[0] for call in c.run.call_args_list]
+    return [call.args[0] for call in run_calls(c)]
 
 
 @pytest.fixture
@@ -129,7 +135,7 @@ def test_teardown_deletes_the_deployed_release_by_label_and_keeps_data(cfg: Any)
 def test_every_kubectl_call_is_cut_off_from_our_stdin(cfg: Any) -> None:
     c = kubectl_context()
     td.teardown(c, cfg, purge_data=True, yes=True)
-    calls = c.run.call_args_list
+    calls = run_calls(c)
     assert len(calls) == 3
     assert all(call.kwargs.get("in_stream") is False for call in calls)
 
