@@ -18,6 +18,7 @@ which password it accepts and promotes (store has the new one) or drops the pend
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -90,7 +91,11 @@ def _api(call: Callable[[], T], failure: str) -> T:
 def _replace(
     r: Rotation, secret: Any, data: dict[str, str | None], annotations: dict[str, str | None]
 ) -> Any:
-    """Write SECRET back with DATA/ANNOTATIONS changed (None removes a key), optimistically."""
+    """Write SECRET back with DATA/ANNOTATIONS changed (None removes a key), optimistically.
+
+    SECRET itself is left as it was read (a failed write changes nothing the caller holds).
+    """
+    secret = copy.deepcopy(secret)
     stored = dict(secret.data or {})
     notes = dict(secret.metadata.annotations or {})
     for target, changes, codec in ((stored, data, encode), (notes, annotations, str)):

@@ -14,7 +14,8 @@ from desbordante_ops.tasks import options
 @task(
     help={
         "env": options.CLUSTER_ENV,
-        "rotate": "Change this secret everywhere it is used: postgres, rabbitmq or flower",
+        "rotate": "Change this secret everywhere it is used: postgres, rabbitmq or flower "
+        "(run it again to finish an interrupted rotation)",
     },
 )
 def generate(c: Context, env: str = "stage", rotate: str | None = None) -> None:
