@@ -60,6 +60,7 @@ class Service:
     answers: Callable[[EnvConfig], bool]
     systemd_start: tuple[str, ...] = ()
     own_start: tuple[str, ...] = ()
+    hint: str = ""  # what to look at when it does not answer
 
     def start_command(self, systemd: bool) -> list[str]:
         """How to start it (as root): systemd's unit where systemd runs, else its own command."""
@@ -100,6 +101,7 @@ def find_postgres(c: Context, cfg: EnvConfig) -> Service | None:
                 logs=rest[2] if len(rest) > 2 else logs,
                 systemd_start=("systemctl", "start", f"postgresql@{version}-{name}"),
                 own_start=("pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start"),
+                hint=f"listen_addresses and port in /etc/postgresql/{version}/{name}",
             )
     raise Exit(
         f"PostgreSQL is installed but no cluster uses port {port} (see pg_lsclusters); create one "
@@ -123,6 +125,7 @@ def find_rabbitmq(cfg: EnvConfig) -> Service | None:
         state=STOPPED,
         systemd_start=("systemctl", "start", "rabbitmq-server"),
         own_start=("rabbitmq-server", "-detached"),
+        hint="a node stopped with `rabbitmqctl stop_app` needs `rabbitmqctl start_app`",
     )
 
 
@@ -242,12 +245,8 @@ def wait_answering(
         poll(check, lambda now: all(now.values()), timeout, POLL_SECONDS, sleep or time.sleep)
     late = [s for s in services if not answered.get(s.name)]
     if late:
-        raise Exit(
-            f"{_names(late)} did not answer within {timeout:.0f}s; see "
-            + ", ".join(s.logs for s in late)
-            + " (a RabbitMQ node stopped with `rabbitmqctl stop_app` needs "
-            "`rabbitmqctl start_app`)."
-        )
+        look = [f"{s.logs} ({s.hint})" if s.hint else s.logs for s in late]
+        raise Exit(f"{_names(late)} did not answer within {timeout:.0f}s; see {', '.join(look)}.")
     ok(f"{_names(services)} answering")
 
 

@@ -252,11 +252,13 @@ def test_the_wait_is_bounded_and_names_the_late_service(cfg: EnvConfig) -> None:
         probes.append(config)
         return False
 
-    late = Service("RabbitMQ", "rabbitmq-server", "127.0.0.1:5672", "stopped", "/var/log/mq", never)
+    late = Service(
+        "RabbitMQ", "rabbitmq-server", "127.0.0.1:5672", "stopped", "/var/log/mq", never, hint="why"
+    )
     sleeps: list[float] = []
     with pytest.raises(Exit) as stopped:
         wait_answering(cfg, [late], timeout=5, sleep=sleeps.append)
-    assert str(stopped.value.message).startswith(
-        "RabbitMQ (127.0.0.1:5672) did not answer within 5s; see /var/log/mq"
+    assert str(stopped.value.message) == (
+        "RabbitMQ (127.0.0.1:5672) did not answer within 5s; see /var/log/mq (why)."
     )
     assert len(probes) == len(sleeps) + 1 == math.ceil(5 / services.POLL_SECONDS) + 1
