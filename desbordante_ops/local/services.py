@@ -75,30 +75,49 @@ def rabbitmq_answers(cfg: EnvConfig) -> bool:
     return amqp_reachable(cfg.backend.RABBITMQ_HOST, cfg.backend.RABBITMQ_PORT, timeout=2).ok
 
 
-def find_postgres(c: Context, cfg: EnvConfig) -> Service | None:
-    """The local PostgreSQL cluster on POSTGRES_PORT (Debian's postgresql-common tools)."""
-    host, port = cfg.backend.POSTGRES_HOST, cfg.backend.POSTGRES_PORT
+def _probed(
+    cfg: EnvConfig,
+    name: str,
+    package: str,
+    host: str | None,
+    port: int,
+    logs: str,
+    answers: Callable[[EnvConfig], bool],
+) -> Service | None:
+    """The service at HOST:PORT running or (until shown otherwise) missing; None when remote."""
     if host not in LOOPBACK:
         return None
-    address, logs = f"{host}:{port}", "/var/log/postgresql"
-    missing = Service("PostgreSQL", "postgresql", address, MISSING, logs, postgres_answers)
-    if postgres_answers(cfg):
-        return replace(missing, state=RUNNING)
-    if find_tool("pg_lsclusters") is None:
-        return missing
+    service = Service(name, package, f"{host}:{port}", MISSING, logs, answers)
+    return replace(service, state=RUNNING) if answers(cfg) else service
+
+
+def find_postgres(c: Context, cfg: EnvConfig) -> Service | None:
+    """The local PostgreSQL cluster on POSTGRES_PORT (Debian's postgresql-common tools)."""
+    port = cfg.backend.POSTGRES_PORT
+    service = _probed(
+        cfg,
+        "PostgreSQL",
+        "postgresql",
+        cfg.backend.POSTGRES_HOST,
+        port,
+        "/var/log/postgresql",
+        postgres_answers,
+    )
+    if service is None or service.state == RUNNING or find_tool("pg_lsclusters") is None:
+        return service
     listed = c.run(
         "pg_lsclusters --no-header", hide=True, warn=True, in_stream=False, timeout=LIST_TIMEOUT
     )
     clusters = [line.split() for line in (listed.stdout or "").splitlines() if line.strip()]
     if not clusters:
-        return missing
+        return service
     for version, name, cluster_port, status, *rest in (f for f in clusters if len(f) >= 4):
         if cluster_port == str(port):
             return replace(
-                missing,
+                service,
                 name=f"PostgreSQL {version}/{name}",
                 state=STARTING if status.startswith("online") else STOPPED,
-                logs=rest[2] if len(rest) > 2 else logs,
+                logs=rest[2] if len(rest) > 2 else service.logs,
                 systemd_start=("systemctl", "start", f"postgresql@{version}-{name}"),
                 own_start=("pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start"),
                 hint=f"listen_addresses and port in /etc/postgresql/{version}/{name}",
@@ -111,17 +130,20 @@ def find_postgres(c: Context, cfg: EnvConfig) -> Service | None:
 
 def find_rabbitmq(cfg: EnvConfig) -> Service | None:
     """The local RabbitMQ node."""
-    host, port = cfg.backend.RABBITMQ_HOST, cfg.backend.RABBITMQ_PORT
-    if host not in LOOPBACK:
-        return None
-    address, logs = f"{host}:{port}", "/var/log/rabbitmq"
-    missing = Service("RabbitMQ", "rabbitmq-server", address, MISSING, logs, rabbitmq_answers)
-    if rabbitmq_answers(cfg):
-        return replace(missing, state=RUNNING)
-    if find_tool("rabbitmq-server") is None:
-        return missing
+    backend = cfg.backend
+    service = _probed(
+        cfg,
+        "RabbitMQ",
+        "rabbitmq-server",
+        backend.RABBITMQ_HOST,
+        backend.RABBITMQ_PORT,
+        "/var/log/rabbitmq",
+        rabbitmq_answers,
+    )
+    if service is None or service.state == RUNNING or find_tool("rabbitmq-server") is None:
+        return service
     return replace(
-        missing,
+        service,
         state=STOPPED,
         systemd_start=("systemctl", "start", "rabbitmq-server"),
         own_start=("rabbitmq-server", "-detached"),

@@ -32,8 +32,12 @@ UP_TIMEOUT = 420
 pytestmark = pytest.mark.timeout(600)
 
 
-def run(*argv: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+def run(
+    *argv: str, timeout: float = COMMAND_TIMEOUT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def free_port() -> int:
@@ -110,15 +114,8 @@ def isolated(stopped_cluster: Cluster, tmp_path: Path) -> Iterator[dict[str, str
 
 
 def invoke(env: dict[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """`invoke ARGS` of this checkout with ENV."""
+    return run(sys.executable, "-m", "invoke", *args, timeout=timeout, env=env)
 
 
 def test_up_starts_a_stopped_postgres_and_provisions_it_through_peer_auth(
