@@ -41,12 +41,14 @@ READ = ["get", "list", "watch"]
 # The Role `desbordante-devops`: write access to every kind the rendered overlays contain
 # (tests/manifests/test_devops_role.py renders both overlays and checks this both ways) plus
 # Secrets (secrets.generate, rotation); read access to what deploy waits on and explains
-# (pods, events, logs); pods/exec for password rotation. A Role is namespaced, so nothing
-# cluster-scoped (the Namespace object, nodes, CRDs) can be in it; there is no RBAC access, no
-# pods/status (kubelet's image IDs) and no serviceaccounts/token.
+# (pods, events, logs); pods/exec for password rotation; `get` of its own Namespace object
+# (RBAC limits a Role's `namespaces` rule to the namespace the Role is in; secrets.generate
+# reads it). A Role cannot grant anything cluster-scoped (creating namespaces, nodes, CRDs);
+# there is no RBAC access, no pods/status (kubelet's image IDs), no serviceaccounts/token.
 DEVOPS_RULES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("", ("configmaps", "persistentvolumeclaims", "secrets", "services"), WRITE),
     ("", ("events", "pods"), READ),
+    ("", ("namespaces",), ["get"]),
     ("", ("pods/log",), ["get"]),
     ("", ("pods/exec",), ["get", "create"]),
     ("apps", ("deployments", "statefulsets"), WRITE),

@@ -29,9 +29,9 @@ EXTRAS = {
     ("", "events"): "deploy's diagnostics (read only)",
     ("", "pods/log"): "deploy's diagnostics, logs",
     ("", "pods/exec"): "password rotation runs psql / rabbitmqctl in the pods",
+    ("", "namespaces"): "get of its own Namespace object (secrets.generate reads it)",
 }
 CLUSTER_SCOPED_OR_RBAC = {
-    "namespaces",
     "nodes",
     "persistentvolumes",
     "storageclasses",
@@ -96,6 +96,7 @@ def test_devops_is_granted_nothing_beyond_the_overlays_and_the_listed_extras(
             assert (group, resource) in rendered or (group, resource) in EXTRAS, resource
     for resource in ("pods", "events", "pods/log"):
         assert not any(allowed(verb, "", resource) for verb in ("create", "patch", "delete"))
+    assert not any(allowed(v, "", "namespaces") for v in ("list", "create", "patch", "delete"))
     assert not allowed("get", "rbac.authorization.k8s.io", "roles")
     assert not allowed("update", "", "pods/status")
 

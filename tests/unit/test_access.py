@@ -16,9 +16,10 @@ from invoke import Exit
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from support.fakeapi import FakeApiServer
-from support.fakeapi_kube import connect, grant
+from support.fakeapi_kube import config_for, connect, grant
 
 from desbordante_ops.cluster import access, kube
+from desbordante_ops.cluster import secrets as cluster_secrets
 from desbordante_ops.cluster.releases import LEDGER, SYSTEM_NAMESPACE
 from desbordante_ops.core.files import write_private
 
@@ -94,7 +95,10 @@ def test_devops_deploys_its_namespace_and_nothing_beyond(admin: kube.Kube, tmp_p
     assert devops.core.list_namespaced_secret(NS).items == []
     # another environment, cluster-scoped objects, RBAC and tokens are out of reach
     forbidden(devops.core.create_namespaced_config_map, OTHER_NS, configmap("x"))
-    forbidden(devops.core.read_namespace, NS)
+    assert devops.core.read_namespace(NS).metadata.name == NS  # its own, read only
+    forbidden(devops.core.read_namespace, OTHER_NS)
+    forbidden(devops.core.patch_namespace, NS, {"metadata": {"labels": {"a": "b"}}})
+    forbidden(devops.core.list_namespace)
     forbidden(devops.core.create_namespace, k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="n")))
     forbidden(devops.core.list_node)
     forbidden(devops.rbac.list_namespaced_role_binding, NS)
@@ -104,6 +108,15 @@ def test_devops_deploys_its_namespace_and_nothing_beyond(admin: kube.Kube, tmp_p
         NS,
         k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[])),
     )
+
+
+def test_devops_generates_and_lists_the_secrets_of_its_environment(
+    admin: kube.Kube, tmp_path: Path
+) -> None:
+    path = grant(admin, tmp_path, "devops")
+    rows = cluster_secrets.ensure_secrets(config_for(path), connect(path))
+    assert [name for name, _ in rows] == [spec.name for spec in cluster_secrets.SPECS]
+    assert len(cluster_secrets.listing(connect(path).core, NS)) == len(cluster_secrets.SPECS)
 
 
 def test_devops_reads_the_release_ledger_but_cannot_write_it(
