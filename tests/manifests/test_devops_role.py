@@ -12,8 +12,9 @@ from typing import Any
 
 from invoke import Context
 from kubernetes.client.exceptions import ApiException
-from support.fakeapi import RESOURCES, FakeApiServer, Info, rule_allows
+from support.fakeapi import RESOURCES, FakeApiServer
 from support.fakeapi_kube import config_for, connect, grant
+from support.fakeapi_rbac import Info, rule_allows
 
 from desbordante_ops.cluster import access, kube, releases
 from desbordante_ops.cluster.render import Rendered

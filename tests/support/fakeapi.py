@@ -4,7 +4,7 @@ The client under test is the real one (kubeconfig loading, TLS verification, aut
 JSON (de)serialisation, ApiException for 401/403/404/409), so what the toolkit puts on the wire
 is what a server sees. This is a fake of the API server's request handling, not a cluster:
 nothing schedules, runs, pulls or reconciles anything; tests `seed()` what a kubelet or a
-controller would write.
+controller would write. RBAC lives in fakeapi_rbac.py, the TLS material in fakeapi_tls.py.
 
 What it models, enforced like kube-apiserver 1.32 does:
 - TLS: a CA made per test session with the `openssl` CLI; the serving certificate is for
@@ -50,7 +50,6 @@ import json
 import secrets
 import socket
 import ssl
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -63,11 +62,20 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-OPENSSL_TIMEOUT_SECONDS = 60
+from support.fakeapi_rbac import (
+    ANONYMOUS,
+    BUILTIN_CLUSTER_ROLES,
+    MASTERS,
+    Info,
+    User,
+    forbidden_message,
+    request_info,
+    rule_allows,
+    subject_matches,
+)
+from support.fakeapi_tls import Tls, make_tls
+
 PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
-MASTERS = "system:masters"
-ANONYMOUS = "system:anonymous"
-READ = ["get", "list", "watch"]
 VERSION = {
     "major": "1",
     "minor": "32",
@@ -79,7 +87,6 @@ VERSION = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
-WRITE = ["create", "delete", "deletecollection", "patch", "update"]
 
 
 @dataclass(frozen=True)
@@ -129,126 +136,7 @@ RESOURCES: dict[tuple[str, str], Kind] = {
 }
 
 
-def _rule(group: str, resources: str, verbs: list[str]) -> dict[str, Any]:
-    return {"apiGroups": [group], "resources": resources.split(), "verbs": verbs}
-
-
-# The namespaced rules of the built-in `view` and `admin` ClusterRoles (kubernetes bootstrap
-# policy, abridged to the API groups a k3s server has). Neither covers Traefik's CRDs.
-VIEW_RULES: list[dict[str, Any]] = [
-    _rule(
-        "",
-        "configmaps endpoints persistentvolumeclaims persistentvolumeclaims/status pods "
-        "replicationcontrollers replicationcontrollers/scale serviceaccounts services "
-        "services/status bindings events limitranges namespaces/status pods/log pods/status "
-        "replicationcontrollers/status resourcequotas resourcequotas/status namespaces",
-        READ,
-    ),
-    _rule("discovery.k8s.io", "endpointslices", READ),
-    _rule(
-        "apps",
-        "controllerrevisions daemonsets daemonsets/status deployments deployments/scale "
-        "deployments/status replicasets replicasets/scale replicasets/status statefulsets "
-        "statefulsets/scale statefulsets/status",
-        READ,
-    ),
-    _rule("autoscaling", "horizontalpodautoscalers horizontalpodautoscalers/status", READ),
-    _rule("batch", "cronjobs cronjobs/status jobs jobs/status", READ),
-    _rule("policy", "poddisruptionbudgets poddisruptionbudgets/status", READ),
-    _rule("networking.k8s.io", "ingresses ingresses/status networkpolicies", READ),
-]
-ADMIN_RULES: list[dict[str, Any]] = [
-    *VIEW_RULES,
-    _rule("", "pods/attach pods/exec pods/portforward pods/proxy secrets services/proxy", READ),
-    _rule("", "serviceaccounts", ["impersonate"]),
-    _rule("", "pods pods/attach pods/exec pods/portforward pods/proxy", WRITE),
-    _rule("", "pods/eviction", ["create"]),
-    _rule(
-        "",
-        "configmaps events persistentvolumeclaims replicationcontrollers "
-        "replicationcontrollers/scale secrets serviceaccounts services services/proxy",
-        WRITE,
-    ),
-    _rule("", "serviceaccounts/token", ["create"]),
-    _rule(
-        "apps",
-        "daemonsets deployments deployments/rollback deployments/scale replicasets "
-        "replicasets/scale statefulsets statefulsets/scale",
-        WRITE,
-    ),
-    _rule("autoscaling", "horizontalpodautoscalers", WRITE),
-    _rule("batch", "cronjobs jobs", WRITE),
-    _rule("networking.k8s.io", "ingresses networkpolicies", WRITE),
-    _rule("policy", "poddisruptionbudgets", WRITE),
-    _rule("coordination.k8s.io", "leases", READ + WRITE),
-    _rule("rbac.authorization.k8s.io", "rolebindings roles", READ + WRITE),
-    _rule("authorization.k8s.io", "localsubjectaccessreviews", ["create"]),
-]
-BUILTIN_CLUSTER_ROLES = {"view": VIEW_RULES, "admin": ADMIN_RULES}
-
-
-# --- TLS material ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tls:
-    """A CA, a serving certificate for 127.0.0.1 and the admin's client certificate."""
-
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-    admin_cert: Path
-    admin_key: Path
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(
-        ["openssl", *args], check=True, capture_output=True, timeout=OPENSSL_TIMEOUT_SECONDS
-    )
-
-
-def _signed(directory: Path, name: str, subject: str, extensions: str) -> tuple[Path, Path]:
-    key, csr, cert = (directory / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
-    ext = directory / f"{name}.ext"
-    ext.write_text(extensions + "\n")
-    _openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(key), "-out", str(csr), "-subj", subject,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(directory / "ca.crt"),
-        "-CAkey", str(directory / "ca.key"), "-CAcreateserial", "-days", "2",
-        "-out", str(cert), "-extfile", str(ext),
-    )  # fmt: skip
-    return cert, key
-
-
-def make_tls(directory: Path) -> Tls:
-    """Generate the CA and certificates into DIRECTORY (openssl CLI, EC P-256, 2 days)."""
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(directory / "ca.key"), "-out", str(directory / "ca.crt"),
-        "-days", "2", "-subj", "/CN=fake-apiserver-ca",
-    )  # fmt: skip
-    server_cert, server_key = _signed(
-        directory,
-        "server",
-        "/CN=127.0.0.1",
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
-    )
-    admin_cert, admin_key = _signed(
-        directory, "admin", f"/O={MASTERS}/CN=system:admin", "extendedKeyUsage=clientAuth"
-    )
-    return Tls(directory / "ca.crt", server_cert, server_key, admin_cert, admin_key)
-
-
 # --- requests ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -260,23 +148,6 @@ class Recorded:
     headers: dict[str, str]
     user: str
     code: int
-
-
-@dataclass(frozen=True)
-class Info:
-    """The authorization attributes of a resource request (kube-apiserver's RequestInfo)."""
-
-    verb: str
-    group: str
-    version: str
-    resource: str
-    subresource: str
-    namespace: str
-    name: str
-
-    @property
-    def full_resource(self) -> str:
-        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
 
 
 @dataclass
@@ -326,74 +197,7 @@ def not_found(info: Info, name: str | None = None, resource: str | None = None) 
 
 
 def forbidden(user: User, info: Info) -> ApiError:
-    """403 exactly as kube-apiserver words it."""
-    where = f'in the namespace "{info.namespace}"' if info.namespace else "at the cluster scope"
-    reason = (
-        f'User "{user.name}" cannot {info.verb} resource "{info.full_resource}" '
-        f'in API group "{info.group}" {where}'
-    )
-    what = _group_resource(info)
-    subject = f'{what} "{info.name}"' if info.name else what
-    return ApiError(403, "Forbidden", f"{subject} is forbidden: {reason}", _details(info))
-
-
-def request_info(method: str, path: str, query: dict[str, list[str]]) -> Info | None:
-    """Resource attributes of a request, or None for a non-resource path."""
-    parts = [p for p in path.split("/") if p]
-    if parts[:2] == ["api", "v1"]:
-        group, version, rest = "", "v1", parts[2:]
-    elif parts[:1] == ["apis"] and len(parts) >= 3:
-        group, version, rest = parts[1], parts[2], parts[3:]
-    else:
-        return None
-    if not rest:
-        return None
-    namespace = ""
-    if rest[0] == "namespaces" and len(rest) > 1:
-        namespace = rest[1]
-        if len(rest) > 2 and rest[2] not in ("status", "finalize"):
-            rest = rest[2:]
-    resource = rest[0]
-    name = rest[1] if len(rest) > 1 else ""
-    subresource = rest[2] if len(rest) > 2 else ""
-    watching = query.get("watch", [""])[0] in ("true", "1")
-    verb = {
-        "GET": "get" if name else ("watch" if watching else "list"),
-        "POST": "create",
-        "PUT": "update",
-        "PATCH": "patch",
-        "DELETE": "delete" if name else "deletecollection",
-    }[method]
-    return Info(verb, group, version, resource, subresource, namespace, name)
-
-
-def rule_allows(rule: dict[str, Any], info: Info) -> bool:
-    """One PolicyRule against the request attributes, as RBAC matches them."""
-    verbs, groups = rule.get("verbs") or [], rule.get("apiGroups") or []
-    resources, names = rule.get("resources") or [], rule.get("resourceNames") or []
-    resource_ok = (
-        "*" in resources
-        or info.full_resource in resources
-        or (bool(info.subresource) and f"*/{info.subresource}" in resources)
-    )
-    return (
-        ("*" in verbs or info.verb in verbs)
-        and ("*" in groups or info.group in groups)
-        and resource_ok
-        and (not names or (bool(info.name) and info.name in names))
-    )
-
-
-def _subject_matches(subject: dict[str, Any], user: User, binding_namespace: str) -> bool:
-    kind, name = subject.get("kind"), subject.get("name")
-    if kind == "User":
-        return bool(name == user.name)
-    if kind == "Group":
-        return name in user.groups
-    if kind == "ServiceAccount":
-        namespace = subject.get("namespace") or binding_namespace
-        return user.name == f"system:serviceaccount:{namespace}:{name}"
-    return False
+    return ApiError(403, "Forbidden", forbidden_message(user, info), _details(info))
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -615,7 +419,7 @@ class FakeApiServer:
                 if key[1] == "rolebindings" and key[2] == namespace
             ]
         for binding, binding_ns in bindings:
-            if not any(_subject_matches(s, user, binding_ns) for s in binding.get("subjects", [])):
+            if not any(subject_matches(s, user, binding_ns) for s in binding.get("subjects", [])):
                 continue
             ref = binding["roleRef"]
             if ref["kind"] == "ClusterRole":

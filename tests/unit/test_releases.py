@@ -231,26 +231,25 @@ def workloads(fake_api: FakeApiServer, job: str) -> None:
             "status": complete,
         }
     )
-    for name in names.DEPLOYMENTS:
-        fake_api.seed(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": name, "generation": 1, **meta},
-                "spec": spec,
-                "status": {**ready, "availableReplicas": 1},
-            }
-        )
-    for name in names.STATEFULSETS:
-        fake_api.seed(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "StatefulSet",
-                "metadata": {"name": name, "generation": 1, **meta},
-                "spec": spec,
-                "status": {**ready, "currentRevision": "r1", "updateRevision": "r1"},
-            }
-        )
+    kinds = (
+        ("Deployment", names.DEPLOYMENTS, {**ready, "availableReplicas": 1}),
+        (
+            "StatefulSet",
+            names.STATEFULSETS,
+            {**ready, "currentRevision": "r", "updateRevision": "r"},
+        ),
+    )
+    for kind, workload_names, status in kinds:
+        for name in workload_names:
+            fake_api.seed(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": kind,
+                    "metadata": {"name": name, "generation": 1, **meta},
+                    "spec": spec,
+                    "status": status,
+                }
+            )
     fake_api.seed(pod("api-1", IMAGE, f"{REPO}@{DIGEST}"))
 
 
