@@ -160,11 +160,14 @@ def test_grant_repairs_a_devops_role_that_drifted(admin: kube.Kube, tmp_path: Pa
 
 
 def test_revoke_invalidates_the_token_at_once(admin: kube.Kube, tmp_path: Path) -> None:
-    devops = granted(admin, tmp_path, "devops")
+    kubeconfig = grant(admin, tmp_path, "devops")
+    devops = connect(kubeconfig)
     assert access.revoke(admin, "jane", [NS, OTHER_NS]) == [NS]
     with pytest.raises(ApiException) as info:
         devops.core.list_namespaced_secret(NS)
     assert info.value.status == 401
+    with pytest.raises(Exit, match=r"refused the credentials .* \(401\): the token expired"):
+        connect(kubeconfig)  # one clear line, not "is k3s running?"
     assert admin.rbac.list_namespaced_role_binding(NS).items == []
     assert admin.rbac.list_namespaced_role_binding(SYSTEM_NAMESPACE).items == []
     assert access.revoke(admin, "jane", [NS]) == []
