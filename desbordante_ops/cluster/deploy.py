@@ -17,7 +17,7 @@ import yaml
 from invoke import Context, Exit
 
 from desbordante_ops.cluster.kube import Kube, kubectl, read_or_none
-from desbordante_ops.cluster.releases import Confirm, check_prod_rules, record_release, releases
+from desbordante_ops.cluster.releases import Confirm, gate_prod, record_release
 from desbordante_ops.cluster.render import Rendered
 from desbordante_ops.cluster.rollout import diagnose, job_state, wait_migrate, wait_rollouts
 from desbordante_ops.cluster.secrets import SPECS
@@ -79,7 +79,8 @@ def deploy_release(
     """
     namespace = rendered.namespace
     if cfg.name == "prod":
-        check_prod_rules(tag, releases(stage_core or k.core, stage_namespace), yes, confirm)
+        ledger_core = stage_core or k.core
+        rendered = gate_prod(c, cfg, rendered, tag, ledger_core, stage_namespace, yes, confirm)
     check_secrets(k.core, namespace, cfg.name)
     job = rendered.migrate_job
     if job and job_state(k, namespace, job) == "failed":
@@ -106,8 +107,6 @@ def deploy_release(
             fail(f"{item.kind} {item.name}: {item.ready}/{item.desired} {item.problem}".rstrip())
         diagnose(k, namespace)
         raise Exit(f"Rollout in {namespace} did not finish; see the events and logs above.", 1)
-    if tag not in releases(k.core, namespace):
-        record_release(k.core, namespace, tag, rendered.image)
-        changed = True
+    record_release(k, cfg, namespace, rendered.image, tag)
     ok(f"{rendered.image} is live in {namespace}" + ("" if changed else " (no changes)"))
     return changed

@@ -80,7 +80,15 @@ def connect(cfg: EnvConfig) -> Kube:
     )
     try:
         k8s.VersionApi(api_client).get_code(_request_timeout=10)
-    except Exception as exc:  # urllib3/SSL/HTTP errors all mean the same to the user
+    except ApiException as exc:
+        if exc.status == 401:
+            raise Exit(
+                f"Kubernetes API at {kube.host} refused the credentials of {path} (401): the "
+                "token expired or was revoked; ask an admin for a new kubeconfig "
+                "(`invoke access.grant`)."
+            ) from None
+        raise Exit(f"Kubernetes API at {kube.host} answered {exc.status} {exc.reason}.") from None
+    except Exception as exc:  # urllib3/SSL/connection errors all mean the same to the user
         raise Exit(
             f"Kubernetes API at {kube.host} (kubeconfig {path}) is not reachable: "
             f"{type(exc).__name__}. Is k3s running (`systemctl status k3s`)?"

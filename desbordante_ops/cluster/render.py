@@ -90,9 +90,10 @@ def _replace(path: str, value: Any) -> dict[str, Any]:
 
 
 def release_kustomization(
-    cfg: EnvConfig, overlay: Path, workdir: Path, image_name: str, tag: str
+    cfg: EnvConfig, overlay: Path, workdir: Path, image_name: str, tag: str, digest: str = ""
 ) -> dict[str, Any]:
-    """The kustomization that turns OVERLAY into the release IMAGE_NAME:TAG of CFG."""
+    """The kustomization that turns OVERLAY into the release IMAGE_NAME:TAG of CFG
+    (IMAGE_NAME@DIGEST when DIGEST is given)."""
     toolkit, namespace = cfg.toolkit, cfg.namespace
     patches = [
         {
@@ -125,7 +126,13 @@ def release_kustomization(
         "kind": "Kustomization",
         "namespace": namespace,
         "resources": [os.path.relpath(overlay, workdir)],
-        "images": [{"name": BACKEND_IMAGE_PLACEHOLDER, "newName": image_name, "newTag": tag}],
+        "images": [
+            {
+                "name": BACKEND_IMAGE_PLACEHOLDER,
+                "newName": image_name,
+                **({"digest": digest} if digest else {"newTag": tag}),
+            }
+        ],
         "configMapGenerator": [
             {
                 "name": names.CONFIG_MAP,
@@ -183,14 +190,20 @@ class Rendered:
         return [doc for doc in self.docs if doc["kind"] == kind]
 
 
-def render(c: Context, cfg: EnvConfig, tag: str, *, image_name: str | None = None) -> Rendered:
-    """Render CFG's overlay for image tag TAG (IMAGE_NAME from the settings by default)."""
+def render(
+    c: Context, cfg: EnvConfig, tag: str, *, image_name: str | None = None, digest: str = ""
+) -> Rendered:
+    """Render CFG's overlay for image tag TAG (IMAGE_NAME from the settings by default).
+
+    DIGEST (`sha256:...`) pins the backend image to IMAGE_NAME@DIGEST instead of the tag (prod
+    runs exactly the image stage ran); TAG still names the release and its migrate Job.
+    """
     overlay = overlay_dir(cfg.name, cfg.root)
     check_tag(tag)
     image_name = image_name or cfg.toolkit.IMAGE_NAME
     with tempfile.TemporaryDirectory(prefix="desbordante-render-") as tmp:
         workdir = Path(tmp)
-        layer = release_kustomization(cfg, overlay, workdir, image_name, tag)
+        layer = release_kustomization(cfg, overlay, workdir, image_name, tag, digest)
         (workdir / "kustomization.yaml").write_text(yaml.safe_dump(layer, sort_keys=False))
         (workdir / CONFIG_FILE).write_text(config_env_file(cfg))
         docs = [doc for doc in yaml.safe_load_all(kustomize(c, workdir)) if doc]
@@ -201,7 +214,7 @@ def render(c: Context, cfg: EnvConfig, tag: str, *, image_name: str | None = Non
     return Rendered(
         env=cfg.name,
         namespace=cfg.namespace,
-        image=f"{image_name}:{tag}",
+        image=f"{image_name}@{digest}" if digest else f"{image_name}:{tag}",
         migrate_job=job_name,
         text=yaml.safe_dump_all(docs, sort_keys=False),
         docs=docs,

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from desbordante_ops.tasks import access, bootstrap, config, deploy, images, k3s, local, secrets
+from desbordante_ops.tasks import (
+    access,
+    bootstrap,
+    config,
+    deploy,
+    images,
+    k3s,
+    local,
+    releases,
+    secrets,
+)
 
 
 def namespace() -> Collection:
     """Root tasks (local stack, config, doctor) plus one collection per area."""
     ns = Collection(local.up, local.down, local.status, local.logs, config.config, config.doctor)
-    for module in (images, k3s, secrets, deploy, access, bootstrap):
+    for module in (images, k3s, secrets, deploy, releases, access, bootstrap):
         ns.add_collection(Collection.from_module(module))
     return ns

@@ -6,7 +6,6 @@ in-memory fakes. This checks command construction and decisions, not a real roll
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -19,7 +18,7 @@ from support.fake_kube import FakeApps, FakeBatch, FakeCore, FakeRollouts
 from desbordante_ops.cluster import deploy as dp
 from desbordante_ops.cluster import kube, names
 from desbordante_ops.cluster import secrets as cs
-from desbordante_ops.cluster.releases import record_release, releases
+from desbordante_ops.cluster.releases import Release, ledger, write_entry
 from desbordante_ops.cluster.render import Rendered
 from desbordante_ops.cluster.rollout import rollout_of
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig, load_config
@@ -29,6 +28,27 @@ SHA_TAG = "3f2a9c1"
 RELEASE = "v1.4.0"
 STAGE_NS, PROD_NS = "desbordante-stage", "desbordante-prod"
 WORKLOADS = (*names.DEPLOYMENTS, *names.STATEFULSETS)
+LOCAL_ID = "sha256:" + "cd" * 32  # an image loaded into k3s without a registry
+
+
+def stage_ran(core: FakeCore, tag: str) -> None:
+    """The release ledger says stage ran TAG as the local image LOCAL_ID."""
+    write_entry(core, Release(STAGE_NS, tag, f"img:{tag}", LOCAL_ID, "2026-11-20T10:00:00Z", "a"))
+
+
+def running(cfg: EnvConfig, tag: str) -> k8s.V1Pod:
+    """A pod of the release, with the image ID the kubelet reports."""
+    image = f"{cfg.toolkit.IMAGE_NAME}:{tag}"
+    return k8s.V1Pod(
+        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="api", image=image)]),
+        status=k8s.V1PodStatus(
+            container_statuses=[
+                k8s.V1ContainerStatus(
+                    name="api", image=image, image_id=LOCAL_ID, ready=True, restart_count=0
+                )
+            ]
+        ),
+    )
 
 
 def job_name(tag: str) -> str:
@@ -73,6 +93,7 @@ def kubectl_context(diff_exit: int = 1) -> MockContext:
         run={
             re.compile(r"^kubectl .* diff -f \S+$"): Result("+ image: new", exited=diff_exit),
             re.compile(r"^kubectl .* apply -f \S+$"): Result("configured"),
+            re.compile(r".* crictl inspecti .*"): Result(LOCAL_ID),  # the image id in k3s
         },
         repeat=True,
     )
@@ -88,13 +109,14 @@ def no_wait() -> dict[str, Any]:
 
 def test_stage_deploy_diffs_before_apply_and_records_the_release() -> None:
     cfg, k, c = load_config("stage", environ={}), cluster(SHA_TAG), kubectl_context()
+    k.core.pods = [running(cfg, SHA_TAG)]
     assert dp.deploy_release(c, cfg, k, release(SHA_TAG, cfg), SHA_TAG, **no_wait()) is True
     cmds = commands(c)
     assert [cmd.split()[3] for cmd in cmds] == ["diff", "apply"]
     assert cmds[0].split()[-1] == cmds[1].split()[-1]  # the same rendered file
     assert "--kubeconfig" in cmds[0]
-    record = json.loads(releases(k.core, STAGE_NS)[SHA_TAG])
-    assert record["image"] == f"{cfg.toolkit.IMAGE_NAME}:{SHA_TAG}"
+    record = ledger(k.core)[f"{STAGE_NS}.{SHA_TAG}"]
+    assert record.image == f"{cfg.toolkit.IMAGE_NAME}:{SHA_TAG}" and record.image_id == LOCAL_ID
 
 
 def test_applied_file_is_the_rendered_manifests() -> None:
@@ -137,8 +159,8 @@ def test_prod_refuses_a_sha_tag_before_touching_anything() -> None:
 def test_prod_refuses_a_release_never_deployed_to_stage() -> None:
     cfg, c = load_config("prod", environ={}), kubectl_context()
     k = cluster(RELEASE)
-    record_release(k.core, STAGE_NS, "v1.3.9", "img:v1.3.9")
-    with pytest.raises(Exit, match="never deployed to stage"):
+    stage_ran(k.core, "v1.3.9")
+    with pytest.raises(Exit, match="never ran on stage"):
         dp.deploy_release(c, cfg, k, release(RELEASE, cfg), RELEASE, yes=True)
     assert commands(c) == []
 
@@ -146,11 +168,11 @@ def test_prod_refuses_a_release_never_deployed_to_stage() -> None:
 def test_prod_needs_the_typed_tag_unless_yes() -> None:
     cfg = load_config("prod", environ={})
     k = cluster(RELEASE)
-    record_release(k.core, STAGE_NS, RELEASE, f"img:{RELEASE}")
+    stage_ran(k.core, RELEASE)
     c = kubectl_context()
     with pytest.raises(Exit, match="Not confirmed"):
         dp.deploy_release(c, cfg, k, release(RELEASE, cfg), RELEASE, confirm=lambda q: "yes")
-    assert commands(c) == []
+    assert [cmd for cmd in commands(c) if cmd.startswith("kubectl")] == []
 
     def no_tty(question: str) -> str:
         raise EOFError
@@ -168,10 +190,13 @@ def test_prod_needs_the_typed_tag_unless_yes() -> None:
         **no_wait(),
     )
     assert asked and RELEASE in asked[0]
-    assert RELEASE in releases(k.core, PROD_NS)
+    assert [cmd.split()[3] for cmd in commands(c) if cmd.startswith("kubectl")] == ["diff", "apply"]
     c2 = kubectl_context()
     dp.deploy_release(c2, cfg, k, release(RELEASE, cfg), RELEASE, yes=True, **no_wait())
-    assert [cmd.split()[3] for cmd in commands(c2)] == ["diff", "apply"]
+    assert [cmd.split()[3] for cmd in commands(c2) if cmd.startswith("kubectl")] == [
+        "diff",
+        "apply",
+    ]
 
 
 def failing_pod(name: str) -> Any:
@@ -205,7 +230,7 @@ def test_rollout_that_never_finishes_exits_nonzero_with_events_and_logs(
     assert "Back-off restarting failed container in api-7d9c-abcde" in out
     assert "Traceback: boom in api-7d9c-abcde" in out
     assert "0/1" in out
-    assert SHA_TAG not in releases(k.core, STAGE_NS)  # a failed deploy is not a release
+    assert ledger(k.core) == {}  # a failed deploy is not a release
 
 
 def test_failed_migration_exits_nonzero_and_is_retried_next_time() -> None:
@@ -253,10 +278,10 @@ def test_missing_secrets_stop_the_deploy_before_kubectl() -> None:
 def test_prod_reads_the_stage_record_from_the_stage_cluster() -> None:
     cfg = load_config("prod", environ={})
     stage = FakeCore()
-    record_release(stage, STAGE_NS, RELEASE, f"img:{RELEASE}")
+    stage_ran(stage, RELEASE)
     c = kubectl_context()
     k = cluster(RELEASE)
     dp.deploy_release(
         c, cfg, k, release(RELEASE, cfg), RELEASE, yes=True, stage_core=stage, **no_wait()
     )
-    assert RELEASE in releases(k.core, PROD_NS)
+    assert [cmd.split()[3] for cmd in commands(c) if cmd.startswith("kubectl")] == ["diff", "apply"]
