@@ -3,13 +3,15 @@
 Every object the overlays render carries `app.kubernetes.io/part-of=desbordante`,
 `app.kubernetes.io/managed-by=desbordante-ops` and an `app.kubernetes.io/instance` label
 (tests/manifests check that), so `kubectl delete -l` over an explicit list of kinds finds the
-deployed release's objects, whatever tag it was: its `migrate-<tag>-<hash>` Job and the Job's
-pod included. Deletion cascades in the foreground, so the command returns when the pods are
-gone. Kept unless --purge-data: PersistentVolumeClaims, Secrets (created by the toolkit
-without an instance label), the releases record and the namespace. --purge-data asks for the
-namespace to be typed BEFORE anything is deleted, refuses without a terminal unless --yes,
-then deletes the workloads and the namespace with everything in it. kubectl never gets our
-stdin (`in_stream=False`), so nothing it runs can eat an answer.
+deployed release's objects, whatever tag it was: its `migrate-<tag>-<hash>` Job included.
+Pods go with their owners (Deployment, StatefulSet, Job) by cascading deletion in the
+foreground, so the command returns when they are gone; pods are not deleted directly, which
+the devops Role may not do (every kind here is one it may delete, tests/unit/test_teardown.py).
+Kept unless --purge-data: PersistentVolumeClaims, Secrets (created by the toolkit without an
+instance label) and the namespace. --purge-data asks for the namespace to be typed BEFORE
+anything is deleted, refuses without a terminal unless --yes, then deletes the workloads and
+the namespace with everything in it. kubectl never gets our stdin (`in_stream=False`), so
+nothing it runs can eat an answer.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ WORKLOAD_KINDS = (
     "deployments.apps",
     "statefulsets.apps",
     "jobs.batch",
-    "pods",
     "ingresses.networking.k8s.io",
     "services",
     "poddisruptionbudgets.policy",

@@ -15,6 +15,7 @@ import hmac
 import logging
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import bcrypt
@@ -23,6 +24,8 @@ from invoke import Context, Exit
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from support.fake_kube import FakeApps, FakeCore
+from support.fakeapi import FakeApiServer
+from support.fakeapi_kube import config_for, connect, grant
 from urllib3.exceptions import ProtocolError
 from websocket import WebSocketConnectionClosedException
 
@@ -688,3 +691,38 @@ def test_tasks_never_print_or_log_values(
     assert len(seen) > 5
     for value in seen:
         assert value not in text
+
+
+# --- through the real kubernetes client, as a devops user (tests/support/fakeapi.py) --------
+
+
+def test_devops_rotation_survives_a_drop_through_the_real_client(
+    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Secret writes are PUTs with the resourceVersion read; RBAC lets devops do all of it."""
+    path = grant(admin, tmp_path, "devops")
+    cfg, devops = config_for(path), connect(path)
+    cs.ensure_secrets(cfg, devops)
+
+    def value(key: str = "password") -> str | None:
+        secret = admin.core.read_namespaced_secret(PG, NS)
+        raw = (secret.data or {}).get(key)
+        return None if raw is None else base64.b64decode(raw).decode()
+
+    old = value()
+    assert old
+    store = FakeStore("postgres", old)
+    store.faults = {"set": ["after"], "check": ["before"]}
+    with pytest.raises(Exit, match="again to finish"):
+        cs.generate(devops.core, devops.apps, cfg, NS, "postgres", lambda spec: store)
+    pending = value(rotation.PENDING_KEY)
+    assert value() == old and pending and store.accepts(pending)
+    puts = [r for r in fake_api.requests if r.method == "PUT"]
+    assert [r.path.split("?")[0] for r in puts] == [f"/api/v1/namespaces/{NS}/secrets/{PG}"]
+
+    rows = cs.generate(devops.core, devops.apps, cfg, NS, "postgres", lambda spec: store)
+    assert rows[0] == (PG, "rotated (earlier attempt)")  # no Deployments here to restart
+    assert value() == pending and value(rotation.PENDING_KEY) is None
+    assert all(r.code == 200 for r in fake_api.requests if r.method == "PUT")
+    printed = capsys.readouterr().out
+    assert old not in printed and pending not in printed

@@ -2,7 +2,9 @@
 
 kubectl is a MockContext (commands are recorded, nothing runs). To check what a generated
 `kubectl delete` would remove, `apply_delete` evaluates its kinds and label selector over a
-namespace of deployed objects the way the API server does (equality and existence terms).
+namespace of deployed objects the way the API server does (equality and existence terms), and
+lets the garbage collector take the dependents of what it deleted unless the cascade orphans
+them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from support.selectors import matches
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster import teardown as td
+from desbordante_ops.cluster.access import DEVOPS_RULES
 from desbordante_ops.core.settings import load_config
 from desbordante_ops.tasks import deploy as deploy_tasks
 
@@ -32,7 +35,6 @@ RESOURCES = {
     "deployments.apps": "Deployment",
     "statefulsets.apps": "StatefulSet",
     "jobs.batch": "Job",
-    "pods": "Pod",
     "ingresses.networking.k8s.io": "Ingress",
     "services": "Service",
     "poddisruptionbudgets.policy": "PodDisruptionBudget",
@@ -44,40 +46,50 @@ RESOURCES = {
 }
 
 
-def deployed() -> list[tuple[str, str, dict[str, str]]]:
-    """(kind, name, labels) in the namespace after a deploy of an OLD release, v0.1.0."""
-    job = "migrate-v0-1-0-1a2b3c4d"  # HEAD would render a different tag and hash
+JOB = "migrate-v0-1-0-1a2b3c4d"  # deployed by an OLD release; HEAD renders another tag/hash
+# (kind/name, labels, owner kind/name): the namespace after that deploy
+Deployed = list[tuple[str, dict[str, str], str | None]]
+
+
+def deployed() -> Deployed:
     toolkit = {names.PART_OF_LABEL: names.APP_NAME, **names.MANAGED_BY}  # no instance label
     return [
-        ("Deployment", "api", OURS),
-        ("Deployment", "worker", OURS),
-        ("StatefulSet", "postgres", OURS),
-        ("Job", job, OURS),
-        ("Pod", f"{job}-x7k2p", {**OURS, "job-name": job}),
-        ("Pod", "api-7d9c-abcde", OURS),
-        ("Service", "api", OURS),
-        ("Ingress", "api", OURS),
-        ("PodDisruptionBudget", "api", OURS),
-        ("NetworkPolicy", "default-deny", OURS),
-        ("ConfigMap", "desbordante-config-5g7h8k", OURS),
-        ("Middleware", "flower-auth", OURS),
-        ("PersistentVolumeClaim", "uploads", OURS),
-        ("PersistentVolumeClaim", "data-postgres-0", {names.NAME_LABEL: names.APP_NAME}),
-        ("Secret", names.PostgresSecret.NAME, toolkit),
-        ("ConfigMap", "desbordante-releases", toolkit),
-        ("ConfigMap", "kube-root-ca.crt", {}),
-        ("Deployment", "someone-elses", {"app": "other"}),
+        ("Deployment/api", OURS, None),
+        ("Pod/api-7d9c-abcde", OURS, "Deployment/api"),  # via its ReplicaSet
+        ("Deployment/worker", OURS, None),
+        ("StatefulSet/postgres", OURS, None),
+        ("Pod/postgres-0", OURS, "StatefulSet/postgres"),
+        (f"Job/{JOB}", OURS, None),
+        (f"Pod/{JOB}-x7k2p", {**OURS, "job-name": JOB}, f"Job/{JOB}"),
+        ("Service/api", OURS, None),
+        ("Ingress/api", OURS, None),
+        ("PodDisruptionBudget/api", OURS, None),
+        ("NetworkPolicy/default-deny", OURS, None),
+        ("ConfigMap/desbordante-config-5g7h8k", OURS, None),
+        ("Middleware/flower-auth", OURS, None),
+        ("PersistentVolumeClaim/uploads", OURS, None),
+        ("PersistentVolumeClaim/data-postgres-0", {names.NAME_LABEL: names.APP_NAME}, None),
+        (f"Secret/{names.PostgresSecret.NAME}", toolkit, None),
+        ("ConfigMap/kube-root-ca.crt", {}, None),
+        ("Deployment/someone-elses", {"app": "other"}, None),
     ]
 
 
-def apply_delete(command: str, objects: list[tuple[str, str, dict[str, str]]]) -> set[str]:
-    """KIND/NAME of OBJECTS that the `kubectl delete` COMMAND removes."""
+def apply_delete(command: str, objects: Deployed) -> set[str]:
+    """KIND/NAME of OBJECTS that the `kubectl delete` COMMAND removes, dependents included."""
     argv = shlex.split(command)
     assert argv[3] == "delete" and "-f" not in argv and "--all" not in argv
     assert argv[argv.index("--namespace") + 1] == NS
     kinds = {RESOURCES[resource] for resource in argv[4].split(",")}
     selector = argv[argv.index("--selector") + 1]
-    return {f"{k}/{n}" for k, n, labels in objects if k in kinds and matches(selector, labels)}
+    gone = {
+        ref
+        for ref, labels, _ in objects
+        if ref.split("/")[0] in kinds and matches(selector, labels)
+    }
+    if "--cascade=orphan" not in argv:
+        gone |= {ref for ref, _, owner in objects if owner in gone}
+    return gone
 
 
 def kubectl_context(**results: Result) -> MockContext:
@@ -115,21 +127,29 @@ def test_teardown_deletes_the_deployed_release_by_label_and_keeps_data(cfg: Any)
     assert len(cmds) == 2  # built-in kinds, then the Traefik CRD kinds
     assert all("--kubeconfig" in cmd for cmd in cmds)
     gone = set().union(*(apply_delete(cmd, deployed()) for cmd in cmds))
-    assert "Job/migrate-v0-1-0-1a2b3c4d" in gone  # whatever tag HEAD would render
-    assert "Pod/migrate-v0-1-0-1a2b3c4d-x7k2p" in gone
+    assert f"Job/{JOB}" in gone and f"Pod/{JOB}-x7k2p" in gone  # whatever tag HEAD renders
     assert {"Deployment/api", "StatefulSet/postgres", "Middleware/flower-auth"} <= gone
     assert {"ConfigMap/desbordante-config-5g7h8k", "NetworkPolicy/default-deny"} <= gone
-    kept = {f"{k}/{n}" for k, n, _ in deployed()} - gone
+    kept = {ref for ref, _, _ in deployed()} - gone
     assert kept == {
         "PersistentVolumeClaim/uploads",
         "PersistentVolumeClaim/data-postgres-0",
         f"Secret/{names.PostgresSecret.NAME}",
-        "ConfigMap/desbordante-releases",
         "ConfigMap/kube-root-ca.crt",
         "Deployment/someone-elses",
     }
     assert all("--cascade=foreground" in cmd and " --wait" in cmd for cmd in cmds)
     assert not any(" delete namespace " in cmd for cmd in cmds)
+
+
+def test_a_devops_kubeconfig_may_delete_every_kind_teardown_deletes() -> None:
+    allowed = {
+        f"{resource}.{group}" if group else resource
+        for group, resources, verbs in DEVOPS_RULES
+        if "delete" in verbs and "list" in verbs
+        for resource in resources
+    }
+    assert set(td.WORKLOAD_KINDS + td.CRD_KINDS) <= allowed
 
 
 def test_every_kubectl_call_is_cut_off_from_our_stdin(cfg: Any) -> None:
