@@ -17,6 +17,7 @@ nox.options.sessions = [
     "manifests",
     "quickstart",
     "e2e",
+    "contract",
     "images",
     "drills",
 ]
@@ -74,6 +75,13 @@ def e2e(session: nox.Session) -> None:
     _pytest(session, "tests/e2e")
 
 
+@nox.session(python=PYTHON, tags=["services"])
+def contract(session: nox.Session) -> None:
+    """Schemathesis, all checks, bounded, from /openapi.json against an isolated local stack."""
+    session.install(*BACKEND, "-e", ".[test,contract]")
+    _pytest(session, "tests/contract")
+
+
 @nox.session(python=PYTHON, tags=["docker"])
 def images(session: nox.Session) -> None:
     """Build, inspect, push and pull the image on a real engine and registry; e2e on it."""
@@ -91,7 +99,7 @@ def drills(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def tests(session: nox.Session) -> None:
     """Every suite that needs no Docker engine (all default sessions but lint and images)."""
-    for name in ("unit", "backend", "manifests", "quickstart", "e2e", "drills"):
+    for name in ("unit", "backend", "manifests", "quickstart", "e2e", "contract", "drills"):
         session.notify(name, posargs=session.posargs)
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 class ServiceError(Exception):
     status = 400
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
 
 
 class NotFound(ServiceError):
@@ -24,4 +25,6 @@ class Invalid(ServiceError):
 
 
 class Unavailable(ServiceError):
+    """503; the API adds `Retry-After` unless `headers` carries one."""
+
     status = 503
