@@ -58,17 +58,18 @@ def overrides(workdir: Path) -> dict[str, str]:
     }
 
 
+def run(
+    argv: list[str], environ: dict[str, str], timeout: float, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
+    """Run a command to completion with its output captured (TimeoutExpired past `timeout`)."""
+    return subprocess.run(
+        argv, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def invoke(task: str, environ: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     """Run `invoke TASK` (the toolkit's CLI) from the repository root."""
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", task],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run([sys.executable, "-m", "invoke", task], environ, timeout)
 
 
 def _admin(statement: sql.Composable) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .conftest import SUMMARY
-from .stack import Stack
+from .stack import Stack, run
 
 HERE = Path(__file__).resolve().parent
 MAX_EXAMPLES = 300  # per operation and phase; with --generation-deterministic a fixed run
@@ -45,14 +45,11 @@ def test_every_generated_request_gets_a_documented_answer(
     }
     started = time.monotonic()
     try:
-        result = subprocess.run(
+        result = run(
             schemathesis_command(stack.api_url, tmp_path, st_args),
+            environ,
+            TIME_BOUND_SECONDS,
             cwd=tmp_path,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=TIME_BOUND_SECONDS,
-            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(
