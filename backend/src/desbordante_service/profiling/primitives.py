@@ -32,6 +32,7 @@ Threads = json_int(ge=1, le=16, description="worker threads of the algorithm")
 Seed = json_int(ge=0, le=2**31 - 1, description="random seed")
 Error = Annotated[float, Field(ge=0.0, le=1.0, description="error threshold in [0, 1]")]
 Arity = json_int(ge=1, le=16, description="largest IND arity considered")
+SampleSize = json_int(ge=1, le=10_000)
 
 
 class Options(BaseModel):
@@ -98,7 +99,7 @@ class MindOptions(Options):
 
 class FaidaOptions(Options):
     max_arity: Arity = 1
-    sample_size: json_int(ge=1, le=10_000) = 500  # type: ignore[valid-type]
+    sample_size: SampleSize = 500
     hll_accuracy: Annotated[float, Field(gt=0.0, le=1.0)] = 0.001
     ignore_constant_cols: bool = False
     ignore_null_cols: bool = False

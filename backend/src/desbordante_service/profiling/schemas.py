@@ -14,6 +14,7 @@ from desbordante_service.profiling.primitives import PRIMITIVES, Options, Primit
 from desbordante_service.settings import INT4_MAX
 
 TIME_LIMIT_HELP = "seconds; at most TASK_TIME_LIMIT_SECONDS (default: that limit)"
+TimeLimit = json_int(ge=1, le=INT4_MAX, description=TIME_LIMIT_HELP)  # the column's integer
 
 
 class TaskCreate(BaseModel):
@@ -28,7 +29,7 @@ class TaskCreate(BaseModel):
     primitive: str = Field(description=f"one of: {', '.join(sorted(PRIMITIVES))}")
     algorithm: str | None = Field(default=None, description="defaults per primitive")
     config: dict[str, Any] = Field(default_factory=dict)
-    time_limit: json_int(ge=1, le=INT4_MAX, description=TIME_LIMIT_HELP) | None = None  # type: ignore[valid-type]
+    time_limit: TimeLimit | None = None
 
 
 def documented_variants(max_time_limit: int) -> list[type[BaseModel]]:
