@@ -263,26 +263,32 @@ def containerd_name(image_ref: str) -> str:
     return f"docker.io/{image_ref}" if "/" in image_ref else f"docker.io/library/{image_ref}"
 
 
-def k3s_image(c: Any, image_ref: str) -> tuple[str, bool] | None:
-    """(image ID, pinned) of IMAGE_REF in k3s's containerd, or None when it is not there."""
-    template = "'{{.status.id}} {{.status.pinned}}'"
+def _inspect(c: Any, image_ref: str, template: str) -> str | None:
+    """`crictl inspecti` of IMAGE_REF formatted by the Go TEMPLATE; None when it is not there."""
     result = c.run(
-        _with_root(f"{BIN_PATH} crictl inspecti -o go-template --template {template} ")
+        _with_root(f"{BIN_PATH} crictl inspecti -o go-template --template '{template}' ")
         + shlex.quote(image_ref),
         hide=True,
         warn=True,
         in_stream=False,
     )
-    if result is None or not result.ok or not result.stdout.strip():
+    if result is None or not result.ok:
         return None
-    image_id, _, pinned = result.stdout.strip().partition(" ")
-    return image_id, pinned.strip() == "true"
+    return result.stdout.strip() or None
 
 
 def image_in_k3s(c: Any, image_ref: str) -> str | None:
     """The image ID (config digest) of IMAGE_REF in k3s's containerd, or None."""
-    found = k3s_image(c, image_ref)
-    return found[0] if found else None
+    return _inspect(c, image_ref, "{{.status.id}}")
+
+
+def k3s_image(c: Any, image_ref: str) -> tuple[str, bool] | None:
+    """(image ID, pinned) of IMAGE_REF in k3s's containerd, or None when it is not there."""
+    found = _inspect(c, image_ref, "{{.status.id}} {{.status.pinned}}")
+    if found is None:
+        return None
+    image_id, _, pinned = found.partition(" ")
+    return image_id, pinned.strip() == "true"
 
 
 def pin_in_k3s(c: Any, image_ref: str) -> None:

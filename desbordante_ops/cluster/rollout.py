@@ -36,6 +36,7 @@ REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 STS_REVISION_LABEL = "controller-revision-hash"
 JOB_NAME_LABEL = "job-name"
+FORBIDDEN = 403
 
 IMAGE_HINT = (
     "The node cannot get the image: load it into k3s (`invoke images.load`) or push it "
@@ -168,12 +169,18 @@ def rollout_of(kind: str, obj: Any) -> Rollout:
 
 
 def deployment_pods(k: Kube, namespace: str, obj: Any) -> str:
-    """Selector of the pods of the Deployment's newest ReplicaSet ("" until it exists)."""
+    """Selector of the pods of the Deployment's newest ReplicaSet ("" until it exists, or when
+    this kubeconfig may not list ReplicaSets)."""
     labels = dict(obj.spec.selector.match_labels or {})
     revision = (obj.metadata.annotations or {}).get(REVISION_ANNOTATION)
     if not _observed(obj) or not revision or not labels:
         return ""
-    sets = k.apps.list_namespaced_replica_set(namespace, label_selector=_selector(labels)).items
+    try:
+        sets = k.apps.list_namespaced_replica_set(namespace, label_selector=_selector(labels)).items
+    except ApiException as exc:
+        if exc.status != FORBIDDEN:
+            raise
+        return ""  # may not read ReplicaSets: its pods are not judged (the wait still ends)
     for rs in sets:
         owners = {(ref.kind, ref.name) for ref in rs.metadata.owner_references or []}
         template_hash = (rs.metadata.labels or {}).get(TEMPLATE_HASH_LABEL)

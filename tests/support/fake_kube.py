@@ -270,6 +270,7 @@ class FakeRollouts(FakeApps):
         super().__init__(tuple(ready), ())
         self.ready = ready
         self.image = image
+        self.may_list_replica_sets = True
 
     def read_namespaced_deployment(self, name: str, namespace: str) -> Any:
         if name not in self.ready:
@@ -277,6 +278,8 @@ class FakeRollouts(FakeApps):
         return workload(name, ready=self.ready[name], image=self.image)
 
     def list_namespaced_replica_set(self, namespace: str, label_selector: str = "") -> Any:
+        if not self.may_list_replica_sets:
+            raise forbidden("cannot list resource replicasets in API group apps")
         sets = [
             replica_set(name, revision, template_hash)
             for name in self.ready

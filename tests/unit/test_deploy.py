@@ -329,6 +329,18 @@ def test_old_pods_crash_looping_while_a_fix_rolls_out_are_not_judged() -> None:
     assert "did not finish within 20 s" in str(error.message)  # waited; not "cannot start"
 
 
+def test_without_rights_on_replica_sets_deployment_pods_are_not_judged() -> None:
+    """A Role without `replicasets` cannot tell a Deployment's new pods from old ones."""
+    cfg, core, clock = stage(), FakeCore(), FakeClock()
+    core.pods = [stuck_pod("api-new5f7d-x1", waiting="InvalidImageName")]
+    k = cluster(SHA_TAG, ready=0, core=core)
+    k.apps.may_list_replica_sets = False
+    with pytest.raises(Exit, match="did not finish within 10 s"):
+        dp.deploy_release(
+            kubectl_context(), cfg, k, release(SHA_TAG, cfg), SHA_TAG, timeout=10, clock=clock
+        )
+
+
 def test_a_pull_error_that_clears_within_the_grace_period_does_not_fail() -> None:
     tracker = rollout.Stuck(FakeClock())
     blocker = rollout.Blocker("p", "ErrImagePull", "", "ImagePull", 30.0)
