@@ -8,14 +8,15 @@ share one `--timeout` and stop early when a pod cannot start (rollout.py); on fa
 failing pods' events and last log lines are printed and the exit code is 1.
 
 Prune: `kubectl apply --prune -l app.kubernetes.io/instance=<namespace>` with an explicit
-`--prune-allowlist` of the namespaced kinds we render (PRUNE_ALLOWLIST), rather than an ApplySet:
-ApplySet is still alpha in kubectl (KUBECTL_APPLYSET=true) and needs a parent object plus rights
-on it, while the label prune needs only list/delete of these kinds inside the namespace, which a
-devops user limited to the namespace has. Only objects that carry the label *and* kubectl's
-last-applied annotation are candidates, so Secrets, the releases record and access accounts
-(created through the API) are never pruned. Volume claims are left out of the allowlist (data),
-and the Namespace is cluster-scoped: it is created through the API by an admin when missing and
-never applied, so kubectl never warns about its missing last-applied annotation.
+`--prune-allowlist` of the namespaced kinds we render (PRUNE_ALLOWLIST), rather than an
+ApplySet: ApplySet is still alpha in kubectl (KUBECTL_APPLYSET=true) and needs a parent object
+plus rights on it, while the label prune needs only list/delete of these kinds inside the
+namespace, which a devops user limited to the namespace has. Only objects that carry the label
+*and* kubectl's last-applied annotation are candidates, so Secrets and access accounts (created
+through the API) are never pruned; the release ledger lives in another namespace. Volume claims
+are left out of the allowlist (data), and the Namespace is cluster-scoped: it is created through
+the API by an admin when missing and never applied, so kubectl never warns about its missing
+last-applied annotation.
 No command line here carries a secret: Secrets are never rendered.
 """
 

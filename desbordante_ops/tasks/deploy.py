@@ -31,7 +31,7 @@ def release_options(cfg: EnvConfig, yes: bool, timeout: int) -> dict[str, Any]:
     stage = load_config("stage")
     return {
         "yes": yes,
-        "timeout": cluster_deploy.check_timeout(timeout),
+        "timeout": timeout,
         "stage_core": kube.connect(stage).core if cfg.name == "prod" else None,
         "stage_namespace": stage.namespace,
         "registry_auth": auth_from_environment(),
@@ -51,6 +51,7 @@ def deploy(
 ) -> None:
     """Render, diff, apply (with prune), migrate and wait for the rollout of one release."""
     cfg = cluster_config(env)
+    cluster_deploy.check_timeout(timeout)
     tag = tag or default_tag(c, cfg)
     check_prod_tag(env, tag)
     rendered = render_release(c, cfg, tag)
@@ -84,6 +85,7 @@ def rollback(
 ) -> None:
     """Go back to an earlier release; refused when the database is migrated past it."""
     cfg = cluster_config(env)
+    cluster_deploy.check_timeout(timeout)
     k = kube.connect(cfg)
     recorded = cluster_rollback.history(k.core, cfg.namespace)
     live = cluster_rollback.live_tag(k.apps, cfg.namespace, cfg.toolkit.IMAGE_NAME, recorded)
