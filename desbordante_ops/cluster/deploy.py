@@ -38,6 +38,7 @@ from desbordante_ops.cluster.registry import ensure_pull_secret
 from desbordante_ops.cluster.releases import Confirm, gate_prod, record_release
 from desbordante_ops.cluster.render import Rendered, with_pull_secret
 from desbordante_ops.cluster.rollout import (
+    FORBIDDEN,
     Clock,
     Deadline,
     diagnose,
@@ -70,7 +71,6 @@ NOT_PRUNED = {
     "Namespace": "cluster-scoped: created through the API, never applied",
     "PersistentVolumeClaim": "holds data: only `deploy.teardown --purge-data` deletes it",
 }
-FORBIDDEN = 403
 # Runs after the checks and before `kubectl apply` (rollback's schema check).
 BeforeApply = Callable[[Rendered, Deadline], None]
 

@@ -17,7 +17,7 @@ from invoke import Exit
 from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster.kube import Kube
-from desbordante_ops.cluster.rollout import Deadline, Rollout, Snapshot, watch
+from desbordante_ops.cluster.rollout import FORBIDDEN, Deadline, Rollout, Snapshot, watch
 from desbordante_ops.core.console import warn
 
 # API groups built into Kubernetes (everything else comes from a CRD).
@@ -28,7 +28,6 @@ DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.kubernetes.io/is-default-class",
     "storageclass.beta.kubernetes.io/is-default-class",
 )
-FORBIDDEN = 403
 
 
 @dataclass(frozen=True)

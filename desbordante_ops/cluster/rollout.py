@@ -36,7 +36,7 @@ REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 STS_REVISION_LABEL = "controller-revision-hash"
 JOB_NAME_LABEL = "job-name"
-FORBIDDEN = 403
+FORBIDDEN = 403  # what the API answers when RBAC denies a request
 
 IMAGE_HINT = (
     "The node cannot get the image: load it into k3s (`invoke images.load`) or push it "
