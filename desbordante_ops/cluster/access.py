@@ -52,6 +52,7 @@ DEVOPS_RULES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("", ("pods/log",), ["get"]),
     ("", ("pods/exec",), ["get", "create"]),
     ("apps", ("deployments", "statefulsets"), WRITE),
+    ("apps", ("replicasets",), READ),  # deploy finds the pods of a Deployment's new revision
     ("batch", ("jobs",), WRITE),
     ("networking.k8s.io", ("ingresses", "networkpolicies"), WRITE),
     ("policy", ("poddisruptionbudgets",), WRITE),

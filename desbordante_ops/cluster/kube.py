@@ -48,6 +48,8 @@ class Kube:
     apps: Any
     batch: Any
     rbac: Any
+    storage: Any = None  # StorageV1Api: the default StorageClass (deploy's prerequisites)
+    custom: Any = None  # CustomObjectsApi: API discovery of CRD groups (Traefik's Middleware)
 
     @property
     def host(self) -> str:
@@ -77,6 +79,8 @@ def connect(cfg: EnvConfig) -> Kube:
         apps=k8s.AppsV1Api(api_client),
         batch=k8s.BatchV1Api(api_client),
         rbac=k8s.RbacAuthorizationV1Api(api_client),
+        storage=k8s.StorageV1Api(api_client),
+        custom=k8s.CustomObjectsApi(api_client),
     )
     try:
         k8s.VersionApi(api_client).get_code(_request_timeout=10)

@@ -613,7 +613,9 @@ def test_pod_exec_returns_code_and_output(monkeypatch: pytest.MonkeyPatch) -> No
 
 def running_pod(name: str, component: str) -> Any:
     return k8s.V1Pod(
-        metadata=k8s.V1ObjectMeta(name=name, labels={names.COMPONENT_LABEL: component}),
+        metadata=k8s.V1ObjectMeta(
+            name=name, labels={names.NAME_LABEL: names.APP_NAME, names.COMPONENT_LABEL: component}
+        ),
         status=k8s.V1PodStatus(phase="Running"),
     )
 

@@ -270,7 +270,7 @@ def test_a_stage_deploy_by_devops_succeeds_and_says_prod_will_not_accept_it(
         },
         repeat=True,
     )
-    assert deploy.deploy_release(kubectl, cfg, connect(devops), rendered, TAG, sleep=lambda s: None)
+    assert deploy.deploy_release(kubectl, cfg, connect(devops), rendered, TAG)
     out = " ".join(capsys.readouterr().out.split())
     assert f"prod will not accept {TAG} until a cluster admin records it" in out
     assert f"{IMAGE} is live in {STAGE}" in out
