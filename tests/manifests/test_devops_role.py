@@ -27,6 +27,7 @@ APPLY_VERBS = ("get", "list", "create", "patch", "update", "delete")
 EXTRAS = {
     ("", "secrets"): "secrets.generate and rotation; deploy checks they exist",
     ("", "pods"): "deploy waits for and explains pods (read only)",
+    ("apps", "replicasets"): "deploy finds the pods of a Deployment's new revision (read only)",
     ("", "events"): "deploy's diagnostics (read only)",
     ("", "pods/log"): "deploy's diagnostics, logs",
     ("", "pods/exec"): "password rotation runs psql / rabbitmqctl in the pods",
