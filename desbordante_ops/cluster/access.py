@@ -52,7 +52,7 @@ DEVOPS_RULES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("", ("pods/log",), ["get"]),
     ("", ("pods/exec",), ["get", "create"]),
     ("apps", ("deployments", "statefulsets"), WRITE),
-    ("batch", ("jobs",), WRITE),
+    ("batch", ("cronjobs", "jobs"), WRITE),
     ("networking.k8s.io", ("ingresses", "networkpolicies"), WRITE),
     ("policy", ("poddisruptionbudgets",), WRITE),
     ("traefik.io", ("middlewares",), WRITE),
