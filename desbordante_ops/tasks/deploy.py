@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import deploy as cluster_deploy
-from desbordante_ops.cluster import kube
+from desbordante_ops.cluster import edge, kube
 from desbordante_ops.cluster.bootstrap import default_tag
 from desbordante_ops.cluster.render import render as render_release
 from desbordante_ops.core.settings import cluster_config, load_config
@@ -22,7 +22,7 @@ from desbordante_ops.tasks import options
     },
 )
 def deploy(c: Context, env: str = "stage", tag: str | None = None, yes: bool = False) -> None:
-    """Render, diff, apply, migrate and wait for the rollout of one release."""
+    """Render, diff, apply, migrate and wait for the rollout of one release; then the edge."""
     cfg = cluster_config(env)
     tag = tag or default_tag(c, cfg)
     if env == "prod" and not is_release_tag(tag):
@@ -34,6 +34,8 @@ def deploy(c: Context, env: str = "stage", tag: str | None = None, yes: bool = F
     cluster_deploy.deploy_release(
         c, cfg, k, rendered, tag, yes=yes, stage_core=stage_core, stage_namespace=stage.namespace
     )
+    edge.prune(c, cfg)
+    edge.apply_traefik_config(c, cfg)
 
 
 @task(help={"env": options.CLUSTER_ENV, "tag": options.TAG})
