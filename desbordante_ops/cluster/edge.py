@@ -33,6 +33,7 @@ import ssl
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -449,7 +450,8 @@ def served_certificate(
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         return Served(host, problem=f"no TLS answer on {address}:{port}: {reason}")
     seconds = ssl.cert_time_to_seconds(str(cert["notAfter"]))
-    issuer = {key: value for rdn in cert.get("issuer", ()) for key, value in rdn}
+    rdns: Any = cert.get("issuer", ())  # ((("commonName", "R11"),), ...)
+    issuer = {key: value for rdn in rdns for key, value in rdn}
     return Served(
         host,
         not_after=dt.datetime.fromtimestamp(seconds, dt.UTC),
@@ -489,7 +491,9 @@ def tls_checks(cfg: EnvConfig, probe: Callable[[str], Served] = served_certifica
         "says why ACME failed: kubectl -n kube-system logs deploy/traefik"
     )
     for host in dict.fromkeys((cfg.toolkit.API_HOST, cfg.toolkit.FLOWER_INGRESS_HOST)):
-        checks.append(
-            Check(f"certificate {host}", lambda h=host: certificate_result(probe(h)), fix)
-        )
+        checks.append(Check(f"certificate {host}", partial(_certificate_row, probe, host), fix))
     return checks
+
+
+def _certificate_row(probe: Callable[[str], Served], host: str) -> Result:
+    return certificate_result(probe(host))

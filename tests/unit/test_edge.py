@@ -63,7 +63,7 @@ class Kubectl(MockContext):
         self.commands: list[str] = []
         self.applied: list[dict[str, Any]] = []
 
-    def run(self, command: str, **kw: Any) -> Result:  # type: ignore[override]
+    def run(self, command: str, *args: Any, **kw: Any) -> Result:
         assert kw.get("in_stream") is False
         self.commands.append(command)
         verb = command.split()[3]
@@ -151,7 +151,7 @@ def test_acme_for_names_without_public_dns_warns() -> None:
 def test_prune_deletes_exactly_the_objects_no_longer_rendered() -> None:
     c = MockContext(run=Result('ingress.networking.k8s.io "api-redirect" deleted\n'))
     edge.prune(c, stage(TLS_MODE="off", API_ACCESS="public"))
-    command = c.run.call_args.args[0]
+    command = c.run.call_args.args[0]  # type: ignore[attr-defined]
     assert command.split()[3:7] == ["delete", "-n", "desbordante-stage", "--ignore-not-found"]
     assert set(command.split()[8:]) == {
         "ingresses.networking.k8s.io/api-redirect",
@@ -169,6 +169,10 @@ def test_prune_deletes_exactly_the_objects_no_longer_rendered() -> None:
 # --- The API's basic auth -----------------------------------------------------------------------
 
 
+def no_store(spec: cs.SecretSpec) -> Any:
+    raise AssertionError(f"{spec.name} is stored nowhere else: nothing to run")
+
+
 def test_generate_makes_the_api_auth_secret_with_a_bcrypt_line() -> None:
     core, cfg = FakeCore(), stage(API_AUTH_USER="team")
     cs.generate(core, FakeApps(names.DEPLOYMENTS), cfg, cfg.namespace)
@@ -178,7 +182,7 @@ def test_generate_makes_the_api_auth_secret_with_a_bcrypt_line() -> None:
     assert user == "team" and len(password) >= 43 and password not in users
     assert bcrypt.checkpw(password.encode(), hashed.encode())
     apps = FakeApps(names.DEPLOYMENTS)
-    rows = cs.generate(core, apps, cfg, cfg.namespace, rotate="api-auth", exec_for=lambda s: None)
+    rows = cs.generate(core, apps, cfg, cfg.namespace, rotate="api-auth", exec_for=no_store)
     assert (names.ApiAuthSecret.NAME, "rotated") in rows
     assert apps.patches == []  # Traefik reads the Secret live: nothing restarts
 
