@@ -301,6 +301,15 @@ def _kubectl(c: Context, cfg: EnvConfig, *args: str, warn_only: bool = True) -> 
     return c.run(kube.kubectl(cfg, *args), hide=True, warn=warn_only, in_stream=False)
 
 
+class NoHelmChartConfig(Exception):
+    """The cluster has no HelmChartConfig kind: not k3s, or k3s without its Traefik."""
+
+
+def _last_line(result: Any) -> str:
+    lines = (result.stderr or "").strip().splitlines()
+    return lines[-1] if lines else f"exit {result.exited}"
+
+
 def current_traefik_values(c: Context, cfg: EnvConfig) -> dict[str, Any] | None:
     """The values of the cluster's HelmChartConfig kube-system/traefik (None when absent)."""
     result = _kubectl(
@@ -308,11 +317,9 @@ def current_traefik_values(c: Context, cfg: EnvConfig) -> dict[str, Any] | None:
         "-o", "json", "--ignore-not-found",
     )  # fmt: skip
     if not result.ok:
-        reason = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
-        raise Exit(
-            f"Cannot read Traefik's HelmChartConfig ({reason[0]}): is this k3s with its bundled "
-            "Traefik? Otherwise configure HTTPS on your ingress controller yourself."
-        )
+        if "doesn't have a resource type" in (result.stderr or ""):
+            raise NoHelmChartConfig(_last_line(result))
+        raise Exit(f"Cannot read Traefik's HelmChartConfig: {_last_line(result)}")
     if not (result.stdout or "").strip():
         return None
     content = json.loads(result.stdout)["spec"].get("valuesContent") or ""
@@ -342,7 +349,15 @@ def apply_traefik_config(c: Context, cfg: EnvConfig) -> bool:
             "`invoke bootstrap` once to set it up."
         )
         return False
-    current = current_traefik_values(c, cfg)
+    try:
+        current = current_traefik_values(c, cfg)
+    except NoHelmChartConfig:
+        warn(
+            "This cluster has no HelmChartConfig (not k3s's bundled Traefik): configure your "
+            f"ingress controller yourself (certificate resolver `{RESOLVER}` for "
+            "TLS_MODE=acme, client IPs kept for the per-IP limits); skipped."
+        )
+        return False
     values = traefik_values(cfg, current)
     if current == values:
         ok("Traefik configuration already in place")
@@ -353,8 +368,7 @@ def apply_traefik_config(c: Context, cfg: EnvConfig) -> bool:
         fh.flush()
         result = _kubectl(c, cfg, "apply", "-f", fh.name)
     if not result.ok:
-        reason = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
-        raise Exit(f"Applying Traefik's HelmChartConfig failed: {reason[0]}")
+        raise Exit(f"Applying Traefik's HelmChartConfig failed: {_last_line(result)}")
     ok(f"Traefik configured (TLS_MODE={cfg.toolkit.TLS_MODE})")
     return True
 

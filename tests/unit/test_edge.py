@@ -23,7 +23,7 @@ from supervisor.options import ServerOptions
 from support.fake_kube import FakeApps, FakeCore
 from support.fakeapi_tls import Tls, make_tls
 
-from desbordante_ops.cluster import edge, names
+from desbordante_ops.cluster import edge, kube, names
 from desbordante_ops.cluster import secrets as cs
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local.supervise import (
@@ -93,6 +93,7 @@ def test_acme_values_set_the_resolver_a_volume_and_client_ips() -> None:
     assert values["service"]["spec"]["externalTrafficPolicy"] == "Local"
     config = edge.traefik_config(values)
     assert (config["kind"], config["metadata"]["namespace"]) == ("HelmChartConfig", "kube-system")
+    assert config["apiVersion"] == "helm.cattle.io/v1" and set(config["spec"]) == {"valuesContent"}
     assert yaml.safe_load(config["spec"]["valuesContent"]) == values
 
 
@@ -129,11 +130,16 @@ def test_devops_skips_the_cluster_wide_config_with_one_line(
     assert "a cluster admin runs `invoke deploy`" in " ".join(capsys.readouterr().out.split())
 
 
-def test_a_cluster_without_helmchartconfig_is_one_clear_error() -> None:
+def test_a_cluster_without_helmchartconfig_is_skipped_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     missing = 'error: the server doesn\'t have a resource type "helmchartconfig"'
     c = MockContext(run=[Result("yes"), Result(stderr=missing, exited=1)])
-    with pytest.raises(Exit, match="is this k3s with its bundled Traefik"):
-        edge.apply_traefik_config(c, prod())
+    assert edge.apply_traefik_config(c, prod()) is False
+    assert "not k3s's bundled Traefik" in " ".join(capsys.readouterr().out.split())
+    refused = MockContext(run=[Result("yes"), Result(stderr="error: Unauthorized", exited=1)])
+    with pytest.raises(Exit, match="Cannot read Traefik's HelmChartConfig: error: Unauthorized"):
+        edge.apply_traefik_config(refused, prod())
 
 
 def test_acme_for_names_without_public_dns_warns() -> None:
@@ -169,8 +175,13 @@ def test_prune_deletes_exactly_the_objects_no_longer_rendered() -> None:
 # --- The API's basic auth -----------------------------------------------------------------------
 
 
-def no_store(spec: cs.SecretSpec) -> Any:
-    raise AssertionError(f"{spec.name} is stored nowhere else: nothing to run")
+def no_store(spec: cs.SecretSpec) -> kube.PodExec:
+    """A pod exec that must never run: the api-auth password lives in its Secret only."""
+
+    def run(argv: list[str], stdin: str) -> tuple[int, str]:
+        raise AssertionError(f"{spec.name} is stored nowhere else, yet {argv} ran")
+
+    return run
 
 
 def test_generate_makes_the_api_auth_secret_with_a_bcrypt_line() -> None:
