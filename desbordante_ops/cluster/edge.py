@@ -176,11 +176,9 @@ def middleware_values(cfg: EnvConfig) -> dict[str, dict[str, Any]]:
             + ENVELOPE_ALLOWANCE
         },
         RATE_LIMIT: {
-            "/spec/rateLimit": {
-                "average": toolkit.EDGE_RATE_AVERAGE,
-                "period": toolkit.EDGE_RATE_PERIOD,
-                "burst": toolkit.EDGE_RATE_BURST,
-            }
+            "/spec/rateLimit/average": toolkit.EDGE_RATE_AVERAGE,
+            "/spec/rateLimit/period": toolkit.EDGE_RATE_PERIOD,
+            "/spec/rateLimit/burst": toolkit.EDGE_RATE_BURST,
         },
         IN_FLIGHT: {"/spec/inFlightReq/amount": toolkit.EDGE_INFLIGHT},
     }

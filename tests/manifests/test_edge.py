@@ -198,24 +198,27 @@ def test_rate_and_in_flight_limits_are_on_exactly_upload_and_task_creation(
 
 def test_limit_values_come_from_the_settings(rendered: Rendered) -> None:
     toolkit = settings(rendered.env).toolkit
-    assert middleware(rendered, edge.RATE_LIMIT)["rateLimit"] == {
-        "average": toolkit.EDGE_RATE_AVERAGE,
-        "period": toolkit.EDGE_RATE_PERIOD,
-        "burst": toolkit.EDGE_RATE_BURST,
-    }
-    assert middleware(rendered, edge.IN_FLIGHT)["inFlightReq"] == {"amount": toolkit.EDGE_INFLIGHT}
-    # No sourceCriterion: Traefik keys both on the connection's address, never on a header a
-    # client could forge (X-Forwarded-For).
-    assert "sourceCriterion" not in middleware(rendered, edge.RATE_LIMIT)["rateLimit"]
+    rate = middleware(rendered, edge.RATE_LIMIT)["rateLimit"]
+    assert (rate["average"], rate["period"], rate["burst"]) == (
+        toolkit.EDGE_RATE_AVERAGE,
+        toolkit.EDGE_RATE_PERIOD,
+        toolkit.EDGE_RATE_BURST,
+    )
+    assert middleware(rendered, edge.IN_FLIGHT)["inFlightReq"]["amount"] == toolkit.EDGE_INFLIGHT
+
+
+def test_limits_count_per_client_address(rendered: Rendered) -> None:
+    """Both key on the connection's address: not on the Host header (inFlightReq's default,
+    one counter for everybody) nor on X-Forwarded-For (a client could forge it)."""
+    for name, kind in ((edge.RATE_LIMIT, "rateLimit"), (edge.IN_FLIGHT, "inFlightReq")):
+        criterion = middleware(rendered, name)[kind]["sourceCriterion"]
+        assert criterion == {"ipStrategy": {"depth": 0}}, name
 
 
 def test_overrides_reach_the_middlewares(variants: dict[str, Rendered]) -> None:
     rendered = variants["values"]
-    assert middleware(rendered, edge.RATE_LIMIT)["rateLimit"] == {
-        "average": 7,
-        "period": "30s",
-        "burst": 3,
-    }
+    rate = middleware(rendered, edge.RATE_LIMIT)["rateLimit"]
+    assert (rate["average"], rate["period"], rate["burst"]) == (7, "30s", 3)
     assert middleware(rendered, edge.IN_FLIGHT)["inFlightReq"]["amount"] == 1
     assert middleware(rendered, edge.HSTS)["headers"]["stsSeconds"] == 600
     envelope = backend_constant("datasets/upload.py", "ENVELOPE_ALLOWANCE")
