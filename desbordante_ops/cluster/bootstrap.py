@@ -18,7 +18,7 @@ import httpx
 from docker.errors import DockerException
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import edge, k3s, kube, names
+from desbordante_ops.cluster import edge, k3s, kube, names, traefik
 from desbordante_ops.cluster.checks import server_checks
 from desbordante_ops.cluster.deploy import deploy_release
 from desbordante_ops.cluster.render import render
@@ -118,7 +118,7 @@ def _deploy(run: Run) -> bool:
     rendered = render(run.c, run.cfg, run.tag)
     changed = deploy_release(run.c, run.cfg, run.connect(), rendered, run.tag, yes=run.yes)
     edge.prune(run.c, run.cfg)
-    return edge.apply_traefik_config(run.c, run.cfg) or changed
+    return traefik.apply_traefik_config(run.c, run.cfg) or changed
 
 
 def smoke(client: Any, timeout_polls: int = SMOKE_POLLS) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import deploy as cluster_deploy
-from desbordante_ops.cluster import edge, kube
+from desbordante_ops.cluster import edge, kube, traefik
 from desbordante_ops.cluster.bootstrap import default_tag
 from desbordante_ops.cluster.render import render as render_release
 from desbordante_ops.core.settings import cluster_config, load_config
@@ -35,7 +35,7 @@ def deploy(c: Context, env: str = "stage", tag: str | None = None, yes: bool = F
         c, cfg, k, rendered, tag, yes=yes, stage_core=stage_core, stage_namespace=stage.namespace
     )
     edge.prune(c, cfg)
-    edge.apply_traefik_config(c, cfg)
+    traefik.apply_traefik_config(c, cfg)
 
 
 @task(help={"env": options.CLUSTER_ENV, "tag": options.TAG})

@@ -1,6 +1,7 @@
-"""cluster/edge.py outside the render: Traefik's HelmChartConfig and who may apply it, pruning,
-the API's basic-auth Secret, the smoke test's client, the doctor's TLS rows (against a real TLS
-server on loopback), the edge settings, and the local retention program."""
+"""The edge outside the render: Traefik's HelmChartConfig and who may apply it
+(cluster/traefik.py), pruning, the API's basic-auth Secret and the smoke test's client
+(cluster/edge.py), the doctor's TLS rows against a real TLS server on loopback
+(cluster/certificates.py), the edge settings, and the local retention program."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from supervisor.options import ServerOptions
 from support.fake_kube import FakeApps, FakeCore
 from support.fakeapi_tls import Tls, make_tls
 
-from desbordante_ops.cluster import edge, kube, names
+from desbordante_ops.cluster import certificates, edge, kube, names, traefik
 from desbordante_ops.cluster import secrets as cs
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local.supervise import (
@@ -72,7 +73,7 @@ class Kubectl(MockContext):
         if verb == "get":
             if self.current is None:
                 return Result("")
-            return Result(json.dumps(edge.traefik_config(self.current)))
+            return Result(json.dumps(traefik.traefik_config(self.current)))
         if verb == "apply":
             with open(command.split()[-1]) as fh:
                 self.applied.append(yaml.safe_load(fh))
@@ -83,15 +84,15 @@ class Kubectl(MockContext):
 
 
 def test_acme_values_set_the_resolver_a_volume_and_client_ips() -> None:
-    values = edge.traefik_values(prod())
+    values = traefik.traefik_values(prod())
     acme = values["certificatesResolvers"][edge.RESOLVER]["acme"]
     assert acme["email"] == prod().toolkit.ACME_EMAIL
     assert acme["httpChallenge"] == {"entryPoint": edge.WEB}
     assert acme["storage"].startswith(values["persistence"]["path"] + "/")
     assert values["persistence"]["enabled"] is True
-    assert values["podSecurityContext"]["fsGroup"] == edge.TRAEFIK_UID
+    assert values["podSecurityContext"]["fsGroup"] == traefik.TRAEFIK_UID
     assert values["service"]["spec"]["externalTrafficPolicy"] == "Local"
-    config = edge.traefik_config(values)
+    config = traefik.traefik_config(values)
     assert (config["kind"], config["metadata"]["namespace"]) == ("HelmChartConfig", "kube-system")
     assert config["apiVersion"] == "helm.cattle.io/v1" and set(config["spec"]) == {"valuesContent"}
     assert yaml.safe_load(config["spec"]["valuesContent"]) == values
@@ -100,24 +101,24 @@ def test_acme_values_set_the_resolver_a_volume_and_client_ips() -> None:
 def test_other_modes_keep_what_the_cluster_has() -> None:
     """Traefik is shared: stage on selfsigned must not drop prod's resolver or an admin's
     own values."""
-    current = edge.traefik_values(prod())
+    current = traefik.traefik_values(prod())
     current["logs"] = {"access": {"enabled": True}}
-    values = edge.traefik_values(stage(TLS_MODE="selfsigned"), current)
+    values = traefik.traefik_values(stage(TLS_MODE="selfsigned"), current)
     assert values == current
-    assert edge.traefik_values(stage(TLS_MODE="off")) == {
+    assert traefik.traefik_values(stage(TLS_MODE="off")) == {
         "service": {"spec": {"externalTrafficPolicy": "Local"}}
     }
 
 
 def test_admin_applies_the_config_once() -> None:
     c = Kubectl(admin=True, current=None)
-    assert edge.apply_traefik_config(c, prod()) is True
+    assert traefik.apply_traefik_config(c, prod()) is True
     (applied,) = c.applied
-    assert applied == edge.traefik_config(edge.traefik_values(prod()))
+    assert applied == traefik.traefik_config(traefik.traefik_values(prod()))
     assert [cmd.split()[3] for cmd in c.commands] == ["auth", "get", "apply"]
     assert all("--kubeconfig" in cmd for cmd in c.commands)
-    again = Kubectl(admin=True, current=edge.traefik_values(prod()))
-    assert edge.apply_traefik_config(again, prod()) is False
+    again = Kubectl(admin=True, current=traefik.traefik_values(prod()))
+    assert traefik.apply_traefik_config(again, prod()) is False
     assert [cmd.split()[3] for cmd in again.commands] == ["auth", "get"]
 
 
@@ -125,7 +126,7 @@ def test_devops_skips_the_cluster_wide_config_with_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     c = Kubectl(admin=False)
-    assert edge.apply_traefik_config(c, prod()) is False
+    assert traefik.apply_traefik_config(c, prod()) is False
     assert [cmd.split()[3] for cmd in c.commands] == ["auth"]
     assert "a cluster admin runs `invoke deploy`" in " ".join(capsys.readouterr().out.split())
 
@@ -135,20 +136,20 @@ def test_a_cluster_without_helmchartconfig_is_skipped_with_one_line(
 ) -> None:
     missing = 'error: the server doesn\'t have a resource type "helmchartconfig"'
     c = MockContext(run=[Result("yes"), Result(stderr=missing, exited=1)])
-    assert edge.apply_traefik_config(c, prod()) is False
+    assert traefik.apply_traefik_config(c, prod()) is False
     assert "not k3s's bundled Traefik" in " ".join(capsys.readouterr().out.split())
     refused = MockContext(run=[Result("yes"), Result(stderr="error: Unauthorized", exited=1)])
     with pytest.raises(Exit, match="Cannot read Traefik's HelmChartConfig: error: Unauthorized"):
-        edge.apply_traefik_config(refused, prod())
+        traefik.apply_traefik_config(refused, prod())
 
 
 def test_acme_for_names_without_public_dns_warns() -> None:
-    warnings = edge.acme_warnings(prod())  # the env files ship *.desbordante.local
+    warnings = traefik.acme_warnings(prod())  # the env files ship *.desbordante.local
     assert len(warnings) == 2 and "desbordante.local is not a public DNS name" in warnings[0]
-    assert edge.acme_warnings(prod(API_HOST="203.0.113.7", FLOWER_INGRESS_HOST="f.example.org"))
+    assert traefik.acme_warnings(prod(API_HOST="203.0.113.7", FLOWER_INGRESS_HOST="f.example.org"))
     public = prod(API_HOST="api.example.org", FLOWER_INGRESS_HOST="flower.example.org")
-    assert edge.acme_warnings(public) == []
-    assert edge.acme_warnings(prod(TLS_MODE="selfsigned")) == []
+    assert traefik.acme_warnings(public) == []
+    assert traefik.acme_warnings(prod(TLS_MODE="selfsigned")) == []
 
 
 # --- Prune ------------------------------------------------------------------------------------
@@ -255,46 +256,48 @@ def tls_server(tls_files: Tls) -> Iterator[int]:
 
 
 def test_served_certificate_says_when_it_expires(tls_server: int, tls_files: Tls) -> None:
-    served = edge.served_certificate("127.0.0.1", port=tls_server, cafile=str(tls_files.ca_cert))
+    served = certificates.served_certificate(
+        "127.0.0.1", port=tls_server, cafile=str(tls_files.ca_cert)
+    )
     assert served.problem == "" and served.issuer == "fake-apiserver-ca"
     assert served.not_after is not None
     left = served.not_after - dt.datetime.now(dt.UTC)
     assert dt.timedelta(days=1) < left <= dt.timedelta(days=2, minutes=5)  # openssl -days 2
-    result = edge.certificate_result(served)
+    result = certificates.certificate_result(served)
     assert not result.ok and "renewal is failing" in result.detail  # < CERT_MIN_DAYS left
     later = served.not_after - dt.timedelta(days=60)
-    assert edge.certificate_result(served, now=later).ok
+    assert certificates.certificate_result(served, now=later).ok
 
 
 def test_an_untrusted_or_missing_certificate_is_a_problem(tls_server: int, tls_files: Tls) -> None:
-    untrusted = edge.served_certificate("127.0.0.1", port=tls_server)  # system CAs only
+    untrusted = certificates.served_certificate("127.0.0.1", port=tls_server)  # system CAs only
     assert untrusted.not_after is None and "not trusted" in untrusted.problem
-    wrong_name = edge.served_certificate(
+    wrong_name = certificates.served_certificate(
         "api.example.org", port=tls_server, cafile=str(tls_files.ca_cert)
     )
     assert "not trusted" in wrong_name.problem
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    nothing = edge.served_certificate("127.0.0.1", port=closed_port, timeout=2)
+    nothing = certificates.served_certificate("127.0.0.1", port=closed_port, timeout=2)
     assert f"no TLS answer on 127.0.0.1:{closed_port}" in nothing.problem
-    assert not edge.certificate_result(nothing).ok
+    assert not certificates.certificate_result(nothing).ok
 
 
 def test_doctor_rows_name_the_mode_and_each_hosts_certificate() -> None:
     future = dt.datetime.now(dt.UTC) + dt.timedelta(days=80)
     asked: list[str] = []
 
-    def probe(host: str) -> edge.Served:
+    def probe(host: str) -> certificates.Served:
         asked.append(host)
-        return edge.Served(host, not_after=future, issuer="Let's Encrypt")
+        return certificates.Served(host, not_after=future, issuer="Let's Encrypt")
 
-    checks = edge.tls_checks(prod(), probe)
+    checks = certificates.tls_checks(prod(), probe)
     results = [check.run() for check in checks]
     assert results[0].ok and results[0].detail.startswith("acme: Let's Encrypt")
     assert asked == [prod().toolkit.API_HOST, prod().toolkit.FLOWER_INGRESS_HOST]
     assert all(r.ok and "days left" in r.detail for r in results[1:])
-    (only,) = edge.tls_checks(stage(TLS_MODE="off"), probe)
+    (only,) = certificates.tls_checks(stage(TLS_MODE="off"), probe)
     assert "plain HTTP" in only.run().detail
 
 
