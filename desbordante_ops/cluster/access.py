@@ -53,7 +53,7 @@ DEVOPS_RULES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("", ("pods/exec",), ["get", "create"]),
     ("apps", ("deployments", "statefulsets"), WRITE),
     ("apps", ("replicasets",), READ),  # deploy finds the pods of a Deployment's new revision
-    ("batch", ("jobs",), WRITE),
+    ("batch", ("cronjobs", "jobs"), WRITE),
     ("networking.k8s.io", ("ingresses", "networkpolicies"), WRITE),
     ("policy", ("poddisruptionbudgets",), WRITE),
     ("traefik.io", ("middlewares",), WRITE),

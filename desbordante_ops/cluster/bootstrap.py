@@ -18,7 +18,7 @@ import httpx
 from docker.errors import DockerException
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import k3s, kube, names
+from desbordante_ops.cluster import edge, k3s, kube, names, traefik
 from desbordante_ops.cluster.checks import server_checks
 from desbordante_ops.cluster.deploy import deploy_release
 from desbordante_ops.cluster.render import render
@@ -31,7 +31,6 @@ from desbordante_ops.image import build, engine, push, tags
 SMOKE_CSV = b"a,b,c\n1,1,x\n2,1,y\n3,2,y\n4,2,y\n"
 SMOKE_POLLS = 10
 SMOKE_WAIT_SECONDS = 30
-INGRESS_URL = "http://127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def _ship(run: Run) -> bool:
 
 def _deploy(run: Run) -> bool:
     rendered = render(run.c, run.cfg, run.tag)
-    return deploy_release(
+    changed = deploy_release(
         run.c,
         run.cfg,
         run.connect(),
@@ -127,6 +126,7 @@ def _deploy(run: Run) -> bool:
         yes=run.yes,
         registry_auth=run.registry_auth,
     )
+    return traefik.apply_traefik_config(run.c, run.cfg) or changed
 
 
 def smoke(client: Any, timeout_polls: int = SMOKE_POLLS) -> str:
@@ -160,10 +160,8 @@ def smoke(client: Any, timeout_polls: int = SMOKE_POLLS) -> str:
 
 
 def _smoke(run: Run) -> bool:
-    host = run.cfg.toolkit.API_HOST
-    headers = {"Host": host} if host else {}
-    timeout = SMOKE_WAIT_SECONDS + 15
-    with httpx.Client(base_url=INGRESS_URL, headers=headers, timeout=timeout) as client:
+    options = edge.ingress_client_options(run.cfg, run.connect().core)
+    with httpx.Client(timeout=SMOKE_WAIT_SECONDS + 15, **options) as client:
         ok(f"smoke test through the ingress: {smoke(client)}")
     return False  # the smoke test removes what it created
 
@@ -200,7 +198,8 @@ def steps(run: Run) -> list[Step]:
         Step("images.load", ship, lambda: _ship(run)),
         Step(
             "deploy",
-            f"render + diff + apply (prune) {cfg.name}, migrate, wait for rollouts",
+            f"render + diff + apply (prune) {cfg.name}, migrate, wait for rollouts; Traefik: "
+            f"TLS_MODE={cfg.toolkit.TLS_MODE}",
             lambda: _deploy(run),
         ),
         Step(
@@ -211,16 +210,34 @@ def steps(run: Run) -> list[Step]:
     ]
 
 
+def _password_command(namespace: str, secret: str) -> str:
+    """How to read a generated password (never printed by the toolkit itself)."""
+    return (
+        f"kubectl -n {namespace} get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d"
+    )
+
+
 def summary_rows(cfg: EnvConfig) -> list[tuple[str, str]]:
     namespace, secret = cfg.namespace, names.FlowerSecret.NAME
-    return [
+    rows = [
         ("API", f"{cfg.toolkit.API_BASE_URL}/api/v1  (docs: /docs)"),
         ("Flower", f"{cfg.toolkit.FLOWER_BASE_URL}  user {cfg.backend.FLOWER_USER}"),
         (
             "Flower password",
-            f"Secret {namespace}/{secret} key {names.FlowerSecret.PASSWORD}: kubectl -n "
-            f"{namespace} get secret {secret} -o jsonpath='{{.data.password}}' | base64 -d",
+            f"Secret {namespace}/{secret} key {names.FlowerSecret.PASSWORD}: "
+            + _password_command(namespace, secret),
         ),
+    ]
+    if edge.restricted(cfg):
+        rows.append(
+            (
+                "API login (API_ACCESS=restricted)",
+                f"user {cfg.toolkit.API_AUTH_USER}, password: "
+                + _password_command(namespace, names.ApiAuthSecret.NAME),
+            )
+        )
+    return [
+        *rows,
         (
             "Database / broker passwords",
             f"Secrets {names.PostgresSecret.NAME}, {names.RabbitMQSecret.NAME} in {namespace}",

@@ -50,6 +50,16 @@ class FlowerSecret:
     USERS: Final = "users"
 
 
+class ApiAuthSecret:
+    """Basic auth in front of a restricted API (API_ACCESS=restricted, cluster/edge.py):
+    `users`, one htpasswd line `API_AUTH_USER:<bcrypt hash>` for Traefik's basicAuth
+    middleware, and `password`, the plain value an operator hands to the API's users."""
+
+    NAME: Final = "desbordante-api-auth"
+    PASSWORD: Final = "password"  # noqa: S105 - a Secret key name
+    USERS: Final = "users"
+
+
 SECRETS: Final = (PostgresSecret, RabbitMQSecret, FlowerSecret)
 
 # Where the app containers find the secret files (`*_FILE` variables point here).
@@ -75,7 +85,8 @@ FLOWER: Final = "flower"
 POSTGRES: Final = "postgres"
 RABBITMQ: Final = "rabbitmq"
 MIGRATE: Final = "migrate"
-COMPONENTS: Final = (API, WORKER, FLOWER, POSTGRES, RABBITMQ, MIGRATE)
+RETENTION: Final = "retention"  # CronJob: `desbordante-service retention`, daily
+COMPONENTS: Final = (API, WORKER, FLOWER, POSTGRES, RABBITMQ, MIGRATE, RETENTION)
 
 
 def selector(component: str) -> str:

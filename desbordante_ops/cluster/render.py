@@ -5,8 +5,9 @@ throw-away kustomization on top of `k8s/overlays/<env>` adds what comes from the
 settings (env file, process environment and `--set`, exactly what `invoke config` shows):
 - the ConfigMap `desbordante-config` from the backend's keys only (toolkit keys such as
   IMAGE_NAME never reach a pod); its name gets a content hash, so a change rolls the pods;
-- the backend image `IMAGE_NAME:<tag>` (`images:`), the namespace, ingress hosts, replicas
-  and the Traefik middleware references (`<namespace>-<name>@kubernetescrd`);
+- the backend image `IMAGE_NAME:<tag>` (`images:`), the namespace and replicas;
+- the edge (cluster/edge.py): optional components of k8s/components, ingress hosts, TLS,
+  the Traefik middleware chain of every router and the middlewares' values;
 then `kubectl kustomize` runs through the Invoke context. With an image pull Secret (see
 cluster/registry.py) every pod that runs the backend image gets `imagePullSecrets`. Finally the
 migrate Job is named `migrate-<tag>-<hash of its spec>`: a Job's template is immutable, so any
@@ -32,7 +33,7 @@ from typing import Any
 import yaml
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster import edge, names
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig
 
 KUBECTL = "kubectl"
@@ -41,14 +42,8 @@ BACKEND_IMAGE_PLACEHOLDER = "desbordante-backend"
 # Docker's tag grammar; `latest` is refused: tags must be unique per release.
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 KUSTOMIZE_TIMEOUT_SECONDS = 120
-MIDDLEWARES_ANNOTATION = "traefik.ingress.kubernetes.io/router.middlewares"
-# Ingress -> the Traefik middlewares (in our namespace) its router goes through.
-INGRESS_MIDDLEWARES: dict[str, tuple[str, ...]] = {
-    names.API: ("upload-limit",),
-    names.FLOWER: ("flower-auth",),
-}
 CONFIG_FILE = "desbordante-config.env"
-POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "Job")
+POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 
 
 def overlay_dir(env: str, root: Path) -> Path:
@@ -100,22 +95,7 @@ def release_kustomization(
     """The kustomization that turns OVERLAY into the release IMAGE_NAME:TAG of CFG
     (IMAGE_NAME@DIGEST when DIGEST is given)."""
     toolkit, namespace = cfg.toolkit, cfg.namespace
-    patches = [
-        {
-            "target": {"kind": "Ingress", "name": ingress},
-            "patch": _json_patch(
-                _replace("/spec/rules/0/host", host),
-                _replace(
-                    "/metadata/annotations/" + MIDDLEWARES_ANNOTATION.replace("/", "~1"),
-                    ",".join(f"{namespace}-{m}@kubernetescrd" for m in middlewares),
-                ),
-            ),
-        }
-        for ingress, host, middlewares in (
-            (names.API, toolkit.API_HOST, INGRESS_MIDDLEWARES[names.API]),
-            (names.FLOWER, toolkit.FLOWER_INGRESS_HOST, INGRESS_MIDDLEWARES[names.FLOWER]),
-        )
-    ]
+    patches = edge.release_patches(cfg)
     patches += [
         {
             "target": {"kind": "Deployment", "name": name},
@@ -131,6 +111,7 @@ def release_kustomization(
         "kind": "Kustomization",
         "namespace": namespace,
         "resources": [os.path.relpath(overlay, workdir)],
+        "components": edge.release_components(cfg, workdir),
         "images": [
             {
                 "name": BACKEND_IMAGE_PLACEHOLDER,
@@ -200,13 +181,18 @@ class Rendered:
         return [doc for doc in self.docs if doc["kind"] == kind]
 
 
-def _runs_image(doc: dict[str, Any], image: str) -> bool:
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod spec of a workload (a CronJob's is inside its jobTemplate); None for others."""
     if doc["kind"] not in POD_TEMPLATE_KINDS:
-        return False
-    spec = doc["spec"]["template"]["spec"]
-    return any(
-        c.get("image") == image for c in [*spec.get("initContainers", []), *spec["containers"]]
-    )
+        return None
+    workload = doc["spec"]["jobTemplate"] if doc["kind"] == "CronJob" else doc
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def _runs_image(spec: dict[str, Any], image: str) -> bool:
+    containers = [*spec.get("initContainers", []), *spec["containers"]]
+    return any(c.get("image") == image for c in containers)
 
 
 def _assemble(
@@ -221,8 +207,9 @@ def _assemble(
     """The Rendered release: pull secret on the pods of IMAGE, migrate Job JOB renamed by
     NAME_JOB (after the pull secret: it is part of the Job's spec)."""
     for doc in docs:
-        if pull_secret and _runs_image(doc, image):
-            doc["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": pull_secret}]
+        spec = _pod_spec(doc)
+        if pull_secret and spec is not None and _runs_image(spec, image):
+            spec["imagePullSecrets"] = [{"name": pull_secret}]
     job_name = ""
     for doc in docs:
         if doc["kind"] == "Job" and doc["metadata"]["name"] == job:

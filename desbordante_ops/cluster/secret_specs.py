@@ -40,6 +40,7 @@ SPECS: tuple[SecretSpec, ...] = (
         "rabbitmq", names.RabbitMQSecret.NAME, "rabbitmq", (names.API, names.WORKER, names.FLOWER)
     ),
     SecretSpec("flower", names.FlowerSecret.NAME, None, (names.FLOWER,)),
+    SecretSpec("api-auth", names.ApiAuthSecret.NAME, None, ()),  # Traefik reads it live
 )
 # The key every spec keeps its password under (the Flower Secret also has `users`).
 PASSWORD_KEY = "password"  # noqa: S105 - a Secret key name
@@ -50,10 +51,10 @@ def new_password() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def htpasswd_line(user: str, password: str) -> str:
+def htpasswd_line(user: str, password: str, key: str = "FLOWER_USER") -> str:
     """One `user:$2b$...` bcrypt line, as Traefik's basicAuth `users` secret key expects."""
     if not user or ":" in user:
-        raise Exit(f"FLOWER_USER={user!r}: must be non-empty and contain no ':'.")
+        raise Exit(f"{key}={user!r}: must be non-empty and contain no ':'.")
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
     return f"{user}:{hashed}"
 
@@ -64,6 +65,12 @@ def secret_values(spec: SecretSpec, cfg: EnvConfig, password: str) -> dict[str, 
         return {
             names.FlowerSecret.PASSWORD: password,
             names.FlowerSecret.USERS: htpasswd_line(cfg.backend.FLOWER_USER, password),
+        }
+    if spec.name == names.ApiAuthSecret.NAME:
+        user = cfg.toolkit.API_AUTH_USER
+        return {
+            names.ApiAuthSecret.PASSWORD: password,
+            names.ApiAuthSecret.USERS: htpasswd_line(user, password, "API_AUTH_USER"),
         }
     return {PASSWORD_KEY: password}
 

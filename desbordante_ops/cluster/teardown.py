@@ -36,6 +36,7 @@ SELECTOR = ",".join(
 )
 # Built-in kinds the overlays render, workloads first (their pods go with them).
 WORKLOAD_KINDS = (
+    "cronjobs.batch",
     "deployments.apps",
     "statefulsets.apps",
     "jobs.batch",

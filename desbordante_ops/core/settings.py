@@ -15,15 +15,16 @@ shows every raw value with its source.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dotenv import dotenv_values
 from invoke import Exit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 try:
     from desbordante_service.settings import DATABASE_FIELDS, SECRET_FIELDS, Settings
@@ -66,6 +67,39 @@ class Toolkit(BaseModel):
     POSTGRES_ADMIN_DB: str = "postgres"
     MIN_FREE_DISK_MB: int = Field(1024, ge=0)
     LOCAL_RUN_DIR: str = ".run/local"  # local stack: supervisord conf, socket, pid and log files
+    # The edge of stage/prod (k3s's Traefik; cluster/edge.py): HTTPS, who may call the API and
+    # how often. Unused locally.
+    TLS_MODE: Literal["acme", "selfsigned", "off"] = "acme"
+    ACME_EMAIL: str = ""  # Let's Encrypt account e-mail; required with TLS_MODE=acme
+    HSTS_SECONDS: int = Field(31536000, ge=0)  # Strict-Transport-Security max-age; 0 = none
+    API_ACCESS: Literal["public", "restricted"] = "restricted"
+    API_ALLOWED_IPS: str = ""  # comma-separated IPs/CIDRs; with restricted: an allow-list
+    API_AUTH_USER: str = Field("desbordante", pattern=r"^[^:\s]+$")  # restricted: basic auth
+    # Per client IP, on uploads and task creation only (Traefik rateLimit and inFlightReq).
+    EDGE_RATE_AVERAGE: int = Field(30, ge=0)  # requests per EDGE_RATE_PERIOD; 0 = no limit
+    EDGE_RATE_PERIOD: str = Field("1m", pattern=r"^[1-9][0-9]*(s|m|h)$")
+    EDGE_RATE_BURST: int = Field(10, ge=1)
+    EDGE_INFLIGHT: int = Field(4, ge=1)  # requests at the same time
+
+    @field_validator("API_ALLOWED_IPS")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        """Every comma-separated entry must be an IP address or a CIDR range."""
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR range") from None
+        return value
+
+    @property
+    def allowed_networks(self) -> list[str]:
+        """API_ALLOWED_IPS as normalized CIDR ranges (e.g. `203.0.113.7` -> `203.0.113.7/32`)."""
+        return [
+            str(ipaddress.ip_network(part.strip(), strict=False))
+            for part in self.API_ALLOWED_IPS.split(",")
+            if part.strip()
+        ]
 
 
 def _default_text(value: Any) -> str:
@@ -257,10 +291,11 @@ def _derive(name: str, values: dict[str, Value], root: Path, environ: Mapping[st
         fill("API_BASE_URL", f"http://127.0.0.1:{values['APPLICATION_SERVER_PORT'].value}")
         fill("FLOWER_BASE_URL", f"http://127.0.0.1:{values['FLOWER_PORT'].value}")
     else:
+        scheme = "http" if values["TLS_MODE"].value == "off" else "https"
         if values["API_HOST"].value:
-            fill("API_BASE_URL", f"http://{values['API_HOST'].value}")
+            fill("API_BASE_URL", f"{scheme}://{values['API_HOST'].value}")
         if values["FLOWER_INGRESS_HOST"].value:
-            fill("FLOWER_BASE_URL", f"http://{values['FLOWER_INGRESS_HOST'].value}")
+            fill("FLOWER_BASE_URL", f"{scheme}://{values['FLOWER_INGRESS_HOST'].value}")
 
 
 def load_config(

@@ -31,6 +31,7 @@ from desbordante_ops.local.supervise import (
     STOP_WAIT_SECONDS,
     StackPaths,
     Supervisor,
+    programs,
     render_conf,
     supervisord_command,
 )
@@ -139,7 +140,7 @@ class ProcessStack(LocalStack):
             step(f"Starting supervisord ({self.paths.conf})")
             self._start_supervisord()
         infos = self.sup.processes()
-        for name in SERVICES:
+        for name in (name for name in programs(env) if name in infos):  # new ones: after down
             info = infos[name]
             if info["statename"] in ("RUNNING", "STARTING"):
                 ok(f"{name} already {info['statename'].lower()} (pid {info['pid']})")

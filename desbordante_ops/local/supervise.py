@@ -26,10 +26,17 @@ from invoke import Exit
 from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
 
 SERVICES = ("api", "worker", "flower")
+# Deletes old datasets and results every hour (`desbordante-service retention --interval`);
+# a program only when RETENTION_DAYS > 0, and not a service: no port, no health, no status row.
+RETENTION = "retention"
+RETENTION_INTERVAL_SECONDS = 3600
 # supervisord programs and the backend command each runs.
-PROGRAMS: dict[str, tuple[str, ...]] = {name: (name,) for name in SERVICES}
+PROGRAMS: dict[str, tuple[str, ...]] = {
+    **{name: (name,) for name in SERVICES},
+    RETENTION: (RETENTION, "--interval", str(RETENTION_INTERVAL_SECONDS)),
+}
 # Bounded graceful stop: SIGTERM, then SIGKILL to the whole process group after this long.
-STOP_WAIT_SECONDS = {"api": 15, "worker": 30, "flower": 10}
+STOP_WAIT_SECONDS = {"api": 15, "worker": 30, "flower": 10, RETENTION: 10}
 START_SECONDS = 3
 RPC_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException)
 RPC_TIMEOUT = 120.0  # stopAllProcesses waits for every bounded stop in turn
@@ -86,6 +93,12 @@ def _quote(key: str, value: str) -> str:
     return '"' + value + '"'
 
 
+def programs(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The programs of a stack run with ENV: the services, and retention if RETENTION_DAYS > 0."""
+    days = env.get("RETENTION_DAYS", "").strip()
+    return (*SERVICES, RETENTION) if days.isdigit() and int(days) > 0 else SERVICES
+
+
 def program_command(python: str, service: str) -> str:
     """Command line of one program: the backend entry point from this Python environment."""
     return shlex.join([python, "-m", "desbordante_service", *PROGRAMS[service]])
@@ -117,7 +130,7 @@ def render_conf(paths: StackPaths, env: Mapping[str, str], python: str, director
         },
         "supervisorctl": {"serverurl": f"unix://{paths.socket}"},
     }
-    for service in PROGRAMS:
+    for service in programs(env):
         sections[f"program:{service}"] = {
             "command": program_command(python, service),
             "directory": directory,

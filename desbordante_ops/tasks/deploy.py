@@ -7,7 +7,7 @@ from typing import Any
 from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import deploy as cluster_deploy
-from desbordante_ops.cluster import kube
+from desbordante_ops.cluster import kube, traefik
 from desbordante_ops.cluster import rollback as cluster_rollback
 from desbordante_ops.cluster import teardown as cluster_teardown
 from desbordante_ops.cluster.bootstrap import default_tag
@@ -50,7 +50,7 @@ def deploy(
     yes: bool = False,
     timeout: int = cluster_deploy.ROLLOUT_TIMEOUT_SECONDS,
 ) -> None:
-    """Render, diff, apply (with prune), migrate and wait for the rollout of one release."""
+    """Render, diff, apply (with prune), migrate and wait for one release; then Traefik."""
     cfg = cluster_config(env)
     cluster_deploy.check_timeout(timeout)
     tag = tag or default_tag(c, cfg)
@@ -58,6 +58,7 @@ def deploy(
     rendered = render_release(c, cfg, tag)
     k = kube.connect(cfg)
     cluster_deploy.deploy_release(c, cfg, k, rendered, tag, **release_options(cfg, yes, timeout))
+    traefik.apply_traefik_config(c, cfg)
 
 
 @task(help={"env": options.CLUSTER_ENV, "tag": options.TAG})

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from invoke import Context
 
-from desbordante_ops.cluster import kube, names
+from desbordante_ops.cluster import edge, kube, names
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local.health import flower_auth, flower_url
 from desbordante_ops.local.stack import LocalStack
@@ -30,6 +30,7 @@ class Target:
     flower_skip_reason: str = ""
     max_upload_bytes: int | None = None
     stack: LocalStack | None = field(default=None, repr=False)
+    api_auth: tuple[str, str] | None = field(default=None, repr=False)  # restricted stage
 
     @property
     def restartable(self) -> bool:
@@ -61,6 +62,20 @@ def _flower_auth_from_cluster(cfg: EnvConfig) -> tuple[str, str] | None:
     return cfg.backend.FLOWER_USER, base64.b64decode(raw).decode("utf-8")
 
 
+def _api_auth(cfg: EnvConfig) -> tuple[str, str] | None:
+    """The API's basic auth when API_ACCESS=restricted: from the cluster Secret, else
+    API_AUTH_PASSWORD in the environment."""
+    if not edge.restricted(cfg):
+        return None
+    try:
+        return cfg.toolkit.API_AUTH_USER, edge.api_auth_password(
+            kube.connect(cfg).core, cfg.namespace
+        )
+    except Exception:  # no cluster or kubeconfig (Exit), no secret, no permission
+        password = os.environ.get("API_AUTH_PASSWORD")
+        return (cfg.toolkit.API_AUTH_USER, password) if password else None
+
+
 def environment_target(env: str) -> Target:
     """A deployed environment (stage/prod): URLs from env/<env>.env."""
     cfg = load_config(env)
@@ -76,6 +91,7 @@ def environment_target(env: str) -> Target:
             else "no Flower password: not readable from the cluster, FLOWER_PASSWORD unset"
         ),
         max_upload_bytes=cfg.backend.MAX_UPLOAD_SIZE_BYTES,
+        api_auth=_api_auth(cfg),
     )
 
 

@@ -15,8 +15,9 @@ from desbordante_ops.core.settings import REPO_ROOT, EnvConfig, load_config
 
 # The release tag the tests render (dots become dashes in the migrate Job name).
 TEST_TAG = "1.2.3-rc.1"
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 LONG_RUNNING_KINDS = ("Deployment", "StatefulSet")
+JOB_KINDS = ("Job", "CronJob")  # run to completion: no Service, selector or probes
 MIB = 1024 * 1024
 _BINARY = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB}
 _DECIMAL = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9}
@@ -27,8 +28,16 @@ def workloads(docs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     return (doc for doc in docs if doc["kind"] in WORKLOAD_KINDS)
 
 
+def pod_template(workload: dict[str, Any]) -> dict[str, Any]:
+    """The pod template of a workload (a CronJob's is inside its jobTemplate)."""
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]
+
+
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
-    return workload["spec"]["template"]["spec"]
+    return pod_template(workload)["spec"]
 
 
 def containers(spec: dict[str, Any], *, init: bool = True) -> list[dict[str, Any]]:
@@ -60,6 +69,8 @@ def memory_request(spec: dict[str, Any]) -> int:
 def replicas(workload: dict[str, Any]) -> int:
     if workload["kind"] == "Job":
         return int(workload["spec"].get("parallelism", 1))
+    if workload["kind"] == "CronJob":  # concurrencyPolicy Forbid: one Job at a time
+        return int(workload["spec"]["jobTemplate"]["spec"].get("parallelism", 1))
     return int(workload["spec"].get("replicas", 1))
 
 

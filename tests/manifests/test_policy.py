@@ -14,6 +14,7 @@ from desbordante_ops.cluster.render import Rendered
 from desbordante_ops.core.settings import REPO_ROOT
 
 from .kube_objects import (
+    JOB_KINDS,
     LONG_RUNNING_KINDS,
     MIB,
     backend_constant,
@@ -21,6 +22,7 @@ from .kube_objects import (
     env_values,
     overlay_memory_requests,
     pod_spec,
+    pod_template,
     quantity_bytes,
     render_env,
     settings,
@@ -39,7 +41,7 @@ RESTRICTED_VOLUME_TYPES = {
     "projected",
     "secret",
 }
-BACKEND_COMPONENTS = (names.API, names.WORKER, names.FLOWER, names.MIGRATE)
+BACKEND_COMPONENTS = (names.API, names.WORKER, names.FLOWER, names.MIGRATE, names.RETENTION)
 
 
 def all_containers(rendered: Rendered) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -56,7 +58,7 @@ def long_running(rendered: Rendered) -> list[dict[str, Any]]:
 
 
 def component_of(workload: dict[str, Any]) -> str:
-    return workload["spec"]["template"]["metadata"]["labels"][names.COMPONENT_LABEL]
+    return pod_template(workload)["metadata"]["labels"][names.COMPONENT_LABEL]
 
 
 def prestop_seconds(container: dict[str, Any]) -> int:
@@ -195,11 +197,11 @@ def test_workload_and_service_names_and_labels_match_k8s_names(rendered: Rendere
         names.UPLOADS_PVC
     ]
     for workload in workloads(rendered.docs):
-        labels = workload["spec"]["template"]["metadata"]["labels"]
+        labels = pod_template(workload)["metadata"]["labels"]
         assert labels[names.NAME_LABEL] == names.APP_NAME
         assert labels[names.COMPONENT_LABEL] in names.COMPONENTS
         assert labels[names.INSTANCE_LABEL] == rendered.namespace
-        if workload["kind"] != "Job":
+        if workload["kind"] not in JOB_KINDS:
             want = dict(kv.split("=") for kv in names.selector(component_of(workload)).split(","))
             assert workload["spec"]["selector"]["matchLabels"] == want
             assert workload["metadata"]["name"] == component_of(workload)
@@ -268,16 +270,17 @@ def test_replicas_and_hosts_come_from_the_settings(rendered: Rendered) -> None:
     hosts = {
         i["metadata"]["name"]: i["spec"]["rules"][0]["host"] for i in rendered.of_kind("Ingress")
     }
-    assert hosts == {names.API: toolkit.API_HOST, names.FLOWER: toolkit.FLOWER_INGRESS_HOST}
+    assert hosts[names.API] == toolkit.API_HOST
+    assert hosts[names.FLOWER] == toolkit.FLOWER_INGRESS_HOST
+    assert set(hosts.values()) == {toolkit.API_HOST, toolkit.FLOWER_INGRESS_HOST}
 
 
 def test_environments_do_not_share_hosts(all_rendered: dict[str, Rendered]) -> None:
     hosts = [
-        i["spec"]["rules"][0]["host"]
+        {i["spec"]["rules"][0]["host"] for i in rendered.of_kind("Ingress")}
         for rendered in all_rendered.values()
-        for i in rendered.of_kind("Ingress")
     ]
-    assert len(hosts) == len(set(hosts))
+    assert sum(map(len, hosts)) == len(set().union(*hosts)) == 2 * len(hosts)
 
 
 # --- Secrets -----------------------------------------------------------------------------------
@@ -341,7 +344,7 @@ def test_secrets_are_known_and_mounted_as_files_behind_file_variables(rendered: 
             for var in c.get("env", []):
                 if var["name"].endswith("_FILE"):
                     assert files.get(var["value"]) == expected[var["name"]], var
-            if component_of(workload) in (names.API, names.WORKER, names.MIGRATE):
+            if component_of(workload) in (names.API, names.WORKER, names.MIGRATE, names.RETENTION):
                 file_vars = {v["name"] for v in c.get("env", [])}
                 assert {"POSTGRES_PASSWORD_FILE", "RABBITMQ_DEFAULT_PASSWORD_FILE"} <= file_vars
     flower_spec = pod_spec(rendered.find("Deployment", names.FLOWER))
@@ -367,7 +370,7 @@ def test_namespace_enforces_restricted(rendered: Rendered) -> None:
 
 def _pods(rendered: Rendered) -> dict[str, Pod]:
     return {
-        component_of(w): Pod(rendered.namespace, w["spec"]["template"]["metadata"]["labels"])
+        component_of(w): Pod(rendered.namespace, pod_template(w)["metadata"]["labels"])
         for w in workloads(rendered.docs)
     }
 
@@ -395,6 +398,7 @@ def test_network_policies_allow_exactly_the_needed_connections(rendered: Rendere
         (names.WORKER, names.RABBITMQ),
         (names.FLOWER, names.RABBITMQ),
         (names.MIGRATE, names.POSTGRES),
+        (names.RETENTION, names.POSTGRES),
     }
     actual = {
         (src, dst)
@@ -451,7 +455,7 @@ def test_ingresses_use_traefik_and_flower_only_behind_basic_auth(rendered: Rende
         "traefik.ingress.kubernetes.io/router.middlewares"
     ]
     auth = rendered.find("Middleware", "flower-auth")["spec"]["basicAuth"]
-    assert flower_refs == f"{rendered.namespace}-flower-auth@kubernetescrd"
+    assert flower_refs.split(",")[-1] == f"{rendered.namespace}-flower-auth@kubernetescrd"
     assert auth["secret"] == names.FlowerSecret.NAME
     # The only way to Flower is its Ingress (its Service is ClusterIP, no NodePort).
     assert rendered.find("Service", names.FLOWER)["spec"].get("type", "ClusterIP") == "ClusterIP"
@@ -463,10 +467,11 @@ def test_edge_body_limit_matches_what_the_api_accepts(rendered: Rendered) -> Non
     envelope = backend_constant("datasets/upload.py", "ENVELOPE_ALLOWANCE")
     limit = rendered.find("Middleware", "upload-limit")["spec"]["buffering"]
     assert limit["maxRequestBodyBytes"] == max_file + envelope
-    api_refs = rendered.find("Ingress", names.API)["metadata"]["annotations"][
-        "traefik.ingress.kubernetes.io/router.middlewares"
-    ]
-    assert api_refs == f"{rendered.namespace}-upload-limit@kubernetescrd"
+    for ingress in (names.API, "api-limited"):  # the last step before the API, on every route
+        api_refs = rendered.find("Ingress", ingress)["metadata"]["annotations"][
+            "traefik.ingress.kubernetes.io/router.middlewares"
+        ]
+        assert api_refs.split(",")[-1] == f"{rendered.namespace}-upload-limit@kubernetescrd"
 
 
 # --- Memory budget -----------------------------------------------------------------------------

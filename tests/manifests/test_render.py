@@ -119,7 +119,7 @@ def test_a_pull_secret_reaches_every_pod_of_the_backend_image_only() -> None:
     with_secret = {
         w["metadata"]["name"] for w in workloads(secret.docs) if "imagePullSecrets" in pod_spec(w)
     }
-    assert with_secret == {"api", "worker", "flower", secret.migrate_job}
+    assert with_secret == {"api", "worker", "flower", "retention", secret.migrate_job}
     # the Job's template changed, so it is a new Job (templates are immutable)
     assert secret.migrate_job != plain.migrate_job
     assert with_pull_secret(plain, "desbordante-registry").docs == secret.docs

@@ -13,7 +13,7 @@ from support.selectors import matches
 from desbordante_ops.cluster import teardown as td
 from desbordante_ops.cluster.render import Rendered
 
-from .kube_objects import workloads
+from .kube_objects import pod_template, workloads
 
 
 def resource_name(doc: dict[str, Any]) -> str:
@@ -39,7 +39,7 @@ def test_every_rendered_object_and_pod_carries_the_teardown_labels(rendered: Ren
         labels = doc["metadata"].get("labels", {})
         assert matches(td.SELECTOR, labels), f"{doc['kind']}/{doc['metadata']['name']}: {labels}"
     for workload in workloads(rendered.docs):
-        labels = workload["spec"]["template"]["metadata"]["labels"]
+        labels = pod_template(workload)["metadata"]["labels"]
         assert matches(td.SELECTOR, labels), (
             f"pods of {workload['kind']}/{workload['metadata']['name']}"
         )

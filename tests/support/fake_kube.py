@@ -116,8 +116,29 @@ class FakeCore:
             type=body.type or "Opaque",
             data={**(body.data or {}), **self._encode(body.string_data)},
         )
+        self._stamp(stored)
         self.secrets[(namespace, name)] = stored
         return copy.deepcopy(stored)
+
+    def _stamp(self, secret: Any) -> None:
+        """A new resourceVersion, as the server gives every write."""
+        self.version = getattr(self, "version", 0) + 1
+        secret.metadata.resource_version = str(self.version)
+
+    def replace_namespaced_secret(self, name: str, namespace: str, body: Any) -> Any:
+        """PUT: 404 when missing, 409 when BODY's resourceVersion is not the stored one."""
+        self.calls.append(f"replace_secret {name}")
+        if (namespace, name) not in self.secrets:
+            raise _missing("secret", name)
+        stored = self.secrets[(namespace, name)]
+        if body.metadata.resource_version != stored.metadata.resource_version:
+            raise ApiException(status=409, reason="Conflict")
+        new = copy.deepcopy(body)
+        new.data = {**(body.data or {}), **self._encode(body.string_data)}
+        new.string_data = None
+        self._stamp(new)
+        self.secrets[(namespace, name)] = new
+        return copy.deepcopy(new)
 
     def patch_namespaced_secret(self, name: str, namespace: str, body: Any) -> Any:
         self.calls.append(f"patch_secret {name}")

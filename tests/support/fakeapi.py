@@ -118,6 +118,7 @@ RESOURCES: dict[tuple[str, str], Kind] = {
         Kind("apps", "v1", "deployments", "Deployment"),
         Kind("apps", "v1", "statefulsets", "StatefulSet"),
         Kind("batch", "v1", "jobs", "Job"),
+        Kind("batch", "v1", "cronjobs", "CronJob"),
         Kind("networking.k8s.io", "v1", "ingresses", "Ingress"),
         Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
         Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),

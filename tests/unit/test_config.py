@@ -147,9 +147,11 @@ def test_derived_values(tmp_path: Path) -> None:
 def test_stage_urls_derive_from_hosts(tmp_path: Path) -> None:
     root = make_root(tmp_path, "API_HOST=api.example\nFLOWER_INGRESS_HOST=fl.example\n", "stage")
     cfg = load_config("stage", environ={}, root=root)
-    assert cfg.value("API_BASE_URL") == "http://api.example"
-    assert cfg.value("FLOWER_BASE_URL") == "http://fl.example"
+    assert cfg.value("API_BASE_URL") == "https://api.example"
+    assert cfg.value("FLOWER_BASE_URL") == "https://fl.example"
     assert cfg.namespace == "desbordante-stage"
+    plain = load_config("stage", flags={"TLS_MODE": "off"}, environ={}, root=root)
+    assert plain.value("API_BASE_URL") == "http://api.example"
 
 
 def test_backend_env_has_no_secrets_or_toolkit_keys(tmp_path: Path) -> None:
@@ -220,7 +222,7 @@ def test_cluster_env_values(name: str, host: str) -> None:
     assert cfg.value("POSTGRES_HOST") == "postgres"
     assert cfg.value("RABBITMQ_HOST") == "rabbitmq"
     assert cfg.value("API_HOST") == host
-    assert cfg.value("API_BASE_URL") == f"http://{host}"
+    assert cfg.value("API_BASE_URL") == f"https://{host}"
     assert cfg.value("UPLOADED_FILES_DIR_PATH") == "/data/uploads"
     assert cfg.value("WORKER_CONCURRENCY") == "1"
     assert cfg.value("FLOWER_HOST") == "0.0.0.0"  # noqa: S104 - bind address, not a host name

@@ -34,6 +34,7 @@ OURS = {
 RESOURCES = {
     "deployments.apps": "Deployment",
     "statefulsets.apps": "StatefulSet",
+    "cronjobs.batch": "CronJob",
     "jobs.batch": "Job",
     "ingresses.networking.k8s.io": "Ingress",
     "services": "Service",
