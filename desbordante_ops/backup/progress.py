@@ -42,8 +42,11 @@ def last_line(result: Result) -> str:
     return f"exit {result.exited}, no output"
 
 
-def run_watched(c: Context, command: str, watch: Path, label: str, timeout: float) -> Result:
-    """Run COMMAND (output hidden, never our stdin) while showing how big WATCH has grown.
+def run_watched(
+    c: Context, command: str, label: str, timeout: float, watch: Path | None = None
+) -> Result:
+    """Run COMMAND (output hidden, never our stdin) while showing how big WATCH has grown (or,
+    without WATCH, for how long it has run).
 
     Returns the Result (warn=True: the caller decides what a failure means); Exit when the
     command runs longer than TIMEOUT seconds.
@@ -52,7 +55,11 @@ def run_watched(c: Context, command: str, watch: Path, label: str, timeout: floa
     def go() -> Result:
         return c.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
 
+    def so_far(started: float) -> str:
+        return decimal(size_of(watch)) if watch else f"{time.monotonic() - started:.0f}s"
+
     with ThreadPoolExecutor(max_workers=1) as pool, tracker() as track:
+        started = time.monotonic()
         future = pool.submit(go)
         shown = [0.0]
 
@@ -60,7 +67,7 @@ def run_watched(c: Context, command: str, watch: Path, label: str, timeout: floa
             now = time.monotonic()
             if now - shown[0] >= REPORT_SECONDS:
                 shown[0] = now
-                track.update(label, f"{label}: {decimal(size_of(watch))}", 0)
+                track.update(label, f"{label}: {so_far(started)}", 0)
             return future.done()
 
         poll(check, bool, timeout + 10, WATCH_SECONDS)
@@ -68,7 +75,7 @@ def run_watched(c: Context, command: str, watch: Path, label: str, timeout: floa
             result = future.result()
         except CommandTimedOut:
             raise Exit(f"{label} took longer than {timeout:.0f}s and was stopped.") from None
-        track.update(label, f"{label}: {decimal(size_of(watch))}, done", 1)
+        track.update(label, f"{label}: {so_far(started)}, done", 1)
     return result
 
 

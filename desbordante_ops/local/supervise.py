@@ -210,6 +210,14 @@ class Supervisor:
             if "ALREADY_STARTED" not in fault.faultString:
                 raise
 
+    def stop(self, name: str) -> None:
+        """Stop program NAME (SIGTERM, SIGKILL after its stopwaitsecs); waits."""
+        try:
+            self._proxy().supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as fault:
+            if "NOT_RUNNING" not in fault.faultString:
+                raise
+
     def stop_all(self) -> list[dict[str, Any]]:
         """Stop every program (SIGTERM, SIGKILL after stopwaitsecs); waits."""
         return self._proxy().supervisor.stopAllProcesses(True)

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from desbordante_ops.tasks import access, bootstrap, config, deploy, images, k3s, local, secrets
+from desbordante_ops.tasks import (
+    access,
+    backup,
+    bootstrap,
+    config,
+    deploy,
+    images,
+    k3s,
+    local,
+    secrets,
+)
 
 
 def namespace() -> Collection:
-    """Root tasks (local stack, config, doctor) plus one collection per area."""
-    ns = Collection(local.up, local.down, local.status, local.logs, config.config, config.doctor)
+    """Root tasks (local stack, config, doctor, backup, restore) plus one collection per area."""
+    ns = Collection(
+        local.up,
+        local.down,
+        local.status,
+        local.logs,
+        config.config,
+        config.doctor,
+        backup.backup,
+        backup.restore,
+    )
     for module in (images, k3s, secrets, deploy, access, bootstrap):
         ns.add_collection(Collection.from_module(module))
     return ns
