@@ -78,10 +78,13 @@ def backup(target: Target, output: Path) -> Path:
     path = output / archive.archive_name(target.env, created)
     with tempfile.TemporaryDirectory(dir=output, prefix=".backup-") as tmp:
         staged = {DATABASE: Path(tmp) / DATABASE, UPLOADS: Path(tmp) / UPLOADS}
-        target.dump_database(staged[DATABASE])
-        ok(f"database dumped ({decimal(staged[DATABASE].stat().st_size)})")
-        target.dump_files(staged[UPLOADS])
-        ok(f"uploaded files packed ({decimal(staged[UPLOADS].stat().st_size)})")
+        try:
+            target.dump_database(staged[DATABASE])
+            ok(f"database dumped ({decimal(staged[DATABASE].stat().st_size)})")
+            target.dump_files(staged[UPLOADS])
+            ok(f"uploaded files packed ({decimal(staged[UPLOADS].stat().st_size)})")
+        finally:
+            target.close()
         manifest = Manifest(
             env=target.env,
             source=target.describe(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO
 
@@ -70,7 +70,8 @@ def run_watched(
                 track.update(label, f"{label}: {so_far(started)}", 0)
             return future.done()
 
-        poll(check, bool, timeout + 10, WATCH_SECONDS)
+        # Between checks, wait for the command itself: done means no further sleep.
+        poll(check, bool, timeout + 10, WATCH_SECONDS, sleep=lambda s: wait([future], s))
         try:
             result = future.result()
         except CommandTimedOut:
