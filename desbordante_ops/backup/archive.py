@@ -85,7 +85,7 @@ def write_archive(target: Path, manifest: Manifest, staged: dict[str, Path]) -> 
                 size = path.stat().st_size
                 with path.open("rb") as source:
                     meter = Meter(source, size, f"archive: {name}", track)
-                    tar.addfile(_info(name, size), meter)  # type: ignore[arg-type]
+                    tar.addfile(_info(name, size), meter)
                     meter.show()
                 members[name] = Member(sha256=meter.sha256, size=size)
             final = manifest.model_copy(update={"members": members})

@@ -70,8 +70,11 @@ def run_watched(
                 track.update(label, f"{label}: {so_far(started)}", 0)
             return future.done()
 
-        # Between checks, wait for the command itself: done means no further sleep.
-        poll(check, bool, timeout + 10, WATCH_SECONDS, sleep=lambda s: wait([future], s))
+        def pause(seconds: float) -> None:
+            """Between checks, wait for the command itself: once it is done, no longer."""
+            wait([future], seconds)
+
+        poll(check, bool, timeout + 10, WATCH_SECONDS, sleep=pause)
         try:
             result = future.result()
         except CommandTimedOut:

@@ -52,7 +52,7 @@ def free_port() -> str:
 def admin(*statements: str, dbname: str = "postgres") -> None:
     with psycopg.connect(f"{ADMIN} dbname={dbname}", autocommit=True) as conn:
         for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
 
 @pytest.fixture(scope="module")

@@ -328,7 +328,7 @@ class ScalingContext(MockContext):
         """Every object `kubectl apply -f` was given."""
         return self._applied
 
-    def run(self, command: str, **kw: Any) -> Result:  # type: ignore[override]
+    def run(self, command: str, **kw: Any) -> Result:
         self._commands.append(command)
         apps: ClusterApps = self._k.apps
         core: ClusterCore = self._k.core

@@ -171,7 +171,7 @@ def test_restore_waits_until_the_writers_pods_are_gone(cfg: EnvConfig, tmp_path:
         if replicas:
             original(name, replicas)  # scaling up: at once
 
-    k.apps.scale = slow_scale  # type: ignore[method-assign]
+    k.apps.scale = slow_scale
     listing = k.core.list_namespaced_pod
 
     def list_pods(namespace: str, label_selector: str = "") -> object:
@@ -182,7 +182,7 @@ def test_restore_waits_until_the_writers_pods_are_gone(cfg: EnvConfig, tmp_path:
                 original(names.WORKER, 0)
         return listing(namespace, label_selector)
 
-    k.core.list_namespaced_pod = list_pods  # type: ignore[method-assign]
+    k.core.list_namespaced_pod = list_pods
     c = ScalingContext(k)
     flow.restore(target(c, cfg, k), path, yes=True)
     assert len(polls) == 3
@@ -240,7 +240,7 @@ def test_writers_that_do_not_stop_stop_the_restore_before_any_change(
 ) -> None:
     path = make_archive(cfg, tmp_path, REVISION)
     k = fake_cluster()
-    k.apps.scale = lambda name, replicas: None  # type: ignore[method-assign]
+    k.apps.scale = lambda name, replicas: None
     c = ScalingContext(k)
     with pytest.raises(Exit, match="pods still running after 180s: api-7d9f-abcde, worker-"):
         flow.restore(target(c, cfg, k), path, yes=True)
