@@ -195,7 +195,8 @@ class ClusterTarget:
         pods = self.k.core.list_namespaced_pod(self.namespace, label_selector=selector).items
         return [pod.metadata.name for pod in pods]
 
-    def stop_writers(self) -> list[str]:
+    def stop_writers(self, stopped: list[str]) -> None:
+        stopped += WRITERS
         deployments = [f"deployment/{name}" for name in WRITERS]
         self._run(self.kubectl("scale", *deployments, "--replicas=0"), "kubectl scale", 60)
         left = poll(
@@ -203,7 +204,6 @@ class ClusterTarget:
         )
         if left:
             raise Exit(f"pods still running after {POD_TIMEOUT_SECONDS}s: {', '.join(left)}")
-        return list(WRITERS)
 
     def restore_database(self, path: Path) -> None:
         command = self._in_postgres(postgres.restore_command(POD_CONNECT), stdin=True)

@@ -49,8 +49,9 @@ class Target(Protocol):
     def dump_files(self, path: Path) -> None:
         """Write the tar of the uploaded files to PATH."""
 
-    def stop_writers(self) -> list[str]:
-        """Stop what writes data (api, worker) and wait; names of what was stopped."""
+    def stop_writers(self, stopped: list[str]) -> None:
+        """Stop what writes data (api, worker) and wait; each name goes into STOPPED before
+        it is stopped (a failure half-way still says what to start again)."""
 
     def restore_database(self, path: Path) -> None:
         """Replace the database with the dump at PATH (one transaction)."""
@@ -191,7 +192,7 @@ def _apply(
 ) -> None:
     progress.doing = "stopping the writers"
     step(f"Stopping the writers of {target.describe()}")
-    progress.stopped = target.stop_writers()
+    target.stop_writers(progress.stopped)
     ok(f"stopped: {', '.join(progress.stopped) or 'nothing was running'}")
     progress.doing = "restoring the database"
     step("Restoring the database (one transaction)")

@@ -101,14 +101,14 @@ class LocalTarget:
     def dump_files(self, path: Path) -> None:
         files.pack(self.cfg.uploads_dir, path)
 
-    def stop_writers(self) -> list[str]:
+    def stop_writers(self, stopped: list[str]) -> None:
         if not self.stack.is_running():
-            return []
+            return
         infos = self.stack.sup.processes()
-        running = [name for name in WRITERS if infos[name]["statename"] in ACTIVE]
-        for name in running:
-            self.stack.sup.stop(name)
-        return running
+        for name in WRITERS:
+            if infos[name]["statename"] in ACTIVE:
+                stopped.append(name)
+                self.stack.sup.stop(name)
 
     def restore_database(self, path: Path) -> None:
         command = postgres.restore_command(

@@ -242,9 +242,17 @@ def test_writers_that_do_not_stop_stop_the_restore_before_any_change(
     k = fake_cluster()
     k.apps.scale = lambda name, replicas: None
     c = ScalingContext(k)
-    with pytest.raises(Exit, match="pods still running after 180s: api-7d9f-abcde, worker-"):
+    with pytest.raises(Exit) as raised:
         flow.restore(target(c, cfg, k), path, yes=True)
+    assert str(raised.value.message) == (
+        "Restore of stage failed while stopping the writers: pods still running after 180s: "
+        "api-7d9f-abcde, worker-5c4b-fghij. Nothing was changed; api, worker run again."
+    )
     assert not any("pg_restore" in command for command in c.commands)
+    assert c.commands[-2:] == [
+        f"{kubectl_prefix(cfg)} scale deployment/api --replicas=1",
+        f"{kubectl_prefix(cfg)} scale deployment/worker --replicas=1",
+    ]
 
 
 def test_a_newer_schema_is_refused_before_any_command(cfg: EnvConfig, tmp_path: Path) -> None:
@@ -284,3 +292,31 @@ def test_restore_goes_on_with_the_typed_name_and_refuses_without_a_terminal(
     assert c.commands == []
     flow.restore(target(c, cfg, k), path, ask=lambda q: " stage\n", interactive=True)
     assert any("pg_restore" in command for command in c.commands)
+
+
+def test_migration_failure_says_the_data_is_restored_but_not_migrated(
+    cfg: EnvConfig, tmp_path: Path
+) -> None:
+    path = make_archive(cfg, tmp_path, EMPTY)
+    k = fake_cluster()
+    c = ScalingContext(k, {"service migrate": Result(stderr="migrate: failed: boom", exited=1)})
+    with pytest.raises(Exit) as raised:
+        flow.restore(target(c, cfg, k), path, yes=True)
+    assert str(raised.value.message) == (
+        "Restore of stage failed while migrating the schema: migrate in the helper pod: "
+        "migrate: failed: boom. The database and the uploaded files are restored, the schema is "
+        "not migrated; api, worker stay stopped. Run the same restore again to finish it (it is "
+        "safe to repeat)."
+    )
+
+
+def test_writers_not_coming_back_say_the_data_is_restored(cfg: EnvConfig, tmp_path: Path) -> None:
+    path = make_archive(cfg, tmp_path, REVISION)
+    k = fake_cluster()
+    c = ScalingContext(k, {"deployment/worker --replicas=1": Result(stderr="denied", exited=1)})
+    with pytest.raises(Exit) as raised:
+        flow.restore(target(c, cfg, k), path, yes=True)
+    assert str(raised.value.message) == (
+        "Restore of stage failed while starting the writers again: kubectl scale: denied. "
+        "The data is restored; start api, worker yourself."
+    )
