@@ -11,6 +11,7 @@ import io
 import shlex
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from invoke import Exit, Result
@@ -60,6 +61,23 @@ def target(c: ScalingContext, cfg: EnvConfig, k: Kube) -> ClusterTarget:
 def make_archive(cfg: EnvConfig, directory: Path, results: dict[str, Result]) -> Path:
     k = fake_cluster()
     return flow.backup(target(ScalingContext(k, results, OUTPUTS), cfg, k), directory)
+
+
+def failed_restore(
+    cfg: EnvConfig,
+    tmp_path: Path,
+    archived: dict[str, Result],
+    failing: dict[str, Result] | None = None,
+    **restore: Any,
+) -> tuple[str, ScalingContext]:
+    """Restore an archive (of a database answering ARCHIVED; with --yes unless RESTORE says
+    otherwise) while FAILING commands fail: the one-line message and every command run."""
+    path = make_archive(cfg, tmp_path, archived)
+    k = fake_cluster()
+    c = ScalingContext(k, failing)
+    with pytest.raises(Exit) as raised:
+        flow.restore(target(c, cfg, k), path, **(restore or {"yes": True}))
+    return str(raised.value.message), c
 
 
 def redirected(command: str, sign: str) -> str:
@@ -205,13 +223,8 @@ def test_restore_of_an_older_archive_migrates_in_the_helper_before_scaling_up(
 def test_database_failure_changes_nothing_and_starts_the_writers_again(
     cfg: EnvConfig, tmp_path: Path
 ) -> None:
-    path = make_archive(cfg, tmp_path, REVISION)
-    k = fake_cluster()
     failed = Result(stderr="pg_restore: error: unsupported version (1.16) in file header", exited=1)
-    c = ScalingContext(k, {"pg_restore": failed})
-    with pytest.raises(Exit) as raised:
-        flow.restore(target(c, cfg, k), path, yes=True)
-    message = str(raised.value.message)
+    message, c = failed_restore(cfg, tmp_path, REVISION, {"pg_restore": failed})
     assert message.startswith("Restore of stage failed while restoring the database: ")
     assert "unsupported version" in message and "\n" not in message
     assert message.endswith("Nothing was changed; api, worker run again.")
@@ -222,12 +235,8 @@ def test_database_failure_changes_nothing_and_starts_the_writers_again(
 def test_files_failure_says_the_database_is_restored_and_keeps_writers_stopped(
     cfg: EnvConfig, tmp_path: Path
 ) -> None:
-    path = make_archive(cfg, tmp_path, REVISION)
-    k = fake_cluster()
-    c = ScalingContext(k, {" tar -C ": Result(stderr="tar: write error: No space left", exited=2)})
-    with pytest.raises(Exit) as raised:
-        flow.restore(target(c, cfg, k), path, yes=True)
-    message = str(raised.value.message)
+    failed = Result(stderr="tar: write error: No space left", exited=2)
+    message, c = failed_restore(cfg, tmp_path, REVISION, {" tar -C ": failed})
     assert "while restoring the uploaded files: tar in the helper pod: tar: write error" in message
     assert "The database is restored, the uploaded files are not (or only partly)" in message
     assert "api, worker stay stopped. Run the same restore again" in message
@@ -257,27 +266,23 @@ def test_writers_that_do_not_stop_stop_the_restore_before_any_change(
 
 def test_a_newer_schema_is_refused_before_any_command(cfg: EnvConfig, tmp_path: Path) -> None:
     newer = {r"SELECT version_num": Result(stdout="9f3e0c2b7a11\n")}
-    path = make_archive(cfg, tmp_path, newer)
-    k = fake_cluster()
-    c = ScalingContext(k)
-    with pytest.raises(Exit, match=r"9f3e0c2b7a11 is newer than this code's head 0001"):
-        flow.restore(target(c, cfg, k), path, yes=True)
+    message, c = failed_restore(cfg, tmp_path, newer)
+    assert message.startswith(
+        "The archive's schema revision 9f3e0c2b7a11 is newer than this code's head 0001: "
+    )
     assert c.commands == []
 
 
 @pytest.mark.parametrize("answer", ["", "prod", "yes"])
 def test_restore_asks_for_the_environment_name(cfg: EnvConfig, tmp_path: Path, answer: str) -> None:
-    path = make_archive(cfg, tmp_path, REVISION)
-    k = fake_cluster()
-    c = ScalingContext(k)
     questions: list[str] = []
 
     def ask(question: str) -> str:
         questions.append(question)
         return answer
 
-    with pytest.raises(Exit, match="Not confirmed; nothing was changed"):
-        flow.restore(target(c, cfg, k), path, ask=ask, interactive=True)
+    message, c = failed_restore(cfg, tmp_path, REVISION, ask=ask, interactive=True)
+    assert message == "Not confirmed; nothing was changed."
     assert "Type the environment name (stage)" in questions[0] and c.commands == []
 
 
@@ -297,12 +302,9 @@ def test_restore_goes_on_with_the_typed_name_and_refuses_without_a_terminal(
 def test_migration_failure_says_the_data_is_restored_but_not_migrated(
     cfg: EnvConfig, tmp_path: Path
 ) -> None:
-    path = make_archive(cfg, tmp_path, EMPTY)
-    k = fake_cluster()
-    c = ScalingContext(k, {"service migrate": Result(stderr="migrate: failed: boom", exited=1)})
-    with pytest.raises(Exit) as raised:
-        flow.restore(target(c, cfg, k), path, yes=True)
-    assert str(raised.value.message) == (
+    failed = Result(stderr="migrate: failed: boom", exited=1)
+    message, _ = failed_restore(cfg, tmp_path, EMPTY, {"service migrate": failed})
+    assert message == (
         "Restore of stage failed while migrating the schema: migrate in the helper pod: "
         "migrate: failed: boom. The database and the uploaded files are restored, the schema is "
         "not migrated; api, worker stay stopped. Run the same restore again to finish it (it is "
@@ -311,12 +313,9 @@ def test_migration_failure_says_the_data_is_restored_but_not_migrated(
 
 
 def test_writers_not_coming_back_say_the_data_is_restored(cfg: EnvConfig, tmp_path: Path) -> None:
-    path = make_archive(cfg, tmp_path, REVISION)
-    k = fake_cluster()
-    c = ScalingContext(k, {"deployment/worker --replicas=1": Result(stderr="denied", exited=1)})
-    with pytest.raises(Exit) as raised:
-        flow.restore(target(c, cfg, k), path, yes=True)
-    assert str(raised.value.message) == (
+    failed = Result(stderr="denied", exited=1)
+    message, _ = failed_restore(cfg, tmp_path, REVISION, {"deployment/worker --replicas=1": failed})
+    assert message == (
         "Restore of stage failed while starting the writers again: kubectl scale: denied. "
         "The data is restored; start api, worker yourself."
     )
