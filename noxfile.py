@@ -22,6 +22,7 @@ nox.options.sessions = [
     "backend",
     "quickstart",
     "e2e",
+    "contract",
     "images",
     "drills",
 ]
@@ -38,9 +39,10 @@ def _install(session: nox.Session, *groups: str) -> None:
     session.install(*STACK, *extra)
 
 
-def _pytest(session: nox.Session, *args: str) -> None:
-    _install(session, "test")
-    session.run("pytest", *args, *session.posargs)
+def _pytest(session: nox.Session, path: str, *groups: str) -> None:
+    """pytest of PATH with the test group (and GROUPS); arguments after `--` reach pytest."""
+    _install(session, "test", *groups)
+    session.run("pytest", path, *session.posargs)
 
 
 @nox.session(python=PYTHON, tags=["quick"])
@@ -92,6 +94,12 @@ def quickstart(session: nox.Session) -> None:
 def e2e(session: nox.Session) -> None:
     """End-to-end suite over HTTP against the local stack (or `-- --env stage`, `--base-url`)."""
     _pytest(session, "tests/e2e")
+
+
+@nox.session(python=PYTHON, tags=["services"])
+def contract(session: nox.Session) -> None:
+    """Schemathesis, all checks, bounded, from /openapi.json against an isolated local stack."""
+    _pytest(session, "tests/contract", "contract")
 
 
 @nox.session(python=PYTHON, tags=["docker"])

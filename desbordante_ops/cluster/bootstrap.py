@@ -52,6 +52,7 @@ class Run:
     tag: str
     push: bool
     yes: bool = False
+    registry_auth: dict[str, str] | None = None  # creates the image pull Secret when set
     connection: kube.Kube | None = None
 
     @property
@@ -117,7 +118,15 @@ def _ship(run: Run) -> bool:
 
 def _deploy(run: Run) -> bool:
     rendered = render(run.c, run.cfg, run.tag)
-    return deploy_release(run.c, run.cfg, run.connect(), rendered, run.tag, yes=run.yes)
+    return deploy_release(
+        run.c,
+        run.cfg,
+        run.connect(),
+        rendered,
+        run.tag,
+        yes=run.yes,
+        registry_auth=run.registry_auth,
+    )
 
 
 def smoke(client: Any, timeout_polls: int = SMOKE_POLLS) -> str:
@@ -164,7 +173,7 @@ def steps(run: Run) -> list[Step]:
     ship = (
         f"images.push {run.ref} to {cfg.toolkit.IMAGE_REGISTRY}"
         if run.push
-        else f"images.load {run.ref} into k3s (docker save -> k3s ctr images import)"
+        else f"images.load {run.ref} into k3s (docker save -> k3s ctr images import, pinned)"
     )
     try:
         version = k3s.load_lock().version
@@ -191,7 +200,7 @@ def steps(run: Run) -> list[Step]:
         Step("images.load", ship, lambda: _ship(run)),
         Step(
             "deploy",
-            f"render + diff + apply {cfg.name}, migrate, wait for rollouts",
+            f"render + diff + apply (prune) {cfg.name}, migrate, wait for rollouts",
             lambda: _deploy(run),
         ),
         Step(

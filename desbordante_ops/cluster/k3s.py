@@ -3,7 +3,8 @@
 The release and the official install script are pinned in `k3s.lock` (version + sha256). Both
 files are downloaded, verified, and only then is anything run: the binary is installed by us,
 and the pinned script runs with INSTALL_K3S_SKIP_DOWNLOAD=true so it downloads nothing itself.
-Also here: `load_into_k3s` (docker save with the tag kept -> `k3s ctr images import`).
+Also here: `load_into_k3s` (docker save with the tag kept -> `k3s ctr images import`, then the
+image is pinned against the kubelet's image garbage collection).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from desbordante_ops.core.console import ok, step, warn
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.settings import REPO_ROOT
 from desbordante_ops.image import engine
+from desbordante_ops.image.refs import repository_path
 
 LOCK_PATH = REPO_ROOT / "k3s.lock"
 BIN_PATH = Path("/usr/local/bin/k3s")
@@ -37,6 +39,8 @@ CONFIG_PATH = Path("/etc/rancher/k3s/config.yaml")
 REGISTRIES_PATH = Path("/etc/rancher/k3s/registries.yaml")
 K3S_KUBECONFIG = Path("/etc/rancher/k3s/k3s.yaml")
 UNINSTALL_SCRIPT = Path("/usr/local/bin/k3s-uninstall.sh")
+# containerd's CRI plugin reports images with this label as pinned; kubelet GC skips them.
+PINNED_LABEL = "io.cri-containerd.pinned=pinned"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DOWNLOAD_TIMEOUT_SECONDS = 300
 # Written on first install. secrets-encryption only takes effect on the first start of a server;
@@ -251,10 +255,18 @@ def _with_root(command: str) -> str:
     return command if is_root() else f"sudo {command}"
 
 
-def image_in_k3s(c: Any, image_ref: str) -> str | None:
-    """The image ID (config digest) of IMAGE_REF in k3s's containerd, or None."""
+def containerd_name(image_ref: str) -> str:
+    """IMAGE_REF as containerd names it (`app:1` -> `docker.io/library/app:1`)."""
+    path = repository_path(image_ref)
+    if path != image_ref:
+        return image_ref
+    return f"docker.io/{image_ref}" if "/" in image_ref else f"docker.io/library/{image_ref}"
+
+
+def _inspect(c: Any, image_ref: str, template: str) -> str | None:
+    """`crictl inspecti` of IMAGE_REF formatted by the Go TEMPLATE; None when it is not there."""
     result = c.run(
-        _with_root(f"{BIN_PATH} crictl inspecti -o go-template --template '{{{{.status.id}}}}' ")
+        _with_root(f"{BIN_PATH} crictl inspecti -o go-template --template '{template}' ")
         + shlex.quote(image_ref),
         hide=True,
         warn=True,
@@ -265,11 +277,39 @@ def image_in_k3s(c: Any, image_ref: str) -> str | None:
     return result.stdout.strip() or None
 
 
-def load_into_k3s(c: Any, image_ref: str, docker_client: Any = None) -> bool:
-    """Copy IMAGE_REF from the local Docker engine into k3s (no registry); True when loaded.
+def image_in_k3s(c: Any, image_ref: str) -> str | None:
+    """The image ID (config digest) of IMAGE_REF in k3s's containerd, or None."""
+    return _inspect(c, image_ref, "{{.status.id}}")
 
-    `docker save` keeps the tag (named=True), so the pods' `image:` reference resolves; an image
-    whose ID is already in k3s is skipped.
+
+def k3s_image(c: Any, image_ref: str) -> tuple[str, bool] | None:
+    """(image ID, pinned) of IMAGE_REF in k3s's containerd, or None when it is not there."""
+    found = _inspect(c, image_ref, "{{.status.id}} {{.status.pinned}}")
+    if found is None:
+        return None
+    image_id, _, pinned = found.partition(" ")
+    return image_id, pinned.strip() == "true"
+
+
+def pin_in_k3s(c: Any, image_ref: str) -> None:
+    """Label IMAGE_REF pinned, so the kubelet's image garbage collection never removes it."""
+    c.run(
+        _with_root(
+            f"{BIN_PATH} ctr -n k8s.io images label {shlex.quote(containerd_name(image_ref))} "
+            f"{PINNED_LABEL}"
+        ),
+        hide=True,
+        in_stream=False,
+    )
+
+
+def load_into_k3s(c: Any, image_ref: str, docker_client: Any = None) -> bool:
+    """Copy IMAGE_REF from the local Docker engine into k3s (no registry); True when changed.
+
+    `docker save` keeps the tag (named=True), so the pods' `image:` reference resolves. The
+    image is pinned (containerd label io.cri-containerd.pinned=pinned): nothing but this image
+    holds the tag, so the kubelet's image GC must not delete it. An image whose ID is already in
+    k3s and pinned is skipped (a second run changes nothing).
     """
     docker_client = docker_client or engine.connect()
     try:
@@ -278,9 +318,14 @@ def load_into_k3s(c: Any, image_ref: str, docker_client: Any = None) -> bool:
         raise Exit(
             f"Image {image_ref} is not in the local Docker engine; build it first."
         ) from None
-    if image_in_k3s(c, image_ref) == image.id:
-        ok(f"{image_ref} already in k3s: nothing to do")
-        return False
+    found = k3s_image(c, image_ref)
+    if found is not None and found[0] == image.id:
+        if found[1]:
+            ok(f"{image_ref} already in k3s (pinned): nothing to do")
+            return False
+        pin_in_k3s(c, image_ref)
+        ok(f"{image_ref} already in k3s; pinned against image garbage collection")
+        return True
     with tempfile.NamedTemporaryFile(prefix="image-", suffix=".tar") as tar:
         for chunk in image.save(named=True):
             tar.write(chunk)
@@ -288,7 +333,8 @@ def load_into_k3s(c: Any, image_ref: str, docker_client: Any = None) -> bool:
         step(f"Importing {image_ref} into k3s (containerd namespace k8s.io)")
         import_command = f"{BIN_PATH} ctr -n k8s.io images import {shlex.quote(tar.name)}"
         c.run(_with_root(import_command), in_stream=False)
-    ok(f"{image_ref} loaded into k3s")
+    pin_in_k3s(c, image_ref)
+    ok(f"{image_ref} loaded into k3s (pinned against image garbage collection)")
     return True
 
 

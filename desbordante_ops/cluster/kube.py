@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import yaml
 from invoke import Exit
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream
+from urllib3.exceptions import HTTPError
+from websocket import WebSocketException
 
 from desbordante_ops.cluster.names import MANAGED_BY
 from desbordante_ops.core.settings import EnvConfig
@@ -44,6 +48,8 @@ class Kube:
     apps: Any
     batch: Any
     rbac: Any
+    storage: Any = None  # StorageV1Api: the default StorageClass (deploy's prerequisites)
+    custom: Any = None  # CustomObjectsApi: API discovery of CRD groups (Traefik's Middleware)
 
     @property
     def host(self) -> str:
@@ -73,10 +79,20 @@ def connect(cfg: EnvConfig) -> Kube:
         apps=k8s.AppsV1Api(api_client),
         batch=k8s.BatchV1Api(api_client),
         rbac=k8s.RbacAuthorizationV1Api(api_client),
+        storage=k8s.StorageV1Api(api_client),
+        custom=k8s.CustomObjectsApi(api_client),
     )
     try:
         k8s.VersionApi(api_client).get_code(_request_timeout=10)
-    except Exception as exc:  # urllib3/SSL/HTTP errors all mean the same to the user
+    except ApiException as exc:
+        if exc.status == 401:
+            raise Exit(
+                f"Kubernetes API at {kube.host} refused the credentials of {path} (401): the "
+                "token expired or was revoked; ask an admin for a new kubeconfig "
+                "(`invoke access.grant`)."
+            ) from None
+        raise Exit(f"Kubernetes API at {kube.host} answered {exc.status} {exc.reason}.") from None
+    except Exception as exc:  # urllib3/SSL/connection errors all mean the same to the user
         raise Exit(
             f"Kubernetes API at {kube.host} (kubeconfig {path}) is not reachable: "
             f"{type(exc).__name__}. Is k3s running (`systemctl status k3s`)?"
@@ -152,36 +168,94 @@ def first_running_pod(core: Any, namespace: str, label_selector: str) -> str:
     raise Exit(f"No running pod matches {label_selector} in {namespace}; deploy the stack first.")
 
 
+class ExecFailed(Exception):
+    """A pod exec that gave no trustworthy exit status (transport error, drop or timeout)."""
+
+
+# What a dropped or refused connection to the API server raises: HTTP errors (ApiException,
+# urllib3), the exec websocket (websocket-client) and the socket/TLS layer (OSError, incl.
+# SSLEOFError and TimeoutError).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    ApiException,
+    HTTPError,
+    WebSocketException,
+    OSError,
+)
+_MAX_DETAIL = 200
+
+
+def describe_error(exc: BaseException) -> str:
+    """One short line for a transport or API error (never a response body)."""
+    if isinstance(exc, ApiException):
+        reason = " ".join(str(exc.reason or "").split())
+        text = f"HTTP {exc.status} {reason}" if exc.status else f"connection failed: {reason}"
+    else:
+        detail = " ".join(str(exc).split())
+        text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+@contextmanager
+def api_errors(action: str) -> Iterator[None]:
+    """Turn a transport/API error inside the block into Exit("ACTION failed: <reason>.")."""
+    try:
+        yield
+    except TRANSPORT_ERRORS as exc:
+        raise Exit(f"{action} failed: {describe_error(exc)}.") from None
+
+
+def _exit_code(resp: Any) -> int | None:
+    """The exec's exit status, None when the stream ended without one (dropped connection)."""
+    try:
+        code = resp.returncode
+    except (KeyError, TypeError, ValueError, IndexError, yaml.YAMLError):
+        return None  # the status channel was empty or garbled
+    return None if code is None else int(code)
+
+
 def pod_exec(kube: Kube, namespace: str, pod: str, container: str | None = None) -> PodExec:
     """A PodExec running commands in POD through the API (stdin over the exec stream).
 
     Nothing sensitive goes into ARGV: values travel on stdin only. Commands are written so they
     finish after reading what they need (no EOF required), since older exec protocols (v4)
-    cannot half-close stdin; with v5 stdin is closed as well.
+    cannot half-close stdin; with v5 stdin is closed as well. A transport error, a drop or a
+    timeout raises ExecFailed (one line): the caller cannot know whether the command ran.
     """
 
     def run(argv: list[str], stdin: str) -> tuple[int, str]:
         kwargs: dict[str, Any] = {"container": container} if container else {}
-        resp = stream(
-            kube.core.connect_get_namespaced_pod_exec,
-            pod,
-            namespace,
-            command=argv,
-            stdin=True,
-            stdout=True,
-            stderr=True,
-            tty=False,
-            _preload_content=False,
-            **kwargs,
-        )
+        where = f"`{argv[0]}` in pod {namespace}/{pod}"
+        try:
+            resp = stream(
+                kube.core.connect_get_namespaced_pod_exec,
+                pod,
+                namespace,
+                command=argv,
+                stdin=True,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                _preload_content=False,
+                **kwargs,
+            )
+        except TRANSPORT_ERRORS as exc:
+            raise ExecFailed(f"{where} could not start: {describe_error(exc)}") from None
         try:
             resp.write_stdin(stdin)
             resp.close_channel(0)
             resp.run_forever(timeout=EXEC_TIMEOUT_SECONDS)
             output = resp.read_stdout(timeout=1) + resp.read_stderr(timeout=1)
-            code = resp.returncode
+            code = _exit_code(resp)
+        except TRANSPORT_ERRORS as exc:
+            raise ExecFailed(f"{where}: connection lost ({describe_error(exc)})") from None
         finally:
-            resp.close()
-        return (code if code is not None else 124), output
+            with suppress(*TRANSPORT_ERRORS):
+                resp.close()
+        if code is None:
+            raise ExecFailed(
+                f"{where} gave no exit status within {EXEC_TIMEOUT_SECONDS} s "
+                "(connection dropped or command still running)"
+            )
+        return code, output
 
     return run

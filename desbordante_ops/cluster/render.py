@@ -7,13 +7,16 @@ settings (env file, process environment and `--set`, exactly what `invoke config
   IMAGE_NAME never reach a pod); its name gets a content hash, so a change rolls the pods;
 - the backend image `IMAGE_NAME:<tag>` (`images:`), the namespace, ingress hosts, replicas
   and the Traefik middleware references (`<namespace>-<name>@kubernetescrd`);
-then `kubectl kustomize` runs through the Invoke context. Finally the migrate Job is named
-`migrate-<tag>-<hash of its spec>`: a Job's template is immutable, so any change of what the
-Job would run (config, image) is a new Job rather than a rejected update.
+then `kubectl kustomize` runs through the Invoke context. With an image pull Secret (see
+cluster/registry.py) every pod that runs the backend image gets `imagePullSecrets`. Finally the
+migrate Job is named `migrate-<tag>-<hash of its spec>`: a Job's template is immutable, so any
+change of what the Job would run (config, image, pull secret) is a new Job rather than a
+rejected update.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -21,6 +24,7 @@ import re
 import shlex
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,7 @@ INGRESS_MIDDLEWARES: dict[str, tuple[str, ...]] = {
     names.FLOWER: ("flower-auth",),
 }
 CONFIG_FILE = "desbordante-config.env"
+POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "Job")
 
 
 def overlay_dir(env: str, root: Path) -> Path:
@@ -90,9 +95,10 @@ def _replace(path: str, value: Any) -> dict[str, Any]:
 
 
 def release_kustomization(
-    cfg: EnvConfig, overlay: Path, workdir: Path, image_name: str, tag: str
+    cfg: EnvConfig, overlay: Path, workdir: Path, image_name: str, tag: str, digest: str = ""
 ) -> dict[str, Any]:
-    """The kustomization that turns OVERLAY into the release IMAGE_NAME:TAG of CFG."""
+    """The kustomization that turns OVERLAY into the release IMAGE_NAME:TAG of CFG
+    (IMAGE_NAME@DIGEST when DIGEST is given)."""
     toolkit, namespace = cfg.toolkit, cfg.namespace
     patches = [
         {
@@ -125,7 +131,13 @@ def release_kustomization(
         "kind": "Kustomization",
         "namespace": namespace,
         "resources": [os.path.relpath(overlay, workdir)],
-        "images": [{"name": BACKEND_IMAGE_PLACEHOLDER, "newName": image_name, "newTag": tag}],
+        "images": [
+            {
+                "name": BACKEND_IMAGE_PLACEHOLDER,
+                "newName": image_name,
+                **({"digest": digest} if digest else {"newTag": tag}),
+            }
+        ],
         "configMapGenerator": [
             {
                 "name": names.CONFIG_MAP,
@@ -153,9 +165,14 @@ def config_env_file(cfg: EnvConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def job_spec_hash(job: dict[str, Any]) -> str:
+    """8 hex digits of the Job's spec."""
+    return hashlib.sha256(json.dumps(job["spec"], sort_keys=True).encode()).hexdigest()[:8]
+
+
 def migrate_job_name(tag: str, job: dict[str, Any]) -> str:
     """`migrate-<tag>-<hash>`: changes whenever the Job's (immutable) spec would change."""
-    digest = hashlib.sha256(json.dumps(job["spec"], sort_keys=True).encode()).hexdigest()[:8]
+    digest = job_spec_hash(job)
     prefix = names.migrate_job_name(tag)[: 63 - len(digest) - 1].rstrip("-")
     return f"{prefix}-{digest}"
 
@@ -183,26 +200,88 @@ class Rendered:
         return [doc for doc in self.docs if doc["kind"] == kind]
 
 
-def render(c: Context, cfg: EnvConfig, tag: str, *, image_name: str | None = None) -> Rendered:
-    """Render CFG's overlay for image tag TAG (IMAGE_NAME from the settings by default)."""
+def _runs_image(doc: dict[str, Any], image: str) -> bool:
+    if doc["kind"] not in POD_TEMPLATE_KINDS:
+        return False
+    spec = doc["spec"]["template"]["spec"]
+    return any(
+        c.get("image") == image for c in [*spec.get("initContainers", []), *spec["containers"]]
+    )
+
+
+def _assemble(
+    env: str,
+    namespace: str,
+    image: str,
+    docs: list[dict[str, Any]],
+    name_job: Callable[[dict[str, Any]], str],
+    job: str,
+    pull_secret: str | None,
+) -> Rendered:
+    """The Rendered release: pull secret on the pods of IMAGE, migrate Job JOB renamed by
+    NAME_JOB (after the pull secret: it is part of the Job's spec)."""
+    for doc in docs:
+        if pull_secret and _runs_image(doc, image):
+            doc["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": pull_secret}]
+    job_name = ""
+    for doc in docs:
+        if doc["kind"] == "Job" and doc["metadata"]["name"] == job:
+            job_name = doc["metadata"]["name"] = name_job(doc)
+    return Rendered(
+        env=env,
+        namespace=namespace,
+        image=image,
+        migrate_job=job_name,
+        text=yaml.safe_dump_all(docs, sort_keys=False),
+        docs=docs,
+    )
+
+
+def with_pull_secret(rendered: Rendered, secret: str) -> Rendered:
+    """RENDERED with SECRET in `imagePullSecrets` of every pod running the backend image."""
+    prefix = rendered.migrate_job.rpartition("-")[0]
+    return _assemble(
+        rendered.env,
+        rendered.namespace,
+        rendered.image,
+        copy.deepcopy(rendered.docs),
+        lambda job: f"{prefix}-{job_spec_hash(job)}",
+        rendered.migrate_job,
+        secret,
+    )
+
+
+def render(
+    c: Context,
+    cfg: EnvConfig,
+    tag: str,
+    *,
+    image_name: str | None = None,
+    digest: str = "",
+    pull_secret: str | None = None,
+) -> Rendered:
+    """Render CFG's overlay for image tag TAG (IMAGE_NAME from the settings by default).
+
+    DIGEST (`sha256:...`) pins the backend image to IMAGE_NAME@DIGEST instead of the tag (prod
+    runs exactly the image stage ran); TAG still names the release and its migrate Job.
+    PULL_SECRET names an image pull Secret for the pods that run the backend image.
+    """
     overlay = overlay_dir(cfg.name, cfg.root)
     check_tag(tag)
     image_name = image_name or cfg.toolkit.IMAGE_NAME
     with tempfile.TemporaryDirectory(prefix="desbordante-render-") as tmp:
         workdir = Path(tmp)
-        layer = release_kustomization(cfg, overlay, workdir, image_name, tag)
+        layer = release_kustomization(cfg, overlay, workdir, image_name, tag, digest)
         (workdir / "kustomization.yaml").write_text(yaml.safe_dump(layer, sort_keys=False))
         (workdir / CONFIG_FILE).write_text(config_env_file(cfg))
         docs = [doc for doc in yaml.safe_load_all(kustomize(c, workdir)) if doc]
-    job_name = ""
-    for doc in docs:
-        if doc["kind"] == "Job" and doc["metadata"]["name"] == names.MIGRATE:
-            job_name = doc["metadata"]["name"] = migrate_job_name(tag, doc)
-    return Rendered(
-        env=cfg.name,
-        namespace=cfg.namespace,
-        image=f"{image_name}:{tag}",
-        migrate_job=job_name,
-        text=yaml.safe_dump_all(docs, sort_keys=False),
-        docs=docs,
+    image = f"{image_name}@{digest}" if digest else f"{image_name}:{tag}"
+    return _assemble(
+        cfg.name,
+        cfg.namespace,
+        image,
+        docs,
+        lambda job: migrate_job_name(tag, job),
+        names.MIGRATE,
+        pull_secret,
     )

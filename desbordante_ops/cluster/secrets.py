@@ -5,160 +5,30 @@ client only: never printed, logged, written to a file or put on a command line. 
 Secret is kept. `--rotate NAME` also changes the password where it is stored (PostgreSQL
 `ALTER ROLE`, `rabbitmqctl change_password`, both fed on stdin of a pod exec) and restarts the
 consumers: PostgreSQL and RabbitMQ read their initial password only on first boot, so a Secret
-regenerated on its own would break every connection.
+regenerated on its own would break every connection. How a rotation survives a dropped
+connection at any step: cluster/rotation.py.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
-import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import bcrypt
 from invoke import Exit
-from kubernetes import client as k8s
 
-from desbordante_ops.cluster import kube, names
+from desbordante_ops.cluster import kube, names, rotation
+from desbordante_ops.cluster.rotation import ExecFactory, Rotation, pending_password
+from desbordante_ops.cluster.secret_specs import (
+    ROTATED_AT,
+    SPECS,
+    SecretSpec,
+    find_spec,
+    new_password,
+    secret_body,
+    secret_values,
+)
 from desbordante_ops.core.console import ok
 from desbordante_ops.core.settings import EnvConfig
-
-TOKEN_BYTES = 32
-ROTATED_AT = "desbordante.io/rotated-at"
-SCRAM_ITERATIONS = 4096
-
-
-@dataclass(frozen=True)
-class SecretSpec:
-    """One Secret of the stack and who depends on its value."""
-
-    alias: str
-    name: str
-    store: str | None  # "postgres" / "rabbitmq": where the password also lives; None: nowhere
-    restart: tuple[str, ...]  # Deployments that read the value at start
-
-
-SPECS: tuple[SecretSpec, ...] = (
-    SecretSpec(
-        "postgres", names.PostgresSecret.NAME, "postgres", (names.API, names.WORKER, names.FLOWER)
-    ),
-    SecretSpec(
-        "rabbitmq", names.RabbitMQSecret.NAME, "rabbitmq", (names.API, names.WORKER, names.FLOWER)
-    ),
-    SecretSpec("flower", names.FlowerSecret.NAME, None, (names.FLOWER,)),
-)
-
-# Secret spec -> a function running argv (with stdin) in the pod of the spec's store.
-ExecFactory = Callable[[SecretSpec], kube.PodExec]
-
-
-def new_password() -> str:
-    """A fresh random password (URL-safe, 43 characters, 256 bits)."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def htpasswd_line(user: str, password: str) -> str:
-    """One `user:$2b$...` bcrypt line, as Traefik's basicAuth `users` secret key expects."""
-    if not user or ":" in user:
-        raise Exit(f"FLOWER_USER={user!r}: must be non-empty and contain no ':'.")
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
-    return f"{user}:{hashed}"
-
-
-def secret_values(spec: SecretSpec, cfg: EnvConfig, password: str) -> dict[str, str]:
-    """The keys of SPEC's Secret for PASSWORD."""
-    if spec.name == names.FlowerSecret.NAME:
-        user = cfg.backend.FLOWER_USER
-        return {
-            names.FlowerSecret.PASSWORD: password,
-            names.FlowerSecret.USERS: htpasswd_line(user, password),
-        }
-    key = (
-        names.PostgresSecret.PASSWORD if spec.store == "postgres" else names.RabbitMQSecret.PASSWORD
-    )
-    return {key: password}
-
-
-def find_spec(name: str) -> SecretSpec:
-    """The spec for --rotate NAME (alias such as `postgres`, or the Secret's name)."""
-    for spec in SPECS:
-        if name in (spec.alias, spec.name):
-            return spec
-    choices = ", ".join(s.alias for s in SPECS)
-    raise Exit(f"--rotate {name!r}: no such secret; use one of: {choices}.")
-
-
-def scram_sha256_verifier(
-    password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
-) -> str:
-    """PostgreSQL's SCRAM-SHA-256 verifier of PASSWORD (what `ALTER ROLE ... PASSWORD` stores).
-
-    Sending the verifier instead of the password means the plain value never reaches psql,
-    the server log or pg_stat_activity. Our passwords are ASCII, so SASLprep is the identity.
-    """
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-
-    def b64(raw: bytes) -> str:
-        return base64.b64encode(raw).decode()
-
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
-
-
-def postgres_rotation(role: str, password: str) -> tuple[list[str], str]:
-    """(argv, stdin) that set ROLE's password in PostgreSQL; argv carries no secret."""
-    quoted_role = '"' + role.replace('"', '""') + '"'
-    verifier = scram_sha256_verifier(password)
-    sql = f"ALTER ROLE {quoted_role} WITH PASSWORD '{verifier}';\n\\q\n"
-    return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", role, "-d", "postgres"], sql
-
-
-def rabbitmq_rotation(user: str, password: str) -> tuple[list[str], str]:
-    """(argv, stdin) that set USER's password in RabbitMQ; rabbitmqctl reads it from stdin."""
-    return ["rabbitmqctl", "change_password", user], password + "\n"
-
-
-def _scrub(text: str, *values: str) -> str:
-    for value in values:
-        if value:
-            text = text.replace(value, "********")
-    return text
-
-
-def apply_in_store(spec: SecretSpec, cfg: EnvConfig, password: str, run: kube.PodExec) -> None:
-    """Set the new password where the service keeps it; Exit (nothing changed) on failure."""
-    if spec.store == "postgres":
-        argv, stdin = postgres_rotation(str(cfg.backend.POSTGRES_USER), password)
-    elif spec.store == "rabbitmq":
-        argv, stdin = rabbitmq_rotation(cfg.backend.RABBITMQ_DEFAULT_USER, password)
-    else:
-        return
-    code, output = run(argv, stdin)
-    if code != 0:
-        detail = _scrub(output.strip(), password, stdin.strip())[-500:]
-        raise Exit(
-            f"Changing the {spec.alias} password in the running service failed (exit {code}); "
-            f"the Secret was left unchanged. Output: {detail}"
-        )
-
-
-def _secret_body(spec: SecretSpec, values: dict[str, str], rotated_at: str) -> Any:
-    return k8s.V1Secret(
-        metadata=k8s.V1ObjectMeta(
-            name=spec.name,
-            labels={**names.MANAGED_BY, names.PART_OF_LABEL: names.APP_NAME},
-            annotations={ROTATED_AT: rotated_at},
-        ),
-        type="Opaque",
-        string_data=values,
-    )
 
 
 def read_secret(core: Any, name: str, namespace: str) -> Any | None:
@@ -174,29 +44,28 @@ def generate(
     rotate: str | None = None,
     exec_for: ExecFactory | None = None,
 ) -> list[tuple[str, str]]:
-    """Create missing Secrets, keep existing ones, rotate ROTATE; returns (name, action) rows."""
+    """Create missing Secrets, keep existing ones, rotate ROTATE; returns (name, action) rows.
+
+    An unfinished rotation found on the way is finished (or undone) first.
+    """
     target = find_spec(rotate) if rotate else None
     rows: list[tuple[str, str]] = []
     for spec in SPECS:
         existing = read_secret(core, spec.name, namespace)
         if existing is None:
             password = new_password()
-            core.create_namespaced_secret(
-                namespace, _secret_body(spec, secret_values(spec, cfg, password), kube.now_iso())
-            )
+            body = secret_body(spec, secret_values(spec, cfg, password), kube.now_iso())
+            core.create_namespaced_secret(namespace, body)
             rows.append((spec.name, "created"))
-        elif spec is target:
-            if exec_for is None:
-                raise Exit("Rotation needs a cluster connection; run it through the task.")
-            password = new_password()
-            apply_in_store(spec, cfg, password, exec_for(spec))
-            body = _secret_body(spec, secret_values(spec, cfg, password), kube.now_iso())
-            core.patch_namespaced_secret(spec.name, namespace, body)
-            restarted = kube.restart_workloads(apps, namespace, deployments=spec.restart)
-            action = "rotated" + (f", restarted {', '.join(restarted)}" if restarted else "")
-            rows.append((spec.name, action))
-        else:
+            continue
+        if spec is not target and pending_password(existing) is None:
             rows.append((spec.name, "kept"))
+            continue
+        if exec_for is None:
+            raise Exit("Rotation needs a cluster connection; run it through the task.")
+        job = Rotation(core, apps, cfg, namespace, spec, exec_for)
+        finish = rotation.rotate if spec is target else rotation.recover
+        rows.append((spec.name, finish(job, existing)))
     return rows
 
 
@@ -221,8 +90,12 @@ def listing(core: Any, namespace: str, now: dt.datetime | None = None) -> list[t
             continue
         keys = ", ".join(sorted((secret.data or {}).keys()))
         annotations = secret.metadata.annotations or {}
+        rotated = annotations.get(ROTATED_AT, "-")
+        if pending_password(secret) is not None:
+            started = annotations.get(rotation.STARTED_AT, "?")
+            rotated = f"{rotated} (unfinished rotation since {started}: run secrets.generate)"
         created = secret.metadata.creation_timestamp
-        rows.append((spec.name, keys, _age(created, now), annotations.get(ROTATED_AT, "-")))
+        rows.append((spec.name, keys, _age(created, now), rotated))
     return rows
 
 
@@ -230,6 +103,8 @@ def store_exec_factory(k: kube.Kube, namespace: str) -> ExecFactory:
     """Pod exec into the postgres / rabbitmq pod of NAMESPACE for a rotation."""
 
     def make(spec: SecretSpec) -> kube.PodExec:
+        if spec.store is None:
+            raise ValueError(f"{spec.name} has no store to exec into")
         component = names.POSTGRES if spec.store == "postgres" else names.RABBITMQ
         pod = kube.first_running_pod(k.core, namespace, names.selector(component))
         return kube.pod_exec(k, namespace, pod, container=component)

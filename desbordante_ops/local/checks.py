@@ -10,15 +10,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
-import psycopg
 from amqp.exceptions import AccessRefused
-from invoke import Context
+from invoke import Context, Exit
 from kombu import Connection
 
 import desbordante_service
 from desbordante_ops.core.checks import Check, Result
 from desbordante_ops.core.settings import EnvConfig
-from desbordante_ops.local.provision import admin_connection, first_line
+from desbordante_ops.local.host import first_line
+from desbordante_ops.local.pgadmin import open_admin, server_version
 
 MIN_PYTHON = (3, 11)
 CONNECT_TIMEOUT = 3.0
@@ -35,15 +35,15 @@ def backend_installed() -> Result:
     return Result(True, f"desbordante_service {desbordante_service.__version__} at {where}")
 
 
-def postgres_reachable(cfg: EnvConfig) -> Result:
+def postgres_reachable(c: Context, cfg: EnvConfig) -> Result:
+    """The server answers and its administrator can log in (over TCP, else psql on the socket)."""
     host, port = cfg.backend.POSTGRES_HOST, cfg.backend.POSTGRES_PORT
-    user = cfg.toolkit.POSTGRES_ADMIN_USER
     try:
-        with admin_connection(cfg, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
-            version = conn.info.server_version
-    except psycopg.Error as exc:
-        return Result(False, f"{host}:{port} as {user}: {first_line(exc)}")
-    return Result(True, f"{host}:{port} as {user}, server {version // 10000}.{version % 10000}")
+        with open_admin(c, cfg) as admin:
+            version = server_version(admin)
+    except Exit as exc:
+        return Result(False, str(exc.message))
+    return Result(True, f"{host}:{port} answers; admin: {admin.how}; server {version}")
 
 
 def amqp_reachable(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> Result:
@@ -131,13 +131,15 @@ def local_checks(
         Check("backend package", backend_installed, "python3 -m pip install -e ./backend"),
         Check(
             "PostgreSQL reachable",
-            lambda: postgres_reachable(cfg),
-            "start PostgreSQL, or set POSTGRES_HOST/POSTGRES_PORT/POSTGRES_ADMIN_USER",
+            lambda: postgres_reachable(c, cfg),
+            "`invoke up` installs and starts a local one (as root or with sudo), or set "
+            "POSTGRES_HOST/POSTGRES_PORT/POSTGRES_ADMIN_USER",
         ),
         Check(
             "RabbitMQ reachable",
             lambda: rabbitmq_reachable(cfg),
-            "start RabbitMQ, or set RABBITMQ_HOST/RABBITMQ_PORT in env/local.env",
+            "`invoke up` installs and starts a local one (as root or with sudo), or set "
+            "RABBITMQ_HOST/RABBITMQ_PORT in env/local.env",
         ),
         Check(
             "rabbitmqctl usable",

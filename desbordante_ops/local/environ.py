@@ -47,7 +47,7 @@ def prepare(c: Context, cfg: EnvConfig) -> dict[str, str]:
     """Secrets, database role/database, broker vhost/user; returns the processes' variables."""
     step("Preparing secrets, database and broker")
     files = ensure_secrets(root=cfg.root)
-    provision_postgres(cfg, files["POSTGRES_PASSWORD"])
+    provision_postgres(c, cfg, files["POSTGRES_PASSWORD"])
     broker = provision_rabbitmq(c, cfg, files["RABBITMQ_DEFAULT_PASSWORD"])
     files = {**files, "RABBITMQ_DEFAULT_PASSWORD": broker.password_file}
     cfg.uploads_dir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Create what the local stack needs on the local PostgreSQL and RabbitMQ, if missing.
 
 PostgreSQL: role POSTGRES_USER (password from its secret file, sent as an SQL literal over the
-connection, never on a command line) and database POSTGRES_DB, as POSTGRES_ADMIN_USER.
+admin connection or psql's standard input, never on a command line) and database POSTGRES_DB,
+as POSTGRES_ADMIN_USER (`pgadmin` says how: TCP, else psql over the unix socket).
 RabbitMQ: vhost RABBITMQ_VHOST and user RABBITMQ_DEFAULT_USER with `rabbitmqctl`, the password
 read by rabbitmqctl from its standard input, redirected from the 0600 secret file. Nothing
 but our own role, database, vhost and user is ever touched. Without a usable rabbitmqctl the
@@ -15,69 +16,50 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 from invoke import Context, Exit
 from psycopg import sql
 
 from desbordante_ops.core.console import ok, warn
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.local.host import last_line
+from desbordante_ops.local.pgadmin import LOOPBACK, open_admin
 from desbordante_ops.local.secrets import read_secret, secrets_dir
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 GUEST = "guest"
 GUEST_PASSWORD_FILE = "RABBITMQ_GUEST_PASSWORD"  # noqa: S105 - a file name
 
 
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def admin_connection(cfg: EnvConfig, connect_timeout: int = 5) -> psycopg.Connection:
-    """An autocommit connection as POSTGRES_ADMIN_USER to POSTGRES_ADMIN_DB."""
-    return psycopg.connect(
-        host=cfg.backend.POSTGRES_HOST,
-        port=cfg.backend.POSTGRES_PORT,
-        user=cfg.toolkit.POSTGRES_ADMIN_USER,
-        dbname=cfg.toolkit.POSTGRES_ADMIN_DB,
-        autocommit=True,
-        connect_timeout=connect_timeout,
-    )
-
-
-def provision_postgres(cfg: EnvConfig, password_file: Path) -> None:
+def provision_postgres(c: Context, cfg: EnvConfig, password_file: Path) -> None:
     """Create (or re-password) the application role and create its database if missing."""
     user, dbname = cfg.value("POSTGRES_USER"), cfg.value("POSTGRES_DB")
-    admin = cfg.toolkit.POSTGRES_ADMIN_USER
-    try:
-        conn = admin_connection(cfg)
-    except psycopg.Error as exc:
-        raise Exit(
-            f"Cannot connect to PostgreSQL as {admin}: {first_line(exc)}; "
-            "check POSTGRES_HOST/POSTGRES_PORT/POSTGRES_ADMIN_USER."
-        ) from None
-    with conn:
+    admin_user = cfg.toolkit.POSTGRES_ADMIN_USER
+    with open_admin(c, cfg) as admin:
         role = sql.Identifier(user)
-        if user == admin:
-            warn(f"POSTGRES_USER is the admin user {admin}; its password is left unchanged")
+        if user == admin_user:
+            warn(f"POSTGRES_USER is the admin user {admin_user}; its password is left unchanged")
         else:
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
-            verb = "ALTER" if exists else "CREATE"
-            statement = sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(
-                role, sql.Literal(read_secret(password_file))
+            exists = admin.column(
+                sql.SQL("SELECT 1 FROM pg_roles WHERE rolname = {}").format(sql.Literal(user))
             )
-            conn.execute(statement)
+            verb = "ALTER" if exists else "CREATE"
+            admin.execute(
+                sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(
+                    role, sql.Literal(read_secret(password_file))
+                )
+            )
             ok(
                 f"PostgreSQL role {user} "
                 + ("exists (password synced)" if exists else "created")
-                + f", password in {password_file}"
+                + f", password in {password_file} (admin: {admin.how})"
             )
-        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        found = admin.column(
+            sql.SQL("SELECT 1 FROM pg_database WHERE datname = {}").format(sql.Literal(dbname))
+        )
         if found:
             ok(f"PostgreSQL database {dbname} exists")
         else:
-            conn.execute(
+            admin.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), role)
             )
             ok(f"PostgreSQL database {dbname} created (owner {user})")
@@ -156,5 +138,4 @@ def guest_fallback_file(cfg: EnvConfig) -> Path:
 def _require(outcome: tuple[bool, str], what: str) -> None:
     done, output = outcome
     if not done:
-        last = output.strip().splitlines()[-1] if output.strip() else "no output"
-        raise Exit(f"rabbitmqctl could not {what}: {last}")
+        raise Exit(f"rabbitmqctl could not {what}: {last_line(output)}")

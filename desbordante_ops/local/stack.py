@@ -1,8 +1,10 @@
 """The local stack's one interface: up, down, status, logs; processes or containers behind it.
 
-`LocalStack.up` is the same sequence for both kinds: check the host, provision secrets,
-database and broker, migrate, start what is not running, wait until every service is ready
-(a failing one shows its last log lines), then print what runs and where.
+`LocalStack.up` is the same sequence for both kinds: make sure this machine's PostgreSQL and
+RabbitMQ run (`services`: installed with apt-get and started when missing or stopped), check
+the host, provision secrets, database and broker, migrate, start what is not running, wait
+until every service is ready (a failing one shows its last log lines), then print what runs
+and where.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.local.environ import prepare
 from desbordante_ops.local.health import Health, ServiceStatus, flower_url
 from desbordante_ops.local.secrets import secret_path
+from desbordante_ops.local.services import ensure_services
 from desbordante_ops.local.supervise import SERVICES
 
 LOG_TAIL_LINES = 25
@@ -74,8 +77,14 @@ class LocalStack(ABC):
 
     # --- the same for both ----------------------------------------------------------------
 
-    def up(self, timeout: float) -> None:
-        """Bring the stack up; starts only what is not running yet."""
+    def up(self, timeout: float, install: bool = True) -> None:
+        """Bring the stack up; starts only what is not running yet.
+
+        PostgreSQL and RabbitMQ on this machine are started when stopped, and installed first
+        when missing unless INSTALL is false (then a missing one stops `up` with the commands).
+        """
+        step("Checking PostgreSQL and RabbitMQ on this machine")
+        ensure_services(self.c, self.cfg, install)
         step("Checking the host")
         self.check_host()
         env = prepare(self.c, self.cfg)

@@ -13,6 +13,7 @@ from desbordante_ops.tasks import (
     images,
     k3s,
     local,
+    releases,
     secrets,
 )
 
@@ -29,6 +30,6 @@ def namespace() -> Collection:
         backup.backup,
         backup.restore,
     )
-    for module in (images, k3s, secrets, deploy, access, bootstrap):
+    for module in (images, k3s, secrets, deploy, releases, access, bootstrap):
         ns.add_collection(Collection.from_module(module))
     return ns

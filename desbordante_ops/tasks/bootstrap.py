@@ -8,6 +8,7 @@ from desbordante_ops.cluster.bootstrap import Run, plan_tag
 from desbordante_ops.cluster.bootstrap import bootstrap as run_bootstrap
 from desbordante_ops.core.console import warn
 from desbordante_ops.core.settings import cluster_config
+from desbordante_ops.image.push import auth_from_environment
 from desbordante_ops.tasks import options
 
 
@@ -35,4 +36,7 @@ def bootstrap(
         raise Exit(f"--push needs IMAGE_REGISTRY in env/{env}.env (or the environment).")
     if env == "prod" and not dry_run:
         warn("prod only takes a release that stage already runs; deploy asks for confirmation")
-    run_bootstrap(Run(c=c, cfg=cfg, tag=plan_tag(c, cfg, tag), push=push, yes=yes), dry_run)
+    run = Run(c=c, cfg=cfg, tag=plan_tag(c, cfg, tag), push=push, yes=yes)
+    if not dry_run:
+        run.registry_auth = auth_from_environment()
+    run_bootstrap(run, dry_run)

@@ -19,6 +19,8 @@ from desbordante_ops.tasks import options
         "docker": options.DOCKER,
         "image": "Image for --docker (default: IMAGE_NAME at the tag of HEAD)",
         "timeout": "Seconds to wait for every service to be ready",
+        "no_install": "Do not install a missing PostgreSQL/RabbitMQ with apt-get; "
+        "stop and print the commands instead",
         "set_": options.SET,
     },
     iterable=["set_"],
@@ -28,11 +30,12 @@ def up(
     docker: bool = False,
     image: str | None = None,
     timeout: float = 120.0,
+    no_install: bool = False,
     set_: list[str] | None = None,
 ) -> None:
     """Start the local stack (api, worker, flower) and wait until it is ready."""
     cfg = load_config("local", parse_sets(set_))
-    open_stack(c, cfg, docker, image).up(float(timeout))
+    open_stack(c, cfg, docker, image).up(float(timeout), install=not no_install)
 
 
 @task(

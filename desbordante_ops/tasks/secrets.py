@@ -14,14 +14,17 @@ from desbordante_ops.tasks import options
 @task(
     help={
         "env": options.CLUSTER_ENV,
-        "rotate": "Change this secret everywhere it is used: postgres, rabbitmq or flower",
+        "rotate": "Change this secret everywhere it is used: postgres, rabbitmq or flower "
+        "(run it again to finish an interrupted rotation)",
     },
 )
 def generate(c: Context, env: str = "stage", rotate: str | None = None) -> None:
     """Create the stack's Secrets if missing (kept if present); --rotate changes one safely."""
     cfg = cluster_config(env)
     step(f"Secrets in {cfg.namespace}" + (f" (rotating {rotate})" if rotate else ""))
-    rows = cluster_secrets.ensure_secrets(cfg, kube.connect(cfg), rotate)
+    k = kube.connect(cfg)
+    with kube.api_errors(f"Writing the Secrets of {cfg.namespace}"):
+        rows = cluster_secrets.ensure_secrets(cfg, k, rotate)
     print_table(f"Secrets in {cfg.namespace}", ("Secret", "Action"), rows)
     if rotate and not any(action.startswith("rotated") for _, action in rows):
         warn(f"{rotate} did not exist yet, so it was created instead of rotated.")
@@ -31,5 +34,7 @@ def generate(c: Context, env: str = "stage", rotate: str | None = None) -> None:
 def list(c: Context, env: str = "stage") -> None:
     """Show the stack's Secrets: names, keys and ages only (never values)."""
     cfg = cluster_config(env)
-    rows = cluster_secrets.listing(kube.connect(cfg).core, cfg.namespace)
+    core = kube.connect(cfg).core
+    with kube.api_errors(f"Reading the Secrets of {cfg.namespace}"):
+        rows = cluster_secrets.listing(core, cfg.namespace)
     print_table(f"Secrets in {cfg.namespace}", ("Secret", "Keys", "Age", "Rotated at"), rows)

@@ -36,8 +36,8 @@ def test_database_restart_gives_503_then_recovers_and_loses_no_upload(api, dsn, 
             wait_for(lambda: _ready(api.client).status_code == 200, 60, "ready again")
             wait_for(lambda: traffic.count(201, restarted_at) >= 3, 60, "uploads after restart")
 
-    assert down.json()["detail"]["database"].startswith("error")
-    assert down.json()["detail"]["broker"] == "ok"
+    assert down.json()["database"].startswith("error")
+    assert down.json()["broker"] == "ok"
     assert api.alive() and api.pid == api_pid, "the API was restarted"
     assert traffic.statuses() <= {201, 503}, [a for a in traffic.answers if a.status != 201]
     unavailable = [a.body for a in traffic.answers if a.status == 503]

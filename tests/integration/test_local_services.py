@@ -62,12 +62,12 @@ def test_amqp_closed_port() -> None:
 
 
 def test_postgres_real_and_wrong_port() -> None:
-    assert host.postgres_reachable(load_config("local", environ={})).ok
+    assert host.postgres_reachable(Context(), load_config("local", environ={})).ok
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     wrong = load_config("local", flags={"POSTGRES_PORT": port}, environ={})
-    result = host.postgres_reachable(wrong)
+    result = host.postgres_reachable(Context(), wrong)
     assert not result.ok and port in result.detail
 
 
@@ -100,7 +100,7 @@ def test_provision_postgres_real(
 ) -> None:
     cfg = throwaway
     for _ in range(2):  # second run: exists, password re-synced
-        provision_postgres(cfg, secret_files["POSTGRES_PASSWORD"])
+        provision_postgres(Context(), cfg, secret_files["POSTGRES_PASSWORD"])
     password = read_secret(secret_files["POSTGRES_PASSWORD"])
     with psycopg.connect(
         host=cfg.value("POSTGRES_HOST"),

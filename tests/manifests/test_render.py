@@ -14,8 +14,10 @@ from desbordante_ops.cluster.render import (
     Rendered,
     kustomize,
     overlay_dir,
+    with_pull_secret,
 )
 from desbordante_ops.core.settings import REPO_ROOT
+from desbordante_ops.tasks import deploy as deploy_tasks
 
 from .kube_objects import TEST_TAG, containers, pod_spec, render_env, workloads
 
@@ -104,3 +106,31 @@ def test_migrate_job_names_are_dns_labels() -> None:
     assert len(long) <= 63 and not long.endswith("-")
     with pytest.raises(ValueError):
         names.migrate_job_name("...")
+
+
+def test_a_pull_secret_reaches_every_pod_of_the_backend_image_only() -> None:
+    plain = render_env("stage")
+    secret = render_env("stage", pull_secret="desbordante-registry")
+    for w in workloads(secret.docs):
+        spec = pod_spec(w)
+        runs_backend = any(c["image"] == secret.image for c in containers(spec))
+        wanted = [{"name": "desbordante-registry"}] if runs_backend else None
+        assert spec.get("imagePullSecrets") == wanted, w["metadata"]["name"]
+    with_secret = {
+        w["metadata"]["name"] for w in workloads(secret.docs) if "imagePullSecrets" in pod_spec(w)
+    }
+    assert with_secret == {"api", "worker", "flower", secret.migrate_job}
+    # the Job's template changed, so it is a new Job (templates are immutable)
+    assert secret.migrate_job != plain.migrate_job
+    assert with_pull_secret(plain, "desbordante-registry").docs == secret.docs
+
+
+def test_deploy_render_shows_the_pull_secret_when_registry_credentials_are_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REGISTRY_USERNAME", "robot")
+    monkeypatch.setenv("REGISTRY_PASSWORD", "s3cret-registry-token")
+    deploy_tasks.render(Context(), env="stage", tag="abc1234")
+    out = capsys.readouterr().out
+    assert "imagePullSecrets" in out and "desbordante-registry" in out
+    assert "s3cret-registry-token" not in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from invoke import Exit, MockContext
+from invoke import Exit, MockContext, Result
+from support.fake_engine import FakeDocker, FakeImage
 
 from desbordante_ops.cluster import bootstrap as bs
+from desbordante_ops.cluster import k3s
 from desbordante_ops.core.settings import load_config
 from desbordante_ops.tasks import bootstrap as bootstrap_tasks
 
@@ -129,3 +132,32 @@ def test_smoke_gives_up_after_bounded_polls() -> None:
 def test_smoke_reports_a_failed_task() -> None:
     with pytest.raises(Exit, match="the task failed"):
         bs.smoke(client(Api(polls_until_done=1, final="failed")))
+
+
+def test_second_run_reports_nothing_changed_through_the_image_id_comparison(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real images.load step: k3s answers with the same image ID (pinned) the second time."""
+    docker = FakeDocker()
+    monkeypatch.setattr(k3s, "is_root", lambda: True)
+    monkeypatch.setattr(k3s.engine, "connect", lambda: docker)
+    only_load = bs.steps
+    monkeypatch.setattr(
+        bs, "steps", lambda run: [s for s in only_load(run) if s.name == "images.load"]
+    )
+
+    def run_with(inspect: Result) -> bs.Run:
+        c = MockContext(
+            run={
+                re.compile(r".*crictl inspecti .*"): inspect,
+                re.compile(r".*ctr -n k8s\.io images (import|label) .*"): Result(""),
+            },
+            repeat=True,
+        )
+        return bs.Run(c=c, cfg=load_config("stage", environ={}), tag="abc1234", push=False)
+
+    assert bs.bootstrap(run_with(Result("", exited=1)), dry_run=False) is True
+    assert "changed: images.load" in capsys.readouterr().out
+    assert bs.bootstrap(run_with(Result(f"{FakeImage.id} true\n")), dry_run=False) is False
+    assert "nothing changed" in capsys.readouterr().out
+    assert docker.image.named == [True]  # saved and imported once

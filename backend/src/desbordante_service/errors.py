@@ -6,15 +6,14 @@ from __future__ import annotations
 class ServiceError(Exception):
     status = 400
 
-    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self, detail: str, headers: dict[str, str] | None = None, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
-        # Sent as `Retry-After` (seconds) when the client may simply try again later.
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str] | None:
-        return None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+        self.headers = dict(headers or {})
+        if retry_after is not None:  # the client may simply try again after this many seconds
+            self.headers["Retry-After"] = str(retry_after)
 
 
 class NotFound(ServiceError):
@@ -34,4 +33,6 @@ class TooManyRequests(ServiceError):
 
 
 class Unavailable(ServiceError):
+    """503; the API adds `Retry-After` unless `headers` carries one."""
+
     status = 503

@@ -19,6 +19,8 @@ SECRET_FIELDS = ("POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASSWORD", "FLOWER_PASSW
 DATABASE_FIELDS = ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_DB")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+INT4_MAX = 2**31 - 1  # PostgreSQL integer (e.g. a task's time_limit column)
+LONG_POLL_LIMIT_SECONDS = 600  # the largest LONG_POLL_MAX_SECONDS, and of a request's `wait`
 
 
 class SettingsError(Exception):
@@ -57,10 +59,10 @@ class Settings(BaseSettings):
     FLOWER_URL_PREFIX: str = ""
 
     MAX_UPLOAD_SIZE_BYTES: int = Field(default=100 * 1024 * 1024, ge=1)
-    TASK_TIME_LIMIT_SECONDS: int = Field(default=600, ge=1)
-    TASK_SOFT_TIME_LIMIT_SECONDS: int | None = Field(default=None, ge=1)
+    TASK_TIME_LIMIT_SECONDS: int = Field(default=600, ge=1, le=INT4_MAX)
+    TASK_SOFT_TIME_LIMIT_SECONDS: int | None = Field(default=None, ge=1, le=INT4_MAX)
     WORKER_CONCURRENCY: int = Field(default=1, ge=1, le=64)
-    LONG_POLL_MAX_SECONDS: int = Field(default=60, ge=0, le=600)
+    LONG_POLL_MAX_SECONDS: int = Field(default=60, ge=0, le=LONG_POLL_LIMIT_SECONDS)
     SHUTDOWN_GRACE_SECONDS: int = Field(default=20, ge=1, le=3600)
 
     # Bounded work: 0 turns a limit off.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from desbordante_service.api.deps import SessionDep, SettingsDep, StorageDep
+from desbordante_service.api.errors import READ_MANY, READ_ONE, errors
+from desbordante_service.api.openapi import link
+from desbordante_service.api.params import Limit, Offset
 from desbordante_service.api.ratelimit import RATE_LIMITED
 from desbordante_service.datasets import service, upload
 from desbordante_service.datasets.schemas import DatasetOut
@@ -19,6 +21,30 @@ from desbordante_service.storage import Storage, UploadLease
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
+FILE_RULES = (
+    "The dataset: CSV text in UTF-8. Fields are separated by `separator`, records end with LF "
+    'or CRLF; a field may be quoted with `"` (then it may hold the separator, line breaks and '
+    "doubled quotes). Every record has as many fields as the first one, which must not be "
+    "empty; with `has_header` the first record names the columns, each name non-empty after "
+    "trimming spaces, without NUL, and unique. Not empty, at most MAX_UPLOAD_SIZE_BYTES bytes "
+    "(this server's value is in the API description). Any part Content-Type is accepted; the "
+    "client's file name is kept as `name` (without control characters), never used as a path. "
+    "A file breaking a rule is 422 naming the first bad line."
+)
+SEPARATOR_PATTERN = "^[^" + "".join(f"\\u{ord(char):04x}" for char in service.NOT_SEPARATORS) + "]$"
+CREATED_ID = "$response.body#/id"
+UPLOADED = {
+    "links": {
+        "GetDataset": link(
+            "GET", "/datasets/{dataset_id}", "the dataset", parameters={"dataset_id": CREATED_ID}
+        ),
+        "DeleteDataset": link(
+            "DELETE", "/datasets/{dataset_id}", "remove it", parameters={"dataset_id": CREATED_ID}
+        ),
+        "CreateTask": link("POST", "/tasks", "profile it", requestBody={"dataset_id": CREATED_ID}),
+        "ListTasks": link("GET", "/tasks", "its tasks", parameters={"dataset_id": CREATED_ID}),
+    }
+}
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -27,10 +53,22 @@ UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "separator": {"type": "string", "default": ",", "maxLength": 1},
-                        "has_header": {"type": "boolean", "default": True},
+                        "file": {"type": "string", "format": "binary", "description": FILE_RULES},
+                        "separator": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 1,
+                            "pattern": SEPARATOR_PATTERN,
+                            "default": ",",
+                            "description": "one character other than a quote, a newline or NUL",
+                        },
+                        "has_header": {
+                            "type": "boolean",
+                            "default": True,
+                            "description": "whether the first record names the columns",
+                        },
                     },
                 }
             }
@@ -45,7 +83,7 @@ UPLOAD_BODY = {
     response_model=DatasetOut,
     openapi_extra=UPLOAD_BODY,
     summary="Upload a CSV dataset",
-    responses={413: {"description": "too large"}, 422: {"description": "not a usable CSV"}},
+    responses={201: UPLOADED, **errors(400, 413, 415, 422, 429, 503, 507)},
     dependencies=RATE_LIMITED,
 )
 async def upload_dataset(
@@ -86,21 +124,22 @@ def _lease(storage: Storage, dataset_id: uuid.UUID) -> UploadLease:
         raise
 
 
-@router.get("", response_model=list[DatasetOut], summary="List datasets")
-def list_datasets(
-    session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[DatasetOut]:
+@router.get("", response_model=list[DatasetOut], summary="List datasets", responses=READ_MANY)
+def list_datasets(session: SessionDep, limit: Limit = 100, offset: Offset = 0) -> list[DatasetOut]:
     return [DatasetOut.model_validate(d) for d in service.list_datasets(session, limit, offset)]
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, summary="Get a dataset")
+@router.get("/{dataset_id}", response_model=DatasetOut, summary="Get a dataset", responses=READ_ONE)
 def get_dataset(dataset_id: uuid.UUID, session: SessionDep) -> DatasetOut:
     return DatasetOut.model_validate(service.get_dataset(session, dataset_id))
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a dataset")
+@router.delete(
+    "/{dataset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a dataset",
+    responses=errors(404, 409, 422, 503),
+)
 def delete_dataset(dataset_id: uuid.UUID, session: SessionDep, storage: StorageDep) -> Response:
     """Remove the file and the row; 409 while tasks on it are queued or running."""
     service.delete_dataset(session, storage, dataset_id)
