@@ -6,17 +6,22 @@ shell redirects it between a local file and kubectl (`kubectl exec ... > file`, 
 - database: `pg_dump -Fc` / the restore pipeline inside the postgres pod, as the pod's own
   user over its unix socket (no password anywhere);
 - files: `tar` in a running api pod (backup), or in a helper pod that mounts the uploads claim
-  (restore, and backup when no api pod runs). The helper is a copy of the api pod template
-  (image, config, secret files, mounts, security context) running `sleep`, labelled as a
-  migrate pod so the NetworkPolicies let it reach PostgreSQL; it also runs the migrations
-  after an older archive. It is deleted at the end (and never outlives HELPER_SECONDS);
-- writers: Deployments api and worker scaled to 0 (and their pods gone) before the restore,
-  scaled back to API_REPLICAS / WORKER_REPLICAS afterwards, waiting for the rollouts.
+  (restore, and backup when no api pod runs). The helper is a Job whose pod is a copy of the
+  api pod template (image, config, secret files, mounts, security context) running `sleep`,
+  labelled as a migrate pod so the NetworkPolicies let it reach PostgreSQL; it also runs the
+  migrations after an older archive. It is deleted at the end (and never outlives
+  HELPER_SECONDS). A Job, not a bare Pod: the `desbordante-devops` Role may create Jobs and
+  exec into pods, not create pods;
+- writers: Deployments api and worker set to 0 replicas (`kubectl patch`: the devops Role may
+  patch Deployments, not use their scale subresource) and their pods gone before the restore,
+  set back to API_REPLICAS / WORKER_REPLICAS afterwards, waiting for the rollouts.
+The kubeconfig needs what the devops Role grants (`invoke access.grant --role devops`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import secrets
 import shlex
 from pathlib import Path
@@ -30,7 +35,14 @@ from desbordante_ops.backup.progress import last_line, run_watched
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.deploy import manifest_file
 from desbordante_ops.cluster.kube import Kube, first_running_pod, kubectl, read_or_none
-from desbordante_ops.cluster.rollout import wait_rollouts
+from desbordante_ops.cluster.rollout import (
+    JOB_NAME_LABEL,
+    Clock,
+    Deadline,
+    SystemClock,
+    explain_blocker,
+    wait_rollouts,
+)
 from desbordante_ops.cluster.status import release_of
 from desbordante_ops.core.poll import poll
 from desbordante_ops.core.settings import EnvConfig
@@ -84,8 +96,8 @@ def uploads_mount(template: dict[str, Any]) -> str:
     raise Exit(f"The api Deployment mounts no claim {names.UPLOADS_PVC}; redeploy the stack.")
 
 
-def helper_pod(template: dict[str, Any], name: str) -> dict[str, Any]:
-    """The helper Pod: the api pod template with one `sleep` container and no init containers."""
+def helper_job(template: dict[str, Any], name: str) -> dict[str, Any]:
+    """The helper Job: the api pod template with one `sleep` container and no init containers."""
     spec = copy.deepcopy(template["spec"])
     api = next(c for c in spec["containers"] if c["name"] == names.API)
     container = {
@@ -100,36 +112,37 @@ def helper_pod(template: dict[str, Any], name: str) -> dict[str, Any]:
         },
     }
     spec.pop("initContainers", None)
-    spec.update(
-        containers=[container],
-        restartPolicy="Never",
-        activeDeadlineSeconds=HELPER_SECONDS,
-        terminationGracePeriodSeconds=5,
-    )
-    labels = {
-        names.NAME_LABEL: names.APP_NAME,
-        names.COMPONENT_LABEL: names.MIGRATE,
-        **names.MANAGED_BY,
-    }
+    spec.update(containers=[container], restartPolicy="Never", terminationGracePeriodSeconds=5)
+    labels = {names.NAME_LABEL: names.APP_NAME, names.COMPONENT_LABEL: names.MIGRATE}
     return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
-        "spec": spec,
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": {**labels, **names.MANAGED_BY}},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": HELPER_SECONDS,
+            "ttlSecondsAfterFinished": 60,
+            "template": {"metadata": {"labels": labels}, "spec": spec},
+        },
     }
+
+
+def replicas_patch(replicas: int) -> str:
+    return json.dumps({"spec": {"replicas": replicas}})
 
 
 class ClusterTarget:
     """A cluster environment's database, uploads claim and writers."""
 
-    def __init__(self, c: Context, cfg: EnvConfig, k: Kube, **wait: Any) -> None:
+    def __init__(self, c: Context, cfg: EnvConfig, k: Kube, clock: Clock | None = None) -> None:
         self.c = c
         self.cfg = cfg
         self.k = k
         self.env = cfg.name
         self.namespace = cfg.namespace
-        self.wait = wait  # e.g. sleep= for tests
-        self.helper = ""
+        self.clock = clock or SystemClock()
+        self.helper = ""  # the helper Job
+        self.helper_pod = ""
 
     def describe(self) -> str:
         return f"namespace {self.namespace} on {self.k.host}"
@@ -195,12 +208,22 @@ class ClusterTarget:
         pods = self.k.core.list_namespaced_pod(self.namespace, label_selector=selector).items
         return [pod.metadata.name for pod in pods]
 
+    def _set_replicas(self, name: str, replicas: int) -> None:
+        command = self.kubectl(
+            "patch", f"deployment/{name}", "--type=merge", "-p", replicas_patch(replicas)
+        )
+        self._run(command, "kubectl patch", 60)
+
     def stop_writers(self, stopped: list[str]) -> None:
         stopped += WRITERS
-        deployments = [f"deployment/{name}" for name in WRITERS]
-        self._run(self.kubectl("scale", *deployments, "--replicas=0"), "kubectl scale", 60)
+        for name in WRITERS:
+            self._set_replicas(name, 0)
         left = poll(
-            self._writer_pods, lambda pods: not pods, POD_TIMEOUT_SECONDS, POLL_SECONDS, **self.wait
+            self._writer_pods,
+            lambda pods: not pods,
+            POD_TIMEOUT_SECONDS,
+            POLL_SECONDS,
+            sleep=self.clock.sleep,
         )
         if left:
             raise Exit(f"pods still running after {POD_TIMEOUT_SECONDS}s: {', '.join(left)}")
@@ -236,21 +259,28 @@ class ClusterTarget:
             names.WORKER: self.cfg.toolkit.WORKER_REPLICAS,
         }
         for name in names_:
-            command = self.kubectl("scale", f"deployment/{name}", f"--replicas={replicas[name]}")
-            self._run(command, "kubectl scale", 60)
-        pending = wait_rollouts(self.k, self.namespace, ROLLOUT_TIMEOUT_SECONDS, **self.wait)
+            self._set_replicas(name, replicas[name])
+        deadline = Deadline.after(ROLLOUT_TIMEOUT_SECONDS, self.clock)
+        pending, blocker = wait_rollouts(self.k, self.namespace, deadline)
+        if blocker is not None:
+            raise Exit(explain_blocker(self.k, self.namespace, blocker))
         if pending:
             late = ", ".join(f"{item.name} {item.ready}/{item.desired}" for item in pending)
             raise Exit(f"not ready within {ROLLOUT_TIMEOUT_SECONDS}s: {late}")
 
     def close(self) -> None:
-        """Delete the helper pod, if one was made."""
+        """Delete the helper Job (and with it its pod), if one was made."""
         if self.helper:
             command = self.kubectl(
-                "delete", "pod", self.helper, "--ignore-not-found", "--wait=false"
+                "delete",
+                "job",
+                self.helper,
+                "--ignore-not-found",
+                "--wait=false",
+                "--cascade=background",
             )
             self.c.run(command, hide=True, warn=True, in_stream=False, timeout=60)
-            self.helper = ""
+            self.helper = self.helper_pod = ""
 
     # --- the helper pod -------------------------------------------------------------------
 
@@ -264,22 +294,30 @@ class ClusterTarget:
         return template
 
     def _helper(self) -> str:
-        """Name of the running helper pod (made on first use)."""
-        if self.helper:
-            return self.helper
+        """Name of the running pod of the helper Job (made on first use)."""
+        if self.helper_pod:
+            return self.helper_pod
         name = f"restore-{secrets.token_hex(3)}"
-        with manifest_file([helper_pod(self._api_template(), name)]) as path:
-            self._run(self.kubectl("apply", "-f", path), "creating the helper pod", 60)
+        with manifest_file([helper_job(self._api_template(), name)]) as path:
+            self._run(self.kubectl("apply", "-f", path), "creating the helper Job", 60)
         self.helper = name
+        selector = f"{JOB_NAME_LABEL}={name}"
 
-        def phase() -> str:
-            pod = read_or_none(self.k.core.read_namespaced_pod, name, self.namespace)
-            return str(pod.status.phase) if pod is not None and pod.status else "Pending"
-
-        last = poll(phase, lambda p: p != "Pending", POD_TIMEOUT_SECONDS, POLL_SECONDS, **self.wait)
-        if last != "Running":
-            raise Exit(
-                f"helper pod {name} is {last} after {POD_TIMEOUT_SECONDS}s; "
-                f"`kubectl -n {self.namespace} describe pod {name}` says why"
+        def pods() -> list[Any]:
+            return list(
+                self.k.core.list_namespaced_pod(self.namespace, label_selector=selector).items
             )
-        return name
+
+        def started(found: list[Any]) -> bool:
+            return any(pod.status and pod.status.phase != "Pending" for pod in found)
+
+        found = poll(pods, started, POD_TIMEOUT_SECONDS, POLL_SECONDS, sleep=self.clock.sleep)
+        running = [p.metadata.name for p in found if p.status and p.status.phase == "Running"]
+        if not running:
+            phase = found[0].status.phase if found and found[0].status else "not created"
+            raise Exit(
+                f"the helper pod of Job {name} is {phase} after {POD_TIMEOUT_SECONDS}s; "
+                f"`kubectl -n {self.namespace} describe job {name}` says why"
+            )
+        self.helper_pod = running[0]
+        return self.helper_pod

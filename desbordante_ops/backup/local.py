@@ -1,14 +1,16 @@
 """Backup and restore of the local stack (processes under supervisord).
 
 The database is dumped and restored with this machine's PostgreSQL client tools as
-POSTGRES_ADMIN_USER (the user `invoke up` provisions with; its own trust, peer or ~/.pgpass
-authentication, never a password on a command line); restored objects belong to POSTGRES_USER.
+POSTGRES_ADMIN_USER, reached the way `invoke up` reaches it (local/pgadmin.py: over TCP when it
+logs in without a prompt, else as its OS user on the unix socket with peer authentication;
+never a password on a command line); restored objects belong to POSTGRES_USER.
 The uploads directory is read and written directly. Writers are supervisord's api and worker:
 stopped (bounded by their stopwaitsecs) for a restore and started again afterwards, if they ran.
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from invoke import Context, Exit
@@ -21,6 +23,8 @@ from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image.tags import revision
 from desbordante_ops.local.environ import existing_env, run_service_command
 from desbordante_ops.local.health import Health
+from desbordante_ops.local.host import privilege
+from desbordante_ops.local.pgadmin import PsqlAdmin, open_admin
 from desbordante_ops.local.processes import ProcessStack
 
 WRITERS = ("api", "worker")
@@ -38,18 +42,32 @@ class LocalTarget:
 
     env = "local"
 
-    def __init__(self, c: Context, cfg: EnvConfig) -> None:
+    def __init__(self, c: Context, cfg: EnvConfig, socket: bool | None = None) -> None:
+        """SOCKET: use the unix-socket route (True), TCP (False), or find out (None)."""
         self.c = c
         self.cfg = cfg
         self.stack = ProcessStack(c, cfg)
-        backend = cfg.backend
-        assert backend.POSTGRES_HOST and backend.POSTGRES_DB  # EnvConfig requires both
-        self.connect = postgres.connect_options(
-            backend.POSTGRES_HOST,
-            backend.POSTGRES_PORT,
-            cfg.toolkit.POSTGRES_ADMIN_USER,
-            backend.POSTGRES_DB,
+        self._socket = socket
+        self._found: tuple[str, str] | None = None
+
+    def _route(self) -> tuple[str, str]:
+        """(prefix, connection options) of the admin's client commands (found once)."""
+        if self._found is None:
+            self._found = self._find_route()
+        return self._found
+
+    def _find_route(self) -> tuple[str, str]:
+        if self._socket is None:
+            with open_admin(self.c, self.cfg) as admin:
+                self._socket = isinstance(admin, PsqlAdmin)
+        backend, admin_user = self.cfg.backend, self.cfg.toolkit.POSTGRES_ADMIN_USER
+        assert backend.POSTGRES_DB  # EnvConfig requires it
+        host = None if self._socket else backend.POSTGRES_HOST
+        prefix = shlex.join(privilege(self.c).as_user(admin_user, [])) + " " if self._socket else ""
+        connect = postgres.connect_options(
+            host, backend.POSTGRES_PORT, admin_user, backend.POSTGRES_DB
         )
+        return prefix, connect
 
     def describe(self) -> str:
         backend = self.cfg.backend
@@ -81,8 +99,9 @@ class LocalTarget:
             return f"desbordante-service {desbordante_service.__version__}", ""
 
     def schema_revision(self) -> str | None:
+        prefix, connect = self._route()
         result = self.c.run(
-            postgres.revision_command(self.connect),
+            postgres.revision_command(connect, prefix),
             hide=True,
             warn=True,
             in_stream=False,
@@ -94,7 +113,8 @@ class LocalTarget:
         return found
 
     def dump_database(self, path: Path) -> None:
-        command = postgres.dump_command(self.connect, str(path))
+        prefix, connect = self._route()
+        command = f"{postgres.dump_command(connect, prefix)} > {shlex.quote(str(path))}"
         result = run_watched(self.c, command, "database dump", DUMP_TIMEOUT_SECONDS, watch=path)
         self._check(result.exited, result.ok, last_line(result), "pg_dump")
 
@@ -111,8 +131,9 @@ class LocalTarget:
                 self.stack.sup.stop(name)
 
     def restore_database(self, path: Path) -> None:
+        prefix, connect = self._route()
         command = postgres.restore_command(
-            self.connect, role=self.cfg.value("POSTGRES_USER"), dump=str(path)
+            connect, role=self.cfg.value("POSTGRES_USER"), dump=str(path), as_=prefix
         )
         result = run_watched(self.c, command, "database restore", RESTORE_TIMEOUT_SECONDS)
         self._check(

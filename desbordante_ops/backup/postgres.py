@@ -1,10 +1,13 @@
 """The PostgreSQL command lines of a backup and a restore, the same for every environment.
 
 Each takes CONNECT, the connection options as shell text: quoted values for the local stack
-(`-h 127.0.0.1 -p 5432 -U postgres -d desbordante`), or `-U "$POSTGRES_USER" -d "$POSTGRES_DB"`
-expanded by the shell inside the postgres pod. No password is ever part of them: the local
-admin connects like `invoke up` does (trust, peer or the user's own ~/.pgpass), the pod's own
-user over its unix socket.
+(`-h 127.0.0.1 -p 5432 -U postgres -d desbordante`, or without `-h` on the unix socket), or
+`-U "$POSTGRES_USER" -d "$POSTGRES_DB"` expanded by the shell inside the postgres pod, and AS,
+a prefix that runs the server's clients as another OS user (`runuser -u postgres --` for peer
+authentication) or "". No password is ever part of them: the local admin connects like
+`invoke up` does (trust or ~/.pgpass over TCP, else peer auth on the socket), the pod's own user
+over its unix socket. Dumps go to standard output; the caller's shell redirects them to a file,
+so they never pass through Invoke and a client running as another user needs no write access.
 
 Restore = one transaction in psql: drop and recreate the schema `public` (so objects that newer
 migrations added go too, and migrations can run again after an older archive), then the
@@ -28,20 +31,20 @@ PREAMBLE = (
 )
 
 
-def connect_options(host: str, port: int, user: str, dbname: str) -> str:
-    """Quoted connection options for a database reached over TCP."""
-    return shlex.join(["-h", host, "-p", str(port), "-U", user, "-d", dbname])
+def connect_options(host: str | None, port: int, user: str, dbname: str) -> str:
+    """Quoted connection options: over TCP to HOST, or the local unix socket when None."""
+    where = ["-h", host] if host else []
+    return shlex.join([*where, "-p", str(port), "-U", user, "-d", dbname])
 
 
-def dump_command(connect: str, output: str = "") -> str:
-    """`pg_dump -Fc` (one consistent snapshot), to OUTPUT (a path) or standard output."""
-    target = f" -f {shlex.quote(output)}" if output else ""
-    return f"pg_dump -Fc --no-password {connect}{target}"
+def dump_command(connect: str, as_: str = "") -> str:
+    """`pg_dump -Fc` (one consistent snapshot) to standard output."""
+    return f"{as_}pg_dump -Fc --no-password {connect}"
 
 
-def revision_command(connect: str) -> str:
+def revision_command(connect: str, as_: str = "") -> str:
     """The database's alembic revision on one line (psql fails when the table is missing)."""
-    return f"psql -X -A -t -q --no-password {connect} -c {shlex.quote(REVISION_QUERY)}"
+    return f"{as_}psql -X -A -t -q --no-password {connect} -c {shlex.quote(REVISION_QUERY)}"
 
 
 def parse_revision(ok: bool, stdout: str, stderr: str) -> tuple[str | None, str]:
@@ -55,7 +58,7 @@ def parse_revision(ok: bool, stdout: str, stderr: str) -> tuple[str | None, str]
     return None, errors[-1] if errors else "psql failed without a message"
 
 
-def restore_command(connect: str, role: str | None = None, dump: str = "") -> str:
+def restore_command(connect: str, role: str | None = None, dump: str = "", as_: str = "") -> str:
     """The bash pipeline restoring DUMP (a path) or standard input, as one transaction.
 
     COMMIT is sent only after pg_restore finished without error: a dump it cannot read (or a
@@ -69,5 +72,5 @@ def restore_command(connect: str, role: str | None = None, dump: str = "") -> st
         "set -o pipefail; "
         f"{{ printf '%s;\\n' {lines}; "
         f"pg_restore --no-owner --no-privileges -f -{source} && printf 'COMMIT;\\n'; }} | "
-        f"psql -X -q -o /dev/null -v ON_ERROR_STOP=1 --no-password {connect}"
+        f"{as_}psql -X -q -o /dev/null -v ON_ERROR_STOP=1 --no-password {connect}"
     )

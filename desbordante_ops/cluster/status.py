@@ -2,7 +2,7 @@
 
 Read through the API with the kubernetes client (read-only, the `view` role is enough):
 - the release: image tag of the api pods and the digest they actually run (`status.imageID`,
-  which nobody deploying can write), and the last deploy recorded by `invoke deploy`;
+  which nobody deploying can write), and the last deploy in the release ledger (when, by whom);
 - every Deployment and StatefulSet: ready/desired, restarts of its pods, why a pod is not ready;
 - every volume claim: phase, request and capacity, and its usage: `du` and `df` exec'd in a
   running pod that mounts the claim (one short exec per claim; without the `pods/exec` right,
@@ -14,7 +14,6 @@ a claim that is not Bound. Each row says what is wrong; `invoke logs --env ENV` 
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,12 +21,11 @@ from typing import Any
 
 from invoke import Context, Exit
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 from rich.filesize import decimal
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube import Kube, kubectl
-from desbordante_ops.cluster.releases import releases
+from desbordante_ops.cluster.releases import RUNTIME_SCHEME, ledger, short_id
 from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image.refs import split_ref
@@ -72,34 +70,28 @@ def running_image(pods: Iterable[Any], container: str | None = None) -> tuple[st
 
 
 def release_of(core: Any, namespace: str) -> tuple[str, str]:
-    """(tag, `image@digest`) of what the api pods run; ("", "") when none runs."""
+    """(tag, short image ID with digest) of what the api pods run; ("", "") when none runs."""
     pods = core.list_namespaced_pod(namespace, label_selector=names.selector(names.API)).items
     image, image_id = running_image(pods, names.API)
     if not image:
         return "", ""
-    repository, tag = split_ref(image)
-    return tag or "latest", f"{repository}@{short_digest(image_id)}"
+    return split_ref(image)[1] or "latest", short_id(RUNTIME_SCHEME.sub("", image_id))
 
 
 def last_deploy(core: Any, namespace: str) -> tuple[str, str, str]:
-    """(tag, when, by) of the newest release recorded in NAMESPACE; ("", "", "") if none.
+    """(tag, when, by) of NAMESPACE's newest entry in the release ledger; ("", "", why not)
+    when there is none or this kubeconfig may not read it.
 
-    The one place that reads the release record (its location is owned by releases.py).
+    The one place that reads release records (their format is owned by releases.py).
     """
-    newest: tuple[str, str, str] = ("", "", "")
     try:
-        records = releases(core, namespace)
-    except ApiException:
-        return newest
-    for tag, text in records.items():
-        try:
-            record = json.loads(text)
-        except ValueError:
-            continue
-        when = str(record.get("deployed_at", ""))
-        if when >= newest[1]:
-            newest = (tag, when, str(record.get("by", "")))
-    return newest
+        entries = [entry for entry in ledger(core).values() if entry.namespace == namespace]
+    except Exit as exc:
+        return "", "", str(exc.message).split(";")[0]
+    if not entries:
+        return "", "", "no deploy recorded"
+    newest = max(entries, key=lambda entry: entry.deployed_at)
+    return newest.tag, newest.deployed_at, newest.by
 
 
 def pod_problems(pods: Iterable[Any]) -> list[str]:
@@ -257,11 +249,7 @@ def release_rows(k: Kube, namespace: str) -> list[Row]:
     deployed, when, by = last_deploy(k.core, namespace)
     return [
         Row("release", tag or "-", image or "no api pod runs"),
-        Row(
-            "last deploy",
-            deployed or "-",
-            f"{when} by {by or 'unknown'}" if deployed else "no deploy recorded",
-        ),
+        Row("last deploy", deployed or "-", f"{when} by {by or 'unknown'}" if deployed else by),
     ]
 
 

@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube import Kube
+from desbordante_ops.cluster.rollout import JOB_NAME_LABEL
 from support.fake_kube import FakeCore
 
 NAMESPACE = "desbordante-stage"
@@ -296,8 +297,9 @@ def fake_cluster() -> Kube:
 
 
 class ScalingContext(MockContext):
-    """Records every command; applies `kubectl scale`, `apply -f` (a Pod) and `delete pod`
-    to the fake cluster; answers other commands with RESULTS (regex -> Result) or success.
+    """Records every command; applies `kubectl patch` (replicas), `apply -f` (a Job: its pod
+    appears) and `delete job` to the fake cluster; answers with RESULTS (regex -> Result) or
+    success.
     A command ending in `> PATH` (the shell's redirection) writes OUTPUTS[regex] to PATH."""
 
     _k: Kube
@@ -332,18 +334,20 @@ class ScalingContext(MockContext):
         self._commands.append(command)
         apps: ClusterApps = self._k.apps
         core: ClusterCore = self._k.core
-        if " scale " in command:
-            replicas = int(re.search(r"--replicas=(\d+)", command).group(1))  # type: ignore[union-attr]
-            for name in re.findall(r"deployment/(\w+)", command):
-                apps.scale(name, replicas)
+        patched = re.search(r" patch deployment/(\w+) .*\"replicas\": (\d+)", command)
+        if patched:
+            apps.scale(patched.group(1), int(patched.group(2)))
         elif " apply -f " in command:
             with open(command.split()[-1], encoding="utf-8") as handle:
                 docs = [doc for doc in yaml.safe_load_all(handle) if doc]
             self._applied += docs
-            core.pods += [pod(doc["metadata"]["name"], names.MIGRATE) for doc in docs]
-        elif " delete pod " in command:
-            name = command.split(" delete pod ")[1].split()[0]
-            core.pods = [p for p in core.pods if p.metadata.name != name]
+            for doc in docs:  # the Job controller makes the Job's pod
+                helper = pod(f"{doc['metadata']['name']}-x7k2p", names.MIGRATE)
+                helper.metadata.labels[JOB_NAME_LABEL] = doc["metadata"]["name"]
+                core.pods.append(helper)
+        elif " delete job " in command:
+            name = command.split(" delete job ")[1].split()[0]
+            core.pods = [p for p in core.pods if p.metadata.labels.get(JOB_NAME_LABEL) != name]
         redirect = re.search(r" > (\S+)$", command)
         if redirect:
             data = next((v for k, v in self._outputs.items() if re.search(k, command)), b"")

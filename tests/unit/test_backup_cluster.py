@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from invoke import Exit, Result
 from support.fake_cluster import DIGEST, HOST, IMAGE, TAG, ScalingContext, fake_cluster
+from support.fake_kube import FakeClock
 
 from desbordante_ops.backup import archive, flow
-from desbordante_ops.backup.cluster import HELPER_CONTAINER, ClusterTarget
+from desbordante_ops.backup.cluster import HELPER_CONTAINER, ClusterTarget, replicas_patch
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube import Kube
 from desbordante_ops.core.settings import EnvConfig, load_config
@@ -50,12 +51,8 @@ def cfg() -> EnvConfig:
     return load_config("stage", environ={})
 
 
-def no_sleep(seconds: float) -> None:
-    return None
-
-
 def target(c: ScalingContext, cfg: EnvConfig, k: Kube) -> ClusterTarget:
-    return ClusterTarget(c, cfg, k, sleep=no_sleep)
+    return ClusterTarget(c, cfg, k, clock=FakeClock())
 
 
 def make_archive(cfg: EnvConfig, directory: Path, results: dict[str, Result]) -> Path:
@@ -93,6 +90,11 @@ def position(commands: list[str], needle: str) -> int:
     return found[0]
 
 
+def patch(name: str, replicas: int) -> str:
+    """The replicas patch of Deployment NAME, as it appears in a command."""
+    return f"patch deployment/{name} --type=merge -p '{replicas_patch(replicas)}'"
+
+
 def kubectl_prefix(cfg: EnvConfig) -> str:
     return f"kubectl --kubeconfig {cfg.toolkit.KUBECONFIG_PATH} -n desbordante-stage"
 
@@ -116,7 +118,7 @@ def test_backup_dumps_in_the_postgres_pod_and_tars_in_the_api_pod(
     assert "--exclude=incoming" in tar and redirected(tar, ">").endswith(f"/{archive.UPLOADS}")
     manifest = archive.read_manifest(path)
     assert (manifest.env, manifest.release, manifest.schema_revision) == ("stage", TAG, "0001")
-    assert manifest.image == f"{IMAGE}@{DIGEST[:19]}"
+    assert manifest.image == f"{IMAGE}@{DIGEST[:19]}"  # short_id: 12 hex digits
     assert manifest.source == f"namespace desbordante-stage on {HOST}"
     with tarfile.open(path) as outer:
         assert outer.extractfile(archive.DATABASE).read() == DUMP  # type: ignore[union-attr]
@@ -130,28 +132,35 @@ def test_backup_without_a_running_api_pod_tars_in_a_helper_pod_then_removes_it(
     k.apps.scale(names.API, 0)
     c = ScalingContext(k, REVISION, OUTPUTS)
     flow.backup(target(c, cfg, k), tmp_path)
-    apply, tar, delete = (position(c.commands, s) for s in (" apply -f ", " tar -C ", "delete pod"))
+    apply, tar, delete = (position(c.commands, s) for s in (" apply -f ", " tar -C ", "delete job"))
     assert apply < tar < delete == len(c.commands) - 1
-    helper = c.applied[0]["metadata"]["name"]
-    assert f"exec {helper} -c {HELPER_CONTAINER} -- tar -C /data/uploads" in c.commands[tar]
-    assert not any(p.metadata.name == helper for p in k.core.pods)
+    job = c.applied[0]["metadata"]["name"]
+    assert f"exec {job}-x7k2p -c {HELPER_CONTAINER} -- tar -C /data/uploads" in c.commands[tar]
+    assert c.commands[delete].endswith(
+        f"delete job {job} --ignore-not-found --wait=false --cascade=background"
+    )
+    assert not any(p.metadata.name.startswith(job) for p in k.core.pods)
 
 
-def test_helper_pod_is_the_api_template_running_sleep(cfg: EnvConfig, tmp_path: Path) -> None:
+def test_helper_is_a_job_of_the_api_template_running_sleep(cfg: EnvConfig, tmp_path: Path) -> None:
+    """A Job (the devops Role may create Jobs, not Pods) whose pod may reach PostgreSQL."""
     k = fake_cluster()
     k.apps.scale(names.API, 0)
     c = ScalingContext(k, REVISION, OUTPUTS)
     flow.backup(target(c, cfg, k), tmp_path)
     (helper,) = c.applied
-    spec = helper["spec"]
-    assert helper["kind"] == "Pod" and "initContainers" not in spec
-    assert helper["metadata"]["labels"][names.COMPONENT_LABEL] == names.MIGRATE  # may reach PG
+    assert helper["kind"] == "Job" and helper["spec"]["backoffLimit"] == 0
+    assert helper["spec"]["activeDeadlineSeconds"] > 0
+    template = helper["spec"]["template"]
+    spec = template["spec"]
+    assert "initContainers" not in spec
+    assert template["metadata"]["labels"][names.COMPONENT_LABEL] == names.MIGRATE
     (container,) = spec["containers"]
     assert container["image"] == f"{IMAGE}:{TAG}" and container["command"][0] == "sleep"
     assert container["securityContext"] == {"readOnlyRootFilesystem": True}
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/data/uploads"}
     assert container["envFrom"] and spec["securityContext"]["runAsNonRoot"] is True
-    assert spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] > 0
+    assert spec["restartPolicy"] == "Never"
 
 
 # --- restore ---------------------------------------------------------------------------------
@@ -163,18 +172,22 @@ def test_restore_scales_writers_down_before_and_up_after(cfg: EnvConfig, tmp_pat
     c = ScalingContext(k)
     flow.restore(target(c, cfg, k), path, yes=True)
     commands = c.commands
-    down = position(commands, "scale deployment/api deployment/worker --replicas=0")
+    down_api = position(
+        commands, 'patch deployment/api --type=merge -p \'{"spec": {"replicas": 0}}'
+    )
+    down_worker = position(
+        commands, 'deployment/worker --type=merge -p \'{"spec": {"replicas": 0}}'
+    )
     database = position(commands, "pg_restore")
     helper = position(commands, " apply -f ")
     files = position(commands, "-c restore -- bash -c")
-    delete = position(commands, " delete pod ")
-    up_api = position(commands, "scale deployment/api --replicas=1")
-    up_worker = position(commands, "scale deployment/worker --replicas=1")
-    assert down < database < files < delete < up_api < up_worker
+    delete = position(commands, " delete job ")
+    up_api, up_worker = (position(commands, patch(name, 1)) for name in ("api", "worker"))
+    assert down_api < down_worker < database < files < delete < up_api < up_worker
     assert helper < files and "migrate" not in " ".join(commands)  # same revision: no migrate
     assert commands[database].startswith(f"{kubectl_prefix(cfg)} exec -i postgres-0 -c postgres")
     assert redirected(commands[database], "<").endswith(f"/{archive.DATABASE}")
-    assert " -i restore-" in commands[files] and "cd /data/uploads;" in commands[files]
+    assert " exec -i restore-" in commands[files] and "cd /data/uploads;" in commands[files]
     assert redirected(commands[files], "<").endswith(f"/{archive.UPLOADS}")
     assert k.apps.workloads[names.API].replicas == cfg.toolkit.API_REPLICAS
 
@@ -217,7 +230,7 @@ def test_restore_of_an_older_archive_migrates_in_the_helper_before_scaling_up(
     migrate = position(c.commands, "desbordante-service migrate")
     assert f"-c {HELPER_CONTAINER} -- desbordante-service migrate" in c.commands[migrate]
     files = position(c.commands, "-c restore -- bash -c")
-    assert files < migrate < position(c.commands, "deployment/api --replicas=1")
+    assert files < migrate < position(c.commands, patch("api", 1))
 
 
 def test_database_failure_changes_nothing_and_starts_the_writers_again(
@@ -229,7 +242,7 @@ def test_database_failure_changes_nothing_and_starts_the_writers_again(
     assert "unsupported version" in message and "\n" not in message
     assert message.endswith("Nothing was changed; api, worker run again.")
     assert not any(" apply -f " in command for command in c.commands)  # files untouched
-    assert position(c.commands, "pg_restore") < position(c.commands, "deployment/api --replicas=1")
+    assert position(c.commands, "pg_restore") < position(c.commands, patch("api", 1))
 
 
 def test_files_failure_says_the_database_is_restored_and_keeps_writers_stopped(
@@ -240,8 +253,8 @@ def test_files_failure_says_the_database_is_restored_and_keeps_writers_stopped(
     assert "while restoring the uploaded files: tar in the helper pod: tar: write error" in message
     assert "The database is restored, the uploaded files are not (or only partly)" in message
     assert "api, worker stay stopped. Run the same restore again" in message
-    assert not any("--replicas=1" in command for command in c.commands)
-    assert " delete pod " in c.commands[-1]  # the helper is removed all the same
+    assert not any(patch("api", 1) in command for command in c.commands)
+    assert " delete job " in c.commands[-1]  # the helper is removed all the same
 
 
 def test_writers_that_do_not_stop_stop_the_restore_before_any_change(
@@ -258,10 +271,7 @@ def test_writers_that_do_not_stop_stop_the_restore_before_any_change(
         "api-7d9f-abcde, worker-5c4b-fghij. Nothing was changed; api, worker run again."
     )
     assert not any("pg_restore" in command for command in c.commands)
-    assert c.commands[-2:] == [
-        f"{kubectl_prefix(cfg)} scale deployment/api --replicas=1",
-        f"{kubectl_prefix(cfg)} scale deployment/worker --replicas=1",
-    ]
+    assert c.commands[-2:] == [f"{kubectl_prefix(cfg)} {patch(n, 1)}" for n in ("api", "worker")]
 
 
 def test_a_newer_schema_is_refused_before_any_command(cfg: EnvConfig, tmp_path: Path) -> None:
@@ -314,8 +324,9 @@ def test_migration_failure_says_the_data_is_restored_but_not_migrated(
 
 def test_writers_not_coming_back_say_the_data_is_restored(cfg: EnvConfig, tmp_path: Path) -> None:
     failed = Result(stderr="denied", exited=1)
-    message, _ = failed_restore(cfg, tmp_path, REVISION, {"deployment/worker --replicas=1": failed})
+    worker_up = r'deployment/worker .*"replicas": 1'
+    message, _ = failed_restore(cfg, tmp_path, REVISION, {worker_up: failed})
     assert message == (
-        "Restore of stage failed while starting the writers again: kubectl scale: denied. "
+        "Restore of stage failed while starting the writers again: kubectl patch: denied. "
         "The data is restored; start api, worker yourself."
     )

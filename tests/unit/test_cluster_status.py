@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 from invoke import Exit, Result
+from kubernetes.client.exceptions import ApiException
 from support.fake_cluster import DIGEST, IMAGE, TAG, ScalingContext, claim, fake_cluster, pod
 from support.fake_cluster import Networking as FakeNetworking
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster import status as cluster_status
 from desbordante_ops.cluster.kube import Kube
-from desbordante_ops.cluster.releases import record_release
+from desbordante_ops.cluster.releases import Release, write_entry
 from desbordante_ops.core.settings import EnvConfig, load_config
 
 NAMESPACE = "desbordante-stage"
@@ -38,13 +39,21 @@ def rows(
 
 def test_a_healthy_environment(cfg: EnvConfig, capsys: pytest.CaptureFixture[str]) -> None:
     k = fake_cluster()
-    record_release(k.core, NAMESPACE, "v1.3.0", f"{IMAGE}:v1.3.0")
-    record_release(k.core, NAMESPACE, TAG, f"{IMAGE}:{TAG}")
+    for tag, when, by in (
+        (TAG, "2026-11-25T10:00:00Z", "jane"),
+        ("v1.3.0", "2026-11-20T10:00:00Z", "joe"),
+    ):
+        entry = Release(NAMESPACE, tag, f"{IMAGE}:{tag}", f"{IMAGE}@{DIGEST}", when, by)
+        write_entry(k.core, entry)
+    write_entry(k.core, Release("desbordante-prod", "v1.5.0", "i", "d", "2026-11-26T1", "x"))
     c = ScalingContext(k, USAGE)
     shown = {row.part: row for row in cluster_status.show(c, cfg, k, INGRESS)}
     assert shown["release"].state == TAG
     assert shown["release"].detail == f"{IMAGE}@sha256:{DIGEST[7:19]}"
-    assert shown["last deploy"].state == TAG and "by unknown" in shown["last deploy"].detail
+    assert (shown["last deploy"].state, shown["last deploy"].detail) == (
+        TAG,
+        "2026-11-25T10:00:00Z by jane",
+    )
     for name in names.DEPLOYMENTS:
         assert shown[f"deployment/{name}"].state == "1/1 ready"
     assert shown["statefulset/postgres"].detail.startswith("restarts 0, 17.6-bookworm sha256:")
@@ -117,3 +126,15 @@ def test_a_viewer_without_exec_rights_still_gets_the_table(cfg: EnvConfig) -> No
 def test_no_release_recorded(cfg: EnvConfig) -> None:
     found = rows(cfg, fake_cluster())
     assert (found["last deploy"].state, found["last deploy"].detail) == ("-", "no deploy recorded")
+
+
+def test_a_kubeconfig_that_may_not_read_the_ledger(cfg: EnvConfig) -> None:
+    k = fake_cluster()
+
+    def forbidden(name: str, namespace: str) -> None:
+        raise ApiException(status=403, reason="Forbidden")
+
+    k.core.read_namespaced_config_map = forbidden
+    row = rows(cfg, k)["last deploy"]
+    assert row.state == "-" and row.healthy
+    assert row.detail.startswith("This kubeconfig may not read the release ledger")
