@@ -169,9 +169,19 @@ class ClusterDoctor:
 
     @property
     def apis(self) -> ClusterApis:
-        if self._apis is None:
-            raise Exit(f"skipped: {self._error or 'the API server was not checked'}")
+        assert self._apis is not None  # rows after the first run only once it connected
         return self._apis
+
+    def _after_connect(self, row: Callable[[], Result]) -> Callable[[], Result]:
+        """ROW, or a skipped row pointing at the first one while there is no connection."""
+
+        def run() -> Result:
+            if self._apis is None:
+                why = self._error or "the API server was not checked"
+                return Result(False, f"skipped: {why}", "fix the API server row first")
+            return row()
+
+        return run
 
     def needs(self) -> tuple[int, int]:
         """(memory, storage) both cluster environments request, from their rendered manifests."""
@@ -337,7 +347,6 @@ class ClusterDoctor:
         return Result(True, ", ".join(wanted))
 
     def clock(self) -> Result:
-        self.apis  # noqa: B018 - skipped without a connection
         if self._skew is None:
             return Result(False, "the API server sent no Date header")
         detail = (
@@ -363,37 +372,39 @@ class ClusterDoctor:
             ),
             Check(
                 "namespace",
-                self.namespace,
+                self._after_connect(self.namespace),
                 f"`invoke deploy --env {env}` creates it with its labels",
             ),
             Check(
                 "Traefik and its CRDs",
-                self.traefik,
+                self._after_connect(self.traefik),
                 "k3s ships Traefik: do not install k3s with `--disable traefik` "
                 "(`sudo invoke k3s.install` keeps it)",
             ),
             Check(
                 "default StorageClass",
-                self.storage_class,
+                self._after_connect(self.storage_class),
                 "kubectl patch storageclass local-path -p "
                 '\'{"metadata":{"annotations":{"storageclass.kubernetes.io/is-default-class":"true"}}}\'',
             ),
             Check(
                 "memory for stage + prod",
-                self.memory,
+                self._after_connect(self.memory),
                 "free memory on the node (other workloads), or lower the requests in "
                 "k8s/overlays/<env>",
             ),
             Check(
                 "disk under the volumes",
-                self.disk,
+                self._after_connect(self.disk),
                 "free disk on the node (local-path volumes live in /var/lib/rancher/k3s/storage) "
                 "or give it a bigger disk; MIN_FREE_DISK_MB sets the minimum free",
             ),
-            Check("Secrets", self.secrets, f"invoke secrets.generate --env {env}"),
+            Check(
+                "Secrets", self._after_connect(self.secrets), f"invoke secrets.generate --env {env}"
+            ),
             Check(
                 "clock skew",
-                self.clock,
+                self._after_connect(self.clock),
                 "sync both clocks with NTP (`timedatectl set-ntp true`)",
             ),
         ]

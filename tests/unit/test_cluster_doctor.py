@@ -217,7 +217,11 @@ def test_an_unreachable_api_server_fails_once_and_skips_the_rest(cfg: EnvConfig)
         "clock skew",
         "memory for stage + prod",
     ):
-        assert rows[name][:2] == (False, "skipped: the API server is not reachable")
+        assert rows[name] == (
+            False,
+            "skipped: the API server is not reachable",
+            "fix the API server row first",
+        )
 
 
 def test_each_problem_fails_its_row_with_its_fix(cfg: EnvConfig) -> None:
