@@ -14,7 +14,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from servicekit import ADMIN_DSN, backend_env, create_database, drop_database, migrated_database
+from servicekit import (
+    ADMIN_DSN,
+    backend_env,
+    create_database,
+    drop_database,
+    migrated_database,
+    scalar,
+)
 from serviceprocs import Worker
 
 DATA = Path(__file__).parent / "data"
@@ -122,8 +129,8 @@ class Stored:
         self.uploads = uploads
 
     def snapshot(self) -> tuple[int, int, list[str]]:
-        datasets = self.db.execute("SELECT count(*) FROM datasets").fetchone()[0]
-        tasks = self.db.execute("SELECT count(*) FROM profiling_tasks").fetchone()[0]
+        datasets = scalar(self.db, "SELECT count(*) FROM datasets")
+        tasks = scalar(self.db, "SELECT count(*) FROM profiling_tasks")
         files = sorted(str(p.relative_to(self.uploads)) for p in self.uploads.rglob("*.*"))
         return datasets, tasks, files
 

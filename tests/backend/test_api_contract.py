@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 
 from desbordante_service.profiling.primitives import PRIMITIVES
@@ -19,7 +20,7 @@ def document(app) -> dict:
     return app.openapi()
 
 
-def _error_requests(api) -> dict[int, object]:
+def _error_requests(api) -> dict[int, httpx.Response]:
     """One real request per error status the API answers with, on the real services."""
     dataset = api.upload("cities.csv", CITIES).json()
     api.create_task(dataset["id"], "fd")  # no worker here: stays queued, so DELETE is refused

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from servicekit import scalar
 from serviceprocs import Api
 
 LIMIT = 3
@@ -60,7 +61,7 @@ def _create(client: httpx.Client, dataset: str) -> httpx.Response:
 
 def _pending(db: psycopg.Connection) -> int:
     query = "SELECT count(*) FROM profiling_tasks WHERE status IN ('queued', 'running')"
-    return db.execute(query).fetchone()[0]
+    return scalar(db, query)
 
 
 def test_202_below_the_limit_503_with_retry_after_at_it(server, own_db, dataset) -> None:
@@ -133,10 +134,10 @@ def test_concurrent_creations_at_the_boundary_never_exceed_the_limit(
 def test_503_stores_nothing(server, own_db, dataset, own_env) -> None:
     for _ in range(LIMIT):
         _create(server.client, dataset)
-    tasks = own_db.execute("SELECT count(*) FROM profiling_tasks").fetchone()[0]
+    tasks = scalar(own_db, "SELECT count(*) FROM profiling_tasks")
     files = sorted(Path(own_env["UPLOADED_FILES_DIR_PATH"]).rglob("*"))
 
     assert _create(server.client, dataset).status_code == 503
 
-    assert own_db.execute("SELECT count(*) FROM profiling_tasks").fetchone()[0] == tasks
+    assert scalar(own_db, "SELECT count(*) FROM profiling_tasks") == tasks
     assert sorted(Path(own_env["UPLOADED_FILES_DIR_PATH"]).rglob("*")) == files

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from servicekit import run_service
+from servicekit import run_service, scalar
 from serviceprocs import Api, ServiceProcess, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -93,7 +93,7 @@ class Scene:
 
     def exists(self, dataset_id: str) -> bool:
         query = "SELECT count(*) FROM datasets WHERE id = %s"
-        return self.db.execute(query, (dataset_id,)).fetchone()[0] == 1
+        return scalar(self.db, query, (dataset_id,)) == 1
 
     def snapshot(self) -> dict[str, dict]:
         datasets = self.db.execute("SELECT id::text, created_at, sha256 FROM datasets").fetchall()

@@ -56,6 +56,7 @@ def test_secret_from_file(tmp_path) -> None:
 
     settings = load_settings({**env, "POSTGRES_PASSWORD_FILE": str(secret)})
 
+    assert settings.POSTGRES_PASSWORD is not None
     assert settings.POSTGRES_PASSWORD.get_secret_value() == "from-file"
 
 

@@ -72,7 +72,7 @@ def invoke(task: str, environ: dict[str, str], timeout: float) -> subprocess.Com
     return run([sys.executable, "-m", "invoke", task], environ, timeout)
 
 
-def _admin(statement: sql.Composable) -> None:
+def _admin(statement: sql.Composed) -> None:
     with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=10) as connection:
         connection.execute(statement)
 

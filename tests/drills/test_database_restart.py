@@ -28,7 +28,9 @@ def test_database_restart_gives_503_then_recovers_and_loses_no_upload(api, dsn, 
             wait_for(lambda: traffic.count(201) >= 3, 30, "uploads before the restart")
             with postgres_stopped():
                 down = wait_for(
-                    lambda: (r := _ready(api.client)).status_code == 503 and r, 30, "503 ready"
+                    lambda: r if (r := _ready(api.client)).status_code == 503 else None,
+                    30,
+                    "503 ready",
                 )
                 stopped_at = time.monotonic()
                 wait_for(lambda: traffic.count(503, stopped_at) >= 2, 30, "503 uploads")

@@ -12,7 +12,7 @@ At the end a table lists each scenario, its result and its time.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import httpx
 import pytest
@@ -92,7 +92,9 @@ def _scenario(item: pytest.Item) -> str:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     entry = _RESULTS.setdefault(item.nodeid, [_scenario(item), "passed", 0.0])
     entry[2] += report.duration

@@ -24,15 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1)
-    yield sock
-    sock.close()
-
-
-@pytest.fixture
 def secret_files(tmp_path: Path) -> dict[str, Path]:
     return ensure_secrets(root=tmp_path)
 

@@ -89,9 +89,13 @@ def debootstrap(root: Path, log: Path, mirror: str | None = None) -> None:
 
 
 def build(client: docker.DockerClient, tag: str = LOCAL_BASE_IMAGE, force: bool = False) -> str:
-    """Build and import the base image unless TAG exists; return its image id."""
+    """Build and import the base image unless TAG exists; return its image id.
+
+    The id is read as `attrs["Id"]`: an image the engine returned always has one, while the
+    `.id` property is typed as optional.
+    """
     if exists(client, tag) and not force:
-        return client.images.get(tag).id
+        return client.images.get(tag).attrs["Id"]
     ensure_packages(["debootstrap"])
     repository, _, version = tag.rpartition(":")
     with tempfile.TemporaryDirectory(prefix="desbordante-base-", dir="/var/tmp") as tmp:
@@ -110,4 +114,4 @@ def build(client: docker.DockerClient, tag: str = LOCAL_BASE_IMAGE, force: bool 
     client.containers.run(  # the base can run Python and has ensurepip's wheels
         tag, ["python3", "-c", "import ensurepip"], remove=True, network_mode="none"
     )
-    return image.id
+    return image.attrs["Id"]

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,16 @@ def test_second_run_reports_nothing_changed(
     rounds = iter([True, False])
     ran: list[str] = []
 
+    def step_of(name: str, changed: bool) -> Callable[[], bool]:
+        def run() -> bool:
+            ran.append(name)
+            return changed
+
+        return run
+
     def fake_steps(run: bs.Run) -> list[bs.Step]:
         changed = next(rounds)
-        return [
-            bs.Step(name, "plan", lambda n=name, ch=changed: ran.append(n) or ch)
-            for name in STEP_NAMES
-        ]
+        return [bs.Step(name, "plan", step_of(name, changed)) for name in STEP_NAMES]
 
     monkeypatch.setattr(bs, "steps", fake_steps)
     assert bs.bootstrap(ctx, dry_run=False) is True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,15 +61,6 @@ def test_result_fix_overrides_generic_fix(capsys: pytest.CaptureFixture[str]) ->
 def test_python_version() -> None:
     assert host.python_version((3, 11, 7)).ok
     assert not host.python_version((3, 10, 12)).ok
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1)
-    yield sock
-    sock.close()
 
 
 def test_port_in_use_and_owned(listener: socket.socket) -> None:

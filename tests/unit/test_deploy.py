@@ -182,15 +182,12 @@ def test_prod_needs_the_typed_tag_unless_yes() -> None:
     with pytest.raises(Exit, match="pass --yes"):
         dp.deploy_release(c, cfg, k, release(RELEASE, cfg), RELEASE, confirm=no_tty)
     asked: list[str] = []
-    dp.deploy_release(
-        c,
-        cfg,
-        k,
-        release(RELEASE, cfg),
-        RELEASE,
-        confirm=lambda q: asked.append(q) or RELEASE,
-        **no_wait(),
-    )
+
+    def typed_tag(question: str) -> str:
+        asked.append(question)
+        return RELEASE
+
+    dp.deploy_release(c, cfg, k, release(RELEASE, cfg), RELEASE, confirm=typed_tag, **no_wait())
     assert asked and RELEASE in asked[0]
     assert verbs(c) == ["diff", "apply"]
     c2 = kubectl_context()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from invoke import Exit
 
 from desbordante_ops.image import build, push, wheelhouse
 
-BUILD_OK = [
+Stream = list[dict[str, Any]]  # the engine's JSON messages
+
+BUILD_OK: Stream = [
     {"stream": "Step 1/3 : FROM base\n"},
     {"stream": " ---> 1234\n"},
     {"stream": "Step 2/3 : RUN pip install deps\n"},
@@ -28,7 +31,7 @@ def test_build_stream_gives_image_id_and_cached_steps() -> None:
 
 
 def test_build_error_names_the_failing_step() -> None:
-    stream = [
+    stream: Stream = [
         {"stream": "Step 1/2 : FROM base\n"},
         {"stream": "Step 2/2 : RUN make everything\n"},
         {"stream": "make: *** no rule\n"},
@@ -46,7 +49,7 @@ def test_build_error_names_the_failing_step() -> None:
 
 
 def test_push_error_inside_the_stream_fails() -> None:
-    stream = [
+    stream: Stream = [
         {"status": "The push refers to repository [127.0.0.1:5000/o/n]"},
         {"status": "Preparing", "progressDetail": {}, "id": "0123456789ab"},
         {
@@ -59,7 +62,7 @@ def test_push_error_inside_the_stream_fails() -> None:
 
 
 def test_push_stream_gives_digest() -> None:
-    stream = [
+    stream: Stream = [
         {"status": "Pushing", "progressDetail": {"current": 5, "total": 10}, "id": "0123456789ab"},
         {"status": "Pushed", "progressDetail": {}, "id": "0123456789ab"},
         {"status": "t: digest: sha256:d size: 1"},

@@ -11,6 +11,8 @@ import pytest
 import yaml
 from invoke import Exit, MockContext, Result
 from support.fake_engine import FakeDocker, FakeImage
+from support.mockrun import calls
+from support.mockrun import commands as run_commands
 
 from desbordante_ops.cluster import k3s
 from desbordante_ops.tasks import k3s as k3s_tasks
@@ -42,7 +44,8 @@ class FakeDownloads:
     """Serves fixed bytes per URL and records what was fetched."""
 
     def __init__(self, content: dict[str, bytes]) -> None:
-        self.content, self.fetched = content, []
+        self.content = content
+        self.fetched: list[str] = []
 
     def __call__(self, url: str, dest: Path) -> None:
         self.fetched.append(url)
@@ -102,10 +105,10 @@ def test_install_verifies_checksums_before_running_anything(host: Path) -> None:
 
     assert k3s.install(c, lock, kubeconfig=host / "home/.kube/config", download=downloads)
 
-    commands = [call.args[0] for call in c.run.call_args_list]
+    commands = run_commands(c)
     assert commands[0] == version_cmd()  # read-only probe, then the verified script:
     assert commands[-1].startswith("sh ") and commands[-1].endswith("install.sh")
-    (script_call,) = [call for call in c.run.call_args_list if call.args[0].startswith("sh ")]
+    (script_call,) = [call for call in calls(c) if call.args[0].startswith("sh ")]
     env = script_call.kwargs["env"]
     assert env["INSTALL_K3S_SKIP_DOWNLOAD"] == "true"
     assert env["INSTALL_K3S_VERSION"] == lock.version
@@ -130,7 +133,7 @@ def test_checksum_mismatch_runs_nothing_and_installs_nothing(host: Path, bad: st
     c = fresh_host_context()
     with pytest.raises(Exit, match="Checksum verification failed, nothing was run"):
         k3s.install(c, lock, download=FakeDownloads(content))
-    commands = [call.args[0] for call in c.run.call_args_list]
+    commands = run_commands(c)
     assert commands == [version_cmd()]  # only the read-only version probe ran
     assert not k3s.BIN_PATH.exists()
     assert not k3s.CONFIG_PATH.exists()
@@ -175,7 +178,7 @@ def test_dry_run_downloads_and_runs_nothing(host: Path) -> None:
     c = fresh_host_context()
     assert k3s.install(c, make_lock(), dry_run=True, download=downloads) is False
     assert downloads.fetched == []
-    assert [call.args[0] for call in c.run.call_args_list] == [version_cmd()]
+    assert run_commands(c) == [version_cmd()]
 
 
 def test_unpinned_version_flag_is_refused() -> None:
@@ -226,7 +229,7 @@ def test_images_load_saves_with_tag_imports_into_k8s_namespace_and_pins(host: Pa
     c = load_context(Result("", exited=1))
     assert k3s.load_into_k3s(c, ref, docker_client=docker) is True
     assert docker.image.named == [True]  # the tag is kept in the archive
-    commands = [call.args[0] for call in c.run.call_args_list]
+    commands = run_commands(c)
     assert commands[0].endswith(
         f"crictl inspecti -o go-template --template '{{{{.status.id}}}} {{{{.status.pinned}}}}' "
         f"{ref}"
@@ -244,7 +247,7 @@ def test_images_load_skips_an_image_already_in_k3s_and_pinned(host: Path) -> Non
     c = load_context(Result(f"{FakeImage.id} true\n"))
     assert k3s.load_into_k3s(c, "img:1", docker_client=docker) is False
     assert docker.image.named == []
-    assert len(c.run.call_args_list) == 1
+    assert len(calls(c)) == 1
 
 
 def test_an_image_loaded_before_pinning_existed_is_pinned_without_a_new_import(
@@ -253,7 +256,7 @@ def test_an_image_loaded_before_pinning_existed_is_pinned_without_a_new_import(
     docker = FakeDocker()
     c = load_context(Result(f"{FakeImage.id} false\n"))
     assert k3s.load_into_k3s(c, "img:1", docker_client=docker) is True
-    commands = [call.args[0] for call in c.run.call_args_list]
+    commands = run_commands(c)
     assert docker.image.named == []  # no docker save, no import
     assert commands[-1].endswith(
         "ctr -n k8s.io images label docker.io/library/img:1 io.cri-containerd.pinned=pinned"
@@ -293,5 +296,5 @@ def test_registry_task_writes_mirror_and_restarts_once(
     c = MockContext(run={"systemctl restart k3s": Result("")})
     k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
     k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
-    assert [call.args[0] for call in c.run.call_args_list] == ["systemctl restart k3s"]
+    assert run_commands(c) == ["systemctl restart k3s"]
     assert stat.S_IMODE(k3s.REGISTRIES_PATH.stat().st_mode) == 0o600

@@ -7,11 +7,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from typing import Any, cast
-from unittest.mock import Mock
 
 import pytest
 from invoke import Exit, MockContext, Result
+from support.mockrun import calls, commands
 
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local import host, services
@@ -23,11 +22,6 @@ APT = f"apt-get update && env DEBIAN_FRONTEND=noninteractive {INSTALL}"
 SERVICE_TOOLS = {"pg_lsclusters", "rabbitmq-server"}
 PG_STARTS = ("pg_ctlcluster", "postgresql@")
 RABBIT_STARTS = ("rabbitmq-server -detached", "systemctl start rabbitmq-server")
-
-
-def calls(c: MockContext) -> list[Any]:
-    """The recorded `c.run` calls (MockContext wraps run in a Mock)."""
-    return cast(Mock, c.run).call_args_list
 
 
 class FakeMachine:
@@ -68,7 +62,7 @@ class FakeMachine:
 
     @property
     def commands(self) -> list[str]:
-        return [call.args[0] for call in calls(self.c)]
+        return commands(self.c)
 
     def ran(self, *needles: str) -> bool:
         return any(needle in command for command in self.commands for needle in needles)

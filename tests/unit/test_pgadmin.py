@@ -7,12 +7,11 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from typing import Any, cast
-from unittest.mock import Mock
 
 import psycopg
 import pytest
 from invoke import Exit, MockContext, Result
+from support.mockrun import calls, commands
 
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local import host, pgadmin
@@ -21,11 +20,6 @@ from desbordante_ops.local.provision import provision_postgres
 from desbordante_ops.local.secrets import ensure_secrets, read_secret
 
 PSQL = "psql -X -w -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=terse -p 5432 -U postgres -d postgres"
-
-
-def calls(c: MockContext) -> list[Any]:
-    """The recorded `c.run` calls (MockContext wraps run in a Mock)."""
-    return cast(Mock, c.run).call_args_list
 
 
 @pytest.fixture
@@ -67,8 +61,7 @@ def test_root_provisions_through_psql_as_postgres_with_sql_on_stdin(
     c = MockContext(run={re.compile(".*"): Result("")})
     provision_postgres(c, cfg, password_file)
 
-    commands = {call.args[0] for call in calls(c)}
-    assert commands == {f"runuser -u postgres -- {PSQL}"}
+    assert set(commands(c)) == {f"runuser -u postgres -- {PSQL}"}
     assert sql_sent(c) == [
         "SELECT 1;\n",
         "SELECT 1 FROM pg_roles WHERE rolname = 'desbordante';\n",
@@ -89,7 +82,7 @@ def test_sudo_runs_psql_as_postgres(monkeypatch: pytest.MonkeyPatch, cfg: EnvCon
     c = MockContext(run={"sudo -n true": Result(exited=0), re.compile(".*"): Result("15.14\n")})
     result = postgres_reachable(c, cfg)
     assert result.ok and "server 15.14" in result.detail
-    assert [call.args[0] for call in calls(c)] == [
+    assert commands(c) == [
         "sudo -n true",
         f"sudo -n -u postgres -- {PSQL}",
         f"sudo -n -u postgres -- {PSQL}",

@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from support.fakeapi import FakeApiServer
 from support.fakeapi_kube import config_for, connect, grant
+from support.mockrun import commands
 
 from desbordante_ops.cluster import deploy, kube, names, releases
 from desbordante_ops.cluster.render import Rendered
@@ -164,7 +165,7 @@ def test_prod_compares_a_local_image_id_with_the_image_in_k3s(
     record_as_admin(fake_api, admin_kubeconfig, LOCAL_ID)
     c = crictl(LOCAL_ID)
     assert releases.check_prod_rules(c, admin.core, STAGE, TAG, IMAGE, True, never_asked) == IMAGE
-    ((command,), _) = c.run.call_args  # type: ignore[attr-defined]
+    *_, command = commands(c)
     assert command.endswith(
         f"crictl inspecti -o go-template --template '{{{{.status.id}}}}' {IMAGE}"
     )

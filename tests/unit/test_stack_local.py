@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from invoke import Exit, MockContext, Result
+from support.mockrun import calls, commands
 
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.settings import EnvConfig, load_config
@@ -142,7 +143,7 @@ def test_migrate_runs_with_stack_environment(
     monkeypatch.setenv("POSTGRES_PASSWORD", "leaked")  # must not reach the process
     c = MockContext(run=Result(exited=0))
     ProcessStack(c, cfg).migrate({"POSTGRES_HOST": "h", "POSTGRES_PASSWORD_FILE": "/s/p"})
-    args, kwargs = c.run.call_args
+    args, kwargs = calls(c)[-1]
     assert args == (f"{sys.executable} -m desbordante_service migrate",)
     assert kwargs["replace_env"] is True and kwargs["in_stream"] is False
     assert kwargs["env"]["POSTGRES_HOST"] == "h"
@@ -218,10 +219,10 @@ def test_rabbitmq_password_reaches_rabbitmqctl_on_stdin_from_the_secret_file(
         repeat=True,
     )
     provision_rabbitmq(c, cfg, secret_files["RABBITMQ_DEFAULT_PASSWORD"])
-    commands = [call.args[0] for call in c.run.call_args_list]
+    ran = commands(c)
     password_file = secret_files["RABBITMQ_DEFAULT_PASSWORD"]
-    assert f"/sbin/ctl -q add_user desbordante < {password_file}" in commands
-    assert read_secret(password_file) not in " ".join(commands)
+    assert f"/sbin/ctl -q add_user desbordante < {password_file}" in ran
+    assert read_secret(password_file) not in " ".join(ran)
 
 
 class StubStack(ProcessStack):

@@ -31,6 +31,7 @@ from sqlalchemy import delete, exists, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from desbordante_service.datasets.models import Dataset
+from desbordante_service.db import changed_rows
 from desbordante_service.profiling import service
 from desbordante_service.profiling.models import ACTIVE, ProfilingTask
 from desbordante_service.storage import Storage
@@ -121,15 +122,15 @@ def _delete_old_datasets(
         for dataset_id in doomed:  # after the commit: a crash here leaves leftovers, not rows
             if _unlink(storage.dataset_path(dataset_id)):
                 report.dataset_files += 1
-    report.kept_active = session.scalar(
+    report.kept_active = session.execute(
         select(func.count()).select_from(Dataset).where(_old_dataset(days), _has_active_task())
-    )
+    ).scalar_one()
     session.rollback()
 
 
 def _delete(session: Session, model: type, where) -> int:
     statement = delete(model).where(where).execution_options(synchronize_session=False)
-    return session.execute(statement).rowcount
+    return changed_rows(session, statement)
 
 
 def _old_files(storage: Storage, cutoff: float) -> Leftovers:

@@ -102,10 +102,12 @@ async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(UploadError, _upload_error)
-    app.add_exception_handler(DBAPIError, _database_error)
-    app.add_exception_handler(BrokerError, _broker_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _internal_error)
+    # Registered through FastAPI's decorator: Starlette's `add_exception_handler` types every
+    # handler as taking any Exception, so a handler of one exception class would not type-check.
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(ServiceError)(_service_error)
+    app.exception_handler(UploadError)(_upload_error)
+    app.exception_handler(DBAPIError)(_database_error)
+    app.exception_handler(BrokerError)(_broker_error)
+    app.exception_handler(HTTPException)(_http_error)
+    app.exception_handler(Exception)(_internal_error)

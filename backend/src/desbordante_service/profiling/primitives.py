@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 def _integral(value: object) -> object:
@@ -18,21 +18,28 @@ def _integral(value: object) -> object:
     return value
 
 
-def json_int(**constraints: Any) -> Any:
-    """A strict integer that also takes an integral float (3.0), as JSON Schema's `integer` does.
+# A strict integer that also takes an integral float (3.0), as JSON Schema's `integer` does;
+# 3.5, "3" and true stay errors. Written `Annotated[int, Field(strict=True, ...), INTEGRAL]`:
+# the constraints come before the validator, so the document shows them as `minimum`/`maximum`.
+INTEGRAL = BeforeValidator(_integral)
 
-    3.5, "3" and true stay errors. The constraints come before the validator, so the document
-    shows them as `minimum`/`maximum`.
-    """
-    return Annotated[int, Strict(), Field(**constraints), BeforeValidator(_integral)]
-
-
-MaxLhs = json_int(ge=1, le=64, description="largest left-hand side considered")
-Threads = json_int(ge=1, le=16, description="worker threads of the algorithm")
-Seed = json_int(ge=0, le=2**31 - 1, description="random seed")
+MaxLhs = Annotated[
+    int, Field(strict=True, ge=1, le=64, description="largest left-hand side considered"), INTEGRAL
+]
+Threads = Annotated[
+    int, Field(strict=True, ge=1, le=16, description="worker threads of the algorithm"), INTEGRAL
+]
+Seed = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1, description="random seed"), INTEGRAL]
 Error = Annotated[float, Field(ge=0.0, le=1.0, description="error threshold in [0, 1]")]
-Arity = json_int(ge=1, le=16, description="largest IND arity considered")
-SampleSize = json_int(ge=1, le=10_000)
+Arity = Annotated[
+    int, Field(strict=True, ge=1, le=16, description="largest IND arity considered"), INTEGRAL
+]
+SampleSize = Annotated[int, Field(strict=True, ge=1, le=10_000), INTEGRAL]
+
+
+def json_int(**constraints: Any) -> Any:
+    """The integer type above with CONSTRAINTS known only at run time (typed `Any` for that)."""
+    return Annotated[int, Field(strict=True, **constraints), INTEGRAL]
 
 
 class Options(BaseModel):

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from desbordante_service.errors import Invalid
 from desbordante_service.profiling.models import TaskStatus
-from desbordante_service.profiling.primitives import PRIMITIVES, Options, Primitive, json_int
+from desbordante_service.profiling.primitives import (
+    INTEGRAL,
+    PRIMITIVES,
+    Options,
+    Primitive,
+    json_int,
+)
 from desbordante_service.settings import INT4_MAX
 
 TIME_LIMIT_HELP = "seconds; at most TASK_TIME_LIMIT_SECONDS (default: that limit)"
-TimeLimit = json_int(ge=1, le=INT4_MAX, description=TIME_LIMIT_HELP)  # the column's integer
+TimeLimit = Annotated[  # the column's integer
+    int, Field(strict=True, ge=1, le=INT4_MAX, description=TIME_LIMIT_HELP), INTEGRAL
+]
 
 
 class TaskCreate(BaseModel):
@@ -50,19 +58,24 @@ def _variant(
     spec: Primitive, algorithm: str, options: type[Options], max_time_limit: int
 ) -> type[BaseModel]:
     if algorithm == spec.default:
-        chosen: Any = (Literal[algorithm] | None, Field(default=None, description="the default"))
+        chosen: Any = (_constant(algorithm) | None, Field(default=None, description="the default"))
     else:
-        chosen = (Literal[algorithm], ...)
+        chosen = (_constant(algorithm), ...)
     return create_model(
         f"Task{spec.name.capitalize()}{algorithm}",
         __config__=ConfigDict(extra="forbid"),
         __doc__=f"{algorithm}: {spec.description}",
         dataset_id=(uuid.UUID, ...),
-        primitive=(Literal[spec.name], ...),
+        primitive=(_constant(spec.name), ...),
         algorithm=chosen,
         config=(options, Field(default_factory=options)),
         time_limit=(json_int(ge=1, le=max_time_limit, description=TIME_LIMIT_HELP) | None, None),
     )
+
+
+def _constant(value: str) -> Any:
+    """`Literal[VALUE]`, a type made at run time (so typed `Any`)."""
+    return Literal[value]
 
 
 class TaskOut(BaseModel):
@@ -101,7 +114,9 @@ def resolve(primitive: str, algorithm: str | None, config: dict[str, Any]) -> tu
     return name, options.model_dump(exclude_none=True)
 
 
-def _config_error(exc: ValidationError, primitive: str, algorithm: str, model: type) -> str:
+def _config_error(
+    exc: ValidationError, primitive: str, algorithm: str, model: type[BaseModel]
+) -> str:
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"])
     allowed = ", ".join(sorted(model.model_fields)) or "none"

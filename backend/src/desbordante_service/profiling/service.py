@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from desbordante_service.datasets.models import Dataset
+from desbordante_service.db import changed_rows
 from desbordante_service.errors import Invalid, NotFound, Unavailable
 from desbordante_service.profiling import runner
 from desbordante_service.profiling.backlog import Backlog
@@ -109,14 +110,15 @@ def _is_stale(task: ProfilingTask) -> bool:
 
 def fail_stale(session: Session) -> int:
     """Fail every running task whose worker vanished (as reading it would); returns how many."""
-    done = session.execute(
+    done = changed_rows(
+        session,
         update(ProfilingTask)
         .where(stale_running())
         .values(status=TaskStatus.failed, error=WORKER_LOST_MESSAGE, finished_at=datetime.now(UTC))
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     session.commit()
-    return done.rowcount
+    return done
 
 
 def claim(session: Session, task_id: uuid.UUID) -> int | None:
@@ -145,28 +147,30 @@ def finish(
 ) -> bool:
     """Record the outcome of `attempt`; False if a newer attempt or a final state won."""
     status = TaskStatus.failed if error is not None else TaskStatus.succeeded
-    done = session.execute(
+    done = changed_rows(
+        session,
         update(ProfilingTask)
         .where(
             ProfilingTask.id == task_id,
             ProfilingTask.attempts == attempt,
             ProfilingTask.status == TaskStatus.running,
         )
-        .values(status=status, result=result, error=error, finished_at=datetime.now(UTC))
+        .values(status=status, result=result, error=error, finished_at=datetime.now(UTC)),
     )
     session.commit()
-    return bool(done.rowcount)
+    return bool(done)
 
 
 def fail_if_running(session: Session, task_id: uuid.UUID, error: str) -> bool:
     """Fail a task that is still running (hard time limit, lost worker)."""
-    done = session.execute(
+    done = changed_rows(
+        session,
         update(ProfilingTask)
         .where(ProfilingTask.id == task_id, ProfilingTask.status == TaskStatus.running)
-        .values(status=TaskStatus.failed, error=error, finished_at=datetime.now(UTC))
+        .values(status=TaskStatus.failed, error=error, finished_at=datetime.now(UTC)),
     )
     session.commit()
-    return bool(done.rowcount)
+    return bool(done)
 
 
 def execute(
