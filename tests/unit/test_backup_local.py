@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from invoke import Exit, MockContext, Result
+from support.mockrun import commands
 
 from desbordante_ops.backup.local import LocalTarget
 from desbordante_ops.core.settings import EnvConfig, load_config
@@ -24,10 +25,6 @@ def context(**answers: Result) -> MockContext:
         | {re.compile("sudo -n true"): Result(), re.compile(".*"): Result()},
         repeat=True,
     )
-
-
-def commands(c: MockContext) -> list[str]:
-    return [call.args[0] for call in c.run.call_args_list]  # type: ignore[attr-defined]
 
 
 def test_socket_route_runs_the_clients_as_the_postgres_user(cfg: EnvConfig, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from invoke import Context, Exit, MockContext, Result
+from support.mockrun import calls
 
 from desbordante_ops.cluster import logs as cluster_logs
 from desbordante_ops.core.settings import EnvConfig, load_config
@@ -64,7 +65,7 @@ def test_unknown_service_names_the_known_ones(cfg: EnvConfig) -> None:
 def test_task_dispatches_env_and_refuses_since_locally() -> None:
     c = MockContext(run=Result("[pod/api-1/api] started\n"))
     local_tasks.logs(c, env="stage", service=["api"], since="5m")
-    (call,) = c.run.call_args_list  # type: ignore[attr-defined]
+    (call,) = calls(c)
     assert " logs -l " in call.args[0] and "--since=5m" in call.args[0]
     assert call.kwargs["in_stream"] is False and call.kwargs["pty"] is False
     with pytest.raises(Exit, match=r"--since works with --env stage\|prod"):
