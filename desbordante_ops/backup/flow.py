@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -71,6 +72,17 @@ class Target(Protocol):
 
 def backup(target: Target, output: Path) -> Path:
     """Write one archive of TARGET's data into the directory OUTPUT; its path."""
+    try:
+        return _backup(target, output)
+    except OSError as exc:  # a full disk, a directory we may not write
+        where = exc.filename or output
+        raise Exit(
+            f"Backup failed: {exc.strerror or exc} ({where}); no archive was written. "
+            "Free space there or pass --output DIR."
+        ) from None
+
+
+def _backup(target: Target, output: Path) -> Path:
     step(f"Backing up {target.describe()}")
     release, image = target.release()
     revision = target.schema_revision()
@@ -170,9 +182,9 @@ def restore(
     show_manifest(f"archive {archive_path}", manifest)
     if manifest.env != target.env:
         warn(f"the archive comes from {manifest.env}; restoring it into {target.env}")
-    with tempfile.TemporaryDirectory(dir=archive_path.parent, prefix=".restore-") as tmp:
+    with _staging(archive_path.parent) as tmp:
         step("Verifying the archive (sha256 of every member)")
-        members = archive.extract_verified(archive_path, manifest, Path(tmp))
+        members = archive.extract_verified(archive_path, manifest, tmp)
         ok(f"checksums match; schema {plan.summary}")
         interactive = sys.stdin.isatty() if interactive is None else interactive
         confirm_restore(target.env, archive_path, yes, ask, interactive)
@@ -185,6 +197,20 @@ def restore(
             target.close()
     ok(f"{target.env} restored from {archive_path.name} ({manifest.created_at})")
     return manifest
+
+
+@contextmanager
+def _staging(directory: Path) -> Iterator[Path]:
+    """A temporary directory next to the archive for its members (removed afterwards)."""
+    try:
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".restore-") as tmp:
+            yield Path(tmp)
+    except OSError as exc:
+        where = exc.filename or directory
+        raise Exit(
+            f"Cannot unpack the archive next to it ({exc.strerror or exc}: {where}); nothing "
+            "was changed. Copy it to a directory with room for it."
+        ) from None
 
 
 def _apply(

@@ -25,6 +25,9 @@ REVISION_QUERY = "SELECT version_num FROM alembic_version"
 MISSING_TABLE = 'relation "alembic_version" does not exist'
 PREAMBLE = (
     "SET client_min_messages = warning",
+    # A session still holding a table (a writer that was not stopped) fails the restore
+    # (rolled back) instead of making it wait for ever.
+    "SET lock_timeout = '60s'",
     "DROP SCHEMA IF EXISTS public CASCADE",
     "CREATE SCHEMA public AUTHORIZATION pg_database_owner",
     "GRANT USAGE ON SCHEMA public TO PUBLIC",

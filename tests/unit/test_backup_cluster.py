@@ -330,3 +330,15 @@ def test_writers_not_coming_back_say_the_data_is_restored(cfg: EnvConfig, tmp_pa
         "Restore of stage failed while starting the writers again: kubectl patch: denied. "
         "The data is restored; start api, worker yourself."
     )
+
+
+def test_a_backup_that_cannot_write_says_so_in_one_line(cfg: EnvConfig, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    k = fake_cluster()
+    c = ScalingContext(k, REVISION, OUTPUTS)
+    with pytest.raises(Exit) as raised:
+        flow.backup(target(c, cfg, k), tmp_path / "a-file" / "backups")
+    assert str(raised.value.message) == (
+        f"Backup failed: Not a directory ({tmp_path / 'a-file' / 'backups'}); no archive was "
+        "written. Free space there or pass --output DIR."
+    )
