@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from invoke import Context, Exit, MockContext, Result
-from support.mockrun import calls
+from support.mockrun import calls, commands
 
 from desbordante_ops.cluster import logs as cluster_logs
 from desbordante_ops.core.settings import EnvConfig, load_config
@@ -105,3 +105,16 @@ def test_ctrl_c_while_following_stops_cleanly(
     assert signal.getsignal(signal.SIGINT) is before
     out = capsys.readouterr().out
     assert "[pod/api-1/api] GET /health/live 200" in out and "stopped following (Ctrl-C)" in out
+
+
+def test_local_logs_without_a_service_show_every_service(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "logs").mkdir(parents=True)
+    for name in ("api", "worker", "flower"):
+        (run_dir / "logs" / f"{name}.log").write_text(f"{name} started\n")
+    c = MockContext(run=Result(""))
+    local_tasks.logs(c, set_=[f"LOCAL_RUN_DIR={run_dir}"])
+    (command,) = commands(c)
+    argv = shlex.split(command)
+    assert argv[:3] == ["tail", "-n", "50"]
+    assert argv[3:] == [str(run_dir / "logs" / f"{n}.log") for n in ("api", "worker", "flower")]
