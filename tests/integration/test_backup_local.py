@@ -5,8 +5,9 @@ bench/stack.py; all removed afterwards) runs api, worker and flower under superv
 uploads datasets and runs tasks over HTTP, backs up through the task, changes the data (a new
 dataset, a deleted one, a changed result), restores through the task and checks that the API
 answers exactly as before the backup, that the files are back, and that the archive holds no
-secret. A second test restores an archive of an empty database (older than the code's head)
-and checks that the migrations ran.
+secret. Another restores an archive of an empty database (older than the code's head) and
+checks that the migrations ran; the last one takes a throwaway Debian cluster where the admin may
+only log in by peer authentication on the unix socket, as on a fresh install.
 """
 
 from __future__ import annotations
@@ -228,3 +229,67 @@ def test_restore_without_terminal_or_yes_changes_nothing(
     with pytest.raises(Exit, match="No terminal to confirm on; nothing was changed"):
         flow.restore(LocalTarget(Context(), stack), only_archive(tmp_path), interactive=False)
     assert snapshot(api) == before
+
+
+@pytest.fixture
+def peer_auth_cluster() -> Iterator[int]:
+    """A throwaway Debian cluster with the distribution's default authentication (peer for
+    postgres on the unix socket, a password on 127.0.0.1), running; its port."""
+    if os.geteuid() != 0 or shutil.which("pg_createcluster") is None:
+        pytest.skip("needs root and Debian's postgresql-common (pg_createcluster)")
+    versions = sorted((p.name for p in Path("/etc/postgresql").glob("*") if p.is_dir()), key=float)
+    version, name, port = versions[-1], f"bk_{uuid.uuid4().hex[:8]}", free_port()
+    created = subprocess.run(
+        ["pg_createcluster", "--start", "-p", port, "-o", "shared_buffers=16MB", version, name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    try:
+        yield int(port)
+    finally:
+        subprocess.run(["pg_dropcluster", "--stop", version, name], check=True)
+
+
+def as_postgres(port: int, sql: str, dbname: str = "postgres") -> str:
+    """psql as the postgres OS user on the socket (the test's own admin access)."""
+    psql = ["psql", "-X", "-A", "-t", "-p", str(port), "-d", dbname, "-v", "ON_ERROR_STOP=1"]
+    done = subprocess.run(
+        ["runuser", "-u", "postgres", "--", *psql, "-c", sql],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_database_round_trip_through_peer_auth_on_the_socket(
+    peer_auth_cluster: int, tmp_path: Path
+) -> None:
+    """Where the admin may not log in over TCP (a fresh Debian install), backup and restore take
+    the route `invoke up` takes: the clients run as the postgres OS user on the unix socket."""
+    port, app = peer_auth_cluster, f"bk_app_{uuid.uuid4().hex[:6]}"
+    as_postgres(port, f'CREATE ROLE "{app}" LOGIN')
+    as_postgres(port, f'CREATE DATABASE "{app}" OWNER "{app}"')
+    as_postgres(
+        port,
+        "CREATE TABLE alembic_version (version_num varchar(32)); "
+        "INSERT INTO alembic_version VALUES ('0001'); "
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'kept');",
+        dbname=app,
+    )
+    flags = {"POSTGRES_PORT": str(port), "POSTGRES_USER": app, "POSTGRES_DB": app}
+    target = LocalTarget(Context(), load_config("local", flags=flags))
+    assert target.schema_revision() == "0001"
+    assert target._route()[0].startswith("runuser -u postgres -- ")  # found, not given
+    dump = tmp_path / "database.dump"  # a directory the postgres OS user may not write
+    target.dump_database(dump)
+    assert dump.read_bytes().startswith(b"PGDMP")
+    as_postgres(port, "UPDATE t SET v = 'changed'; CREATE TABLE newer (x int)", dbname=app)
+
+    target.restore_database(dump)
+
+    assert as_postgres(port, "SELECT v FROM t", dbname=app) == "kept"
+    assert as_postgres(port, "SELECT to_regclass('newer') IS NULL", dbname=app) == "t"
+    assert as_postgres(port, "SELECT tableowner FROM pg_tables WHERE tablename='t'", app) == app
