@@ -215,13 +215,21 @@ class Supervisor:
         """Process info by program name (statename, pid, spawnerr, exitstatus...)."""
         return {info["name"]: info for info in self._proxy().supervisor.getAllProcessInfo()}
 
+    def _control(self, method: str, name: str, wait: bool, harmless: str) -> None:
+        """Call METHOD(NAME, WAIT); a fault naming HARMLESS (nothing to do) is no error."""
+        try:
+            getattr(self._proxy().supervisor, method)(name, wait)
+        except xmlrpc.client.Fault as fault:
+            if harmless not in fault.faultString:
+                raise
+
     def start(self, name: str) -> None:
         """Start program NAME without waiting for it to be RUNNING."""
-        try:
-            self._proxy().supervisor.startProcess(name, False)
-        except xmlrpc.client.Fault as fault:
-            if "ALREADY_STARTED" not in fault.faultString:
-                raise
+        self._control("startProcess", name, False, "ALREADY_STARTED")
+
+    def stop(self, name: str) -> None:
+        """Stop program NAME (SIGTERM, SIGKILL after its stopwaitsecs); waits."""
+        self._control("stopProcess", name, True, "NOT_RUNNING")
 
     def stop_all(self) -> list[dict[str, Any]]:
         """Stop every program (SIGTERM, SIGKILL after stopwaitsecs); waits."""

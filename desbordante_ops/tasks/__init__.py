@@ -6,6 +6,7 @@ from invoke import Collection
 
 from desbordante_ops.tasks import (
     access,
+    backup,
     bootstrap,
     config,
     deploy,
@@ -18,8 +19,17 @@ from desbordante_ops.tasks import (
 
 
 def namespace() -> Collection:
-    """Root tasks (local stack, config, doctor) plus one collection per area."""
-    ns = Collection(local.up, local.down, local.status, local.logs, config.config, config.doctor)
+    """Root tasks (local stack, config, doctor, backup, restore) plus one collection per area."""
+    ns = Collection(
+        local.up,
+        local.down,
+        local.status,
+        local.logs,
+        config.config,
+        config.doctor,
+        backup.backup,
+        backup.restore,
+    )
     for module in (images, k3s, secrets, deploy, releases, access, bootstrap):
         ns.add_collection(Collection.from_module(module))
     return ns

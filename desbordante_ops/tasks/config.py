@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from invoke import Context, task
 
-from desbordante_ops.cluster.checks import server_checks
+from desbordante_ops.cluster.checks import cluster_checks, server_checks
 from desbordante_ops.core.checks import check_and_report
 from desbordante_ops.core.console import print_table
-from desbordante_ops.core.settings import ENV_NAMES, load_config, parse_sets
+from desbordante_ops.core.settings import ENV_NAMES, cluster_config, load_config, parse_sets
 from desbordante_ops.local.checks import local_checks
 from desbordante_ops.local.processes import ProcessStack
 from desbordante_ops.tasks import options
@@ -25,11 +25,21 @@ def config(c: Context, env: str = "local", set_: list[str] | None = None) -> Non
 
 
 @task(
-    help={"set_": options.SET, "local_only": "Only the checks the local stack needs"},
+    help={
+        "env": "local (default): this host; stage or prod: the cluster of that environment",
+        "set_": options.SET,
+        "local_only": "Only the checks the local stack needs",
+    },
     iterable=["set_"],
 )
-def doctor(c: Context, set_: list[str] | None = None, local_only: bool = False) -> None:
-    """Check this host for the local stack, image and cluster work; table with fixes."""
+def doctor(
+    c: Context, env: str = "local", set_: list[str] | None = None, local_only: bool = False
+) -> None:
+    """Check this host (or --env stage|prod: its cluster); a table with a fix per failure."""
+    if env != "local":
+        cfg = cluster_config(env, parse_sets(set_))
+        check_and_report(cluster_checks(c, cfg), f"doctor --env {env} ({cfg.namespace})")
+        return
     cfg = load_config("local", parse_sets(set_))
     checks = local_checks(c, cfg, ours=ProcessStack(c, cfg).sup.pids)
     if not local_only:

@@ -5,3 +5,4 @@ DOCKER = "Use containers of the built image (host network) instead of local proc
 CLUSTER_ENV = "Cluster environment: stage or prod"
 TAG = "Image tag (default: release tag of HEAD, else its short sha)"
 DRY_RUN = "Print what would be done; change nothing"
+ANY_ENV = "Environment: local (default), stage or prod"

@@ -14,7 +14,8 @@ ALLOWED = {
     "image": {"core"},
     "local": {"core", "image"},
     "cluster": {"core", "image"},
-    "tasks": {"core", "image", "local", "cluster"},
+    "backup": {"core", "image", "local", "cluster"},
+    "tasks": {"core", "image", "local", "cluster", "backup"},
 }
 
 

@@ -16,7 +16,7 @@ from invoke import Collection, Program, Task
 from desbordante_ops.core.settings import REPO_ROOT
 from desbordante_ops.tasks import namespace
 
-ROOT_NAMES = {"up", "down", "status", "logs", "doctor", "config"}
+ROOT_NAMES = {"up", "down", "status", "logs", "doctor", "config", "backup", "restore"}
 AREAS = {"images", "k3s", "secrets", "deploy", "releases", "access", "bootstrap"}
 
 
