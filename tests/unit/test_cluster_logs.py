@@ -17,7 +17,7 @@ from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.tasks import local as local_tasks
 
 ALL = "app.kubernetes.io/name=desbordante,app.kubernetes.io/component in " + (
-    "(api,worker,flower,postgres,rabbitmq,migrate)"
+    "(api,worker,flower,postgres,rabbitmq,migrate,retention)"
 )
 
 
