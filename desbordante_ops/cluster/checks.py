@@ -22,7 +22,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from desbordante_ops.cluster import kube
+from desbordante_ops.cluster import certificates, kube
 from desbordante_ops.cluster.k3s import BIN_PATH, load_lock
 from desbordante_ops.cluster.kube import Kube
 from desbordante_ops.cluster.names import (
@@ -411,5 +411,5 @@ class ClusterDoctor:
 
 
 def cluster_checks(c: Context, cfg: EnvConfig) -> list[Check]:
-    """The rows of `doctor --env stage|prod`."""
-    return ClusterDoctor(c, cfg).checks()
+    """The rows of `doctor --env stage|prod`: the cluster, then the edge (TLS mode, certs)."""
+    return [*ClusterDoctor(c, cfg).checks(), *certificates.tls_checks(cfg)]

@@ -297,3 +297,4 @@ def test_the_task_checks_the_cluster_of_env(
     assert "API server" in str(raised.value.message)
     out = capsys.readouterr().out
     assert "doctor --env prod (desbordante-prod)" in out and "No kubeconfig" in out
+    assert "TLS mode (prod)" in out and "acme: Let's Encrypt" in out  # the edge rows too
