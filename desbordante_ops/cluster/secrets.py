@@ -36,6 +36,21 @@ def read_secret(core: Any, name: str, namespace: str) -> Any | None:
     return kube.read_or_none(core.read_namespaced_secret, name, namespace)
 
 
+# What secrets.generate does with one Secret (its dry run lists the same decisions).
+CREATE, KEEP, ROTATE, FINISH, RECOVER = "create", "keep", "rotate", "finish", "recover"
+
+
+def decide(spec: SecretSpec, existing: Any | None, target: SecretSpec | None) -> str:
+    """CREATE a missing Secret, KEEP one, ROTATE the target, FINISH the target's unfinished
+    rotation, or RECOVER (finish or undo) an unfinished rotation of another Secret."""
+    if existing is None:
+        return CREATE
+    pending = pending_password(existing) is not None
+    if spec is target:
+        return FINISH if pending and spec.store else ROTATE
+    return RECOVER if pending else KEEP
+
+
 def generate(
     core: Any,
     apps: Any,
@@ -52,19 +67,20 @@ def generate(
     rows: list[tuple[str, str]] = []
     for spec in SPECS:
         existing = read_secret(core, spec.name, namespace)
-        if existing is None:
+        action = decide(spec, existing, target)
+        if action == CREATE:
             password = new_password()
             body = secret_body(spec, secret_values(spec, cfg, password), kube.now_iso())
             core.create_namespaced_secret(namespace, body)
             rows.append((spec.name, "created"))
             continue
-        if spec is not target and pending_password(existing) is None:
+        if action == KEEP:
             rows.append((spec.name, "kept"))
             continue
         if exec_for is None:
             raise Exit("Rotation needs a cluster connection; run it through the task.")
         job = Rotation(core, apps, cfg, namespace, spec, exec_for)
-        finish = rotation.rotate if spec is target else rotation.recover
+        finish = rotation.recover if action == RECOVER else rotation.rotate
         rows.append((spec.name, finish(job, existing)))
     return rows
 

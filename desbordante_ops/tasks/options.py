@@ -4,5 +4,5 @@ SET = "Override a setting, KEY=VALUE (repeatable); beats environment and env fil
 DOCKER = "Use containers of the built image (host network) instead of local processes"
 CLUSTER_ENV = "Cluster environment: stage or prod"
 TAG = "Image tag (default: release tag of HEAD, else its short sha)"
-DRY_RUN = "Print what would be done; change nothing"
+DRY_RUN = "Print what would be done, read-only; change nothing"
 ANY_ENV = "Environment: local (default), stage or prod"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from invoke import Context, task
 
-from desbordante_ops.cluster import kube
+from desbordante_ops.cluster import kube, secrets_plan
 from desbordante_ops.cluster import secrets as cluster_secrets
 from desbordante_ops.core.console import print_table, step, warn
+from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import cluster_config
 from desbordante_ops.tasks import options
 
@@ -16,11 +17,17 @@ from desbordante_ops.tasks import options
         "env": options.CLUSTER_ENV,
         "rotate": "Change this secret everywhere it is used: postgres, rabbitmq or flower "
         "(run it again to finish an interrupted rotation)",
+        "dry_run": options.DRY_RUN,
     },
 )
-def generate(c: Context, env: str = "stage", rotate: str | None = None) -> None:
+def generate(
+    c: Context, env: str = "stage", rotate: str | None = None, dry_run: bool = False
+) -> None:
     """Create the stack's Secrets if missing (kept if present); --rotate changes one safely."""
     cfg = cluster_config(env)
+    if dry_run:
+        print_plan(f"secrets.generate in {cfg.namespace}", secrets_plan.dry_run(cfg, rotate))
+        return
     step(f"Secrets in {cfg.namespace}" + (f" (rotating {rotate})" if rotate else ""))
     k = kube.connect(cfg)
     with kube.api_errors(f"Writing the Secrets of {cfg.namespace}"):

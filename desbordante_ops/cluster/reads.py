@@ -1,0 +1,42 @@
+"""Read-only looks at a cluster for dry runs: connect, whether an object exists, which pod.
+
+A dry run must print its plan even when the cluster cannot be read; these turn what cannot be
+read into a plan row or a note (core/plan.py) instead of an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from invoke import Exit
+
+from desbordante_ops.cluster import kube, names
+from desbordante_ops.core.plan import Row, read_or_row
+from desbordante_ops.core.settings import EnvConfig
+
+ABSENT, PRESENT = "absent", "present"
+
+
+def connect(cfg: EnvConfig) -> tuple[kube.Kube | None, list[Row]]:
+    """The cluster connection, or None and the row saying why there is none."""
+    return read_or_row(lambda: kube.connect(cfg), f"the cluster of {cfg.name}")
+
+
+def fetch(read: Callable[..., Any], *args: Any) -> tuple[Any | None, str]:
+    """(object, PRESENT), (None, ABSENT), or (None, why it could not be read)."""
+    try:
+        found = kube.read_or_none(read, *args)
+    except kube.TRANSPORT_ERRORS as exc:
+        return None, f"not readable: {kube.describe_error(exc)}"
+    return found, ABSENT if found is None else PRESENT
+
+
+def running_pod(k: kube.Kube, namespace: str, component: str) -> str:
+    """`pod NAME` of a running pod of COMPONENT, else a note why there is none."""
+    try:
+        return f"pod {kube.first_running_pod(k.core, namespace, names.selector(component))}"
+    except kube.TRANSPORT_ERRORS as exc:
+        return f"the {component} pod (not readable: {kube.describe_error(exc)})"
+    except Exit:
+        return f"the {component} pod (none runs now: the real run would stop here)"

@@ -1,0 +1,114 @@
+"""The dry run of `secrets.generate`: per Secret what it would do, read from the cluster.
+
+The decisions are the ones `generate` itself takes (`secrets.decide`); values are never read
+out, only whether a Secret exists and whether it holds an unfinished rotation.
+"""
+
+from __future__ import annotations
+
+from invoke import Exit
+
+from desbordante_ops.cluster import kube, names, reads
+from desbordante_ops.cluster.rotation import PENDING_KEY, STARTED_AT
+from desbordante_ops.cluster.secret_specs import SPECS, SecretSpec, find_spec, store_of
+from desbordante_ops.cluster.secrets import CREATE, FINISH, KEEP, RECOVER, decide, read_secret
+from desbordante_ops.core.plan import Row, unreadable
+from desbordante_ops.core.settings import EnvConfig
+
+PROMOTE = "password := the new one, pending-password removed, rotated-at stamped"
+
+
+def _keys(spec: SecretSpec) -> str:
+    if spec.name in (names.FlowerSecret.NAME, names.ApiAuthSecret.NAME):
+        return "password, users (bcrypt)"
+    return "password"
+
+
+def _restart(namespace: str, spec: SecretSpec, when: str = "") -> list[Row]:
+    if not spec.restart:
+        return []
+    targets = ", ".join(f"deployment/{name}" for name in spec.restart)
+    return [("restart", f"{targets} in {namespace}{when}")]
+
+
+def _rotation_rows(
+    cfg: EnvConfig, k: kube.Kube, spec: SecretSpec, action: str, started: str
+) -> list[Row]:
+    """The steps of rotating SPEC's Secret (ROTATE, FINISH or RECOVER)."""
+    namespace = cfg.namespace
+    secret = f"Secret {namespace}/{spec.name}"
+    store = store_of(spec, cfg)
+    if store is None:
+        if action == RECOVER:
+            return [("replace", f"{secret}: remove {PENDING_KEY} (unfinished rotation undone)")]
+        return [
+            ("replace", f"{secret}: new random password (keys {_keys(spec)})"),
+            *_restart(namespace, spec),
+        ]
+    pod = reads.running_pod(k, namespace, spec.store or "")
+    where = f"{store.title} (user {store.user}) in {pod}"
+    if action == RECOVER:
+        return [
+            ("exec", f"{where}: ask which password it accepts (rotation started {started})"),
+            ("replace", f"{secret}: new one accepted -> {PROMOTE}; else {PENDING_KEY} removed"),
+            *_restart(namespace, spec, " (only when the new password is promoted)"),
+        ]
+    stash = (
+        []
+        if action == FINISH
+        else [("replace", f"{secret}: new random password stashed as {PENDING_KEY}")]
+    )
+    what = f"the password stashed {started}" if action == FINISH else "the new password"
+    return [
+        *stash,
+        ("exec", f"{where}: set {what} (on stdin)"),
+        ("replace", f"{secret}: {PROMOTE}"),
+        *_restart(namespace, spec),
+    ]
+
+
+def plan(cfg: EnvConfig, k: kube.Kube | None, rotate: str | None = None) -> list[Row]:
+    """What `secrets.generate [--rotate ROTATE]` would do in CFG's namespace on cluster K."""
+    target = find_spec(rotate) if rotate else None
+    namespace = cfg.namespace
+    if k is None:
+        return [
+            (
+                "rotate" if spec is target else f"{CREATE} or {KEEP}",
+                f"Secret {namespace}/{spec.name} (created if missing)",
+            )
+            for spec in SPECS
+        ]
+    found, state = reads.fetch(k.core.read_namespace, namespace)
+    rows: list[Row] = []
+    if state == reads.ABSENT:
+        rows.append(("create", f"namespace {namespace} (Pod Security: restricted)"))
+    elif found is None:
+        rows.append(unreadable(f"namespace {namespace}", state))
+    for spec in SPECS:
+        try:
+            with kube.api_errors(f"Reading Secret {namespace}/{spec.name}"):
+                existing = read_secret(k.core, spec.name, namespace)
+        except Exit as exc:
+            rows.append(unreadable(f"Secret {namespace}/{spec.name}", str(exc.message)))
+            continue
+        action = decide(spec, existing, target)
+        secret = f"Secret {namespace}/{spec.name}"
+        if action == CREATE:
+            rows.append(("create", f"{secret} (keys {_keys(spec)}; new random password)"))
+        elif action == KEEP:
+            rows.append(("keep", secret))
+        else:
+            annotations = existing.metadata.annotations or {}
+            started = f"at {annotations.get(STARTED_AT, 'an unknown time')}"
+            rows.extend(_rotation_rows(cfg, k, spec, action, started))
+    return rows
+
+
+def dry_run(cfg: EnvConfig, rotate: str | None = None) -> list[Row]:
+    """The plan of `secrets.generate [--rotate ROTATE]`: ROTATE checked first, then the
+    cluster read (a row says so when it cannot be)."""
+    if rotate:
+        find_spec(rotate)
+    k, rows = reads.connect(cfg)
+    return rows + plan(cfg, k, rotate)

@@ -1,0 +1,160 @@
+"""Every `--dry-run`: it prints the plan read from the real state, changes nothing, exits 0.
+
+The cluster is the fake API server (tests/support/fakeapi.py: the real kubernetes client,
+every request recorded), outside tools are a MockContext that knows only the read-only
+commands a dry run may run, and files are checked byte for byte before and after.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from invoke import Context, Exit
+from support.fakeapi import FakeApiServer
+
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.rotation import PENDING_KEY, STARTED_AT
+from desbordante_ops.core import console
+from desbordante_ops.core.plan import DRY_RUN
+from desbordante_ops.tasks import secrets as secrets_tasks
+
+STAGE = "desbordante-stage"
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows on one line each (rich folds cells at 80 columns when not on a terminal)."""
+    monkeypatch.setattr(console.console, "width", 400)
+
+
+@pytest.fixture
+def stage(monkeypatch: pytest.MonkeyPatch, admin_kubeconfig: Path) -> Path:
+    """stage's settings point at the fake API server's admin kubeconfig."""
+    monkeypatch.setenv("KUBECONFIG_PATH", str(admin_kubeconfig))
+    return admin_kubeconfig
+
+
+def writes(api: FakeApiServer, since: int = 0) -> list[str]:
+    """Every request from the SINCE-th on that is not a read."""
+    return [f"{r.method} {r.path}" for r in api.requests[since:] if r.method not in ("GET", "HEAD")]
+
+
+def plan_lines(out: str) -> list[str]:
+    """The rows of the printed plan, as `# | action | target` with single spaces."""
+    return [" ".join(line.split()) for line in out.splitlines() if "│" in line]
+
+
+def secret(name: str, data: dict[str, str], annotations: dict[str, str] | None = None) -> Any:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": STAGE, "annotations": annotations or {}},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def running(component: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": STAGE,
+            "labels": {names.NAME_LABEL: names.APP_NAME, names.COMPONENT_LABEL: component},
+        },
+        "spec": {"containers": [{"name": component, "image": "x"}]},
+        "status": {"phase": "Running"},
+    }
+
+
+# --- secrets.generate ----------------------------------------------------------------------------
+
+
+def test_secrets_generate_lists_create_keep_rotate_and_recover_from_the_cluster(
+    fake_api: FakeApiServer, admin: Any, stage: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pg, mq = names.PostgresSecret.NAME, names.RabbitMQSecret.NAME
+    started = {STARTED_AT: "2026-11-20T10:00:00Z"}
+    fake_api.seed(secret(pg, {"password": "pw-old-1", PENDING_KEY: "pw-new-2"}, started))
+    fake_api.seed(secret(mq, {"password": "pw-old-3"}))
+    fake_api.seed(secret(names.ApiAuthSecret.NAME, {"password": "p", "users": "u"}))
+    fake_api.seed(running(names.POSTGRES, "postgres-0"))
+    before = {key: fake_api.get("Secret", key, STAGE) for key in (pg, mq)}
+    seen = len(fake_api.requests)
+    secrets_tasks.generate(Context(), env="stage", rotate="rabbitmq", dry_run=True)
+    assert writes(fake_api, seen) == []
+    assert len(fake_api.requests) > seen  # it did read the cluster
+    assert {key: fake_api.get("Secret", key, STAGE) for key in (pg, mq)} == before
+    out = capsys.readouterr().out
+    assert f"secrets.generate in {STAGE} ({DRY_RUN})" in out
+    rows = plan_lines(out)
+    assert rows == [
+        "│ 1 │ exec │ PostgreSQL (user desbordante) in pod postgres-0: ask which password it "
+        "accepts (rotation started at 2026-11-20T10:00:00Z) │",
+        f"│ 2 │ replace │ Secret {STAGE}/{pg}: new one accepted -> password := the new one, "
+        "pending-password removed, rotated-at stamped; else pending-password removed │",
+        f"│ 3 │ restart │ deployment/api, deployment/worker, deployment/flower in {STAGE} (only "
+        "when the new password is promoted) │",
+        f"│ 4 │ replace │ Secret {STAGE}/{mq}: new random password stashed as pending-password │",
+        "│ 5 │ exec │ RabbitMQ (user desbordante) in the rabbitmq pod (none runs now: the real "
+        "run would stop here): set the new password (on stdin) │",
+        f"│ 6 │ replace │ Secret {STAGE}/{mq}: password := the new one, pending-password "
+        "removed, rotated-at stamped │",
+        f"│ 7 │ restart │ deployment/api, deployment/worker, deployment/flower in {STAGE} │",
+        f"│ 8 │ create │ Secret {STAGE}/{names.FlowerSecret.NAME} (keys password, users "
+        "(bcrypt); new random password) │",
+        f"│ 9 │ keep │ Secret {STAGE}/{names.ApiAuthSecret.NAME} │",
+    ]
+    assert not [value for value in ("pw-old-1", "pw-new-2", "pw-old-3") if value in out]
+
+
+def test_secrets_generate_finishes_an_unfinished_rotation_of_the_rotated_secret(
+    fake_api: FakeApiServer, admin: Any, stage: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pg = names.PostgresSecret.NAME
+    fake_api.seed(secret(pg, {"password": "pw-old-1", PENDING_KEY: "pw-new-2"}, {STARTED_AT: "T0"}))
+    fake_api.seed(running(names.POSTGRES, "postgres-0"))
+    seen = len(fake_api.requests)
+    secrets_tasks.generate(Context(), env="stage", rotate="postgres", dry_run=True)
+    assert writes(fake_api, seen) == []
+    rows = plan_lines(capsys.readouterr().out)
+    assert rows[:3] == [
+        "│ 1 │ exec │ PostgreSQL (user desbordante) in pod postgres-0: set the password "
+        "stashed at T0 (on stdin) │",
+        f"│ 2 │ replace │ Secret {STAGE}/{pg}: password := the new one, pending-password "
+        "removed, rotated-at stamped │",
+        f"│ 3 │ restart │ deployment/api, deployment/worker, deployment/flower in {STAGE} │",
+    ]
+
+
+def test_secrets_generate_on_a_new_cluster_creates_the_namespace_and_every_secret(
+    fake_api: FakeApiServer, stage: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets_tasks.generate(Context(), env="stage", dry_run=True)
+    assert writes(fake_api) == []
+    assert fake_api.get("Namespace", STAGE) is None
+    rows = plan_lines(capsys.readouterr().out)
+    assert rows[0] == f"│ 1 │ create │ namespace {STAGE} (Pod Security: restricted) │"
+    assert [row.split(" │ ")[1] for row in rows] == ["create"] * 5
+
+
+def test_secrets_generate_without_a_cluster_still_prints_its_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KUBECONFIG_PATH", str(tmp_path / "missing"))
+    secrets_tasks.generate(Context(), env="stage", rotate="flower", dry_run=True)
+    rows = plan_lines(capsys.readouterr().out)
+    assert rows[0].startswith(f"│ 1 │ unknown │ the cluster of stage: No kubeconfig at {tmp_path}")
+    flower = f"Secret {STAGE}/{names.FlowerSecret.NAME}"
+    assert rows[3] == f"│ 4 │ rotate │ {flower} (created if missing) │"
+
+
+def test_secrets_generate_refuses_an_unknown_secret_before_reading_anything(
+    fake_api: FakeApiServer, stage: Path
+) -> None:
+    with pytest.raises(Exit, match="no such secret"):
+        secrets_tasks.generate(Context(), env="stage", rotate="redis", dry_run=True)
+    assert fake_api.requests == []
