@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from invoke import Exit
@@ -176,6 +177,14 @@ def cluster_endpoint(k: kube.Kube, server: str | None) -> tuple[str, str]:
     return url, ca_data
 
 
+def check_grant(role: str, days: int) -> None:
+    """Exit unless ROLE is one of ROLES and DAYS a token lifetime we hand out."""
+    if role not in ROLES:
+        raise Exit(f"--role {role!r}: use one of {', '.join(ROLES)}.")
+    if not 1 <= days <= 365:
+        raise Exit("--days must be between 1 and 365.")
+
+
 def grant(
     k: kube.Kube,
     namespace: str,
@@ -186,10 +195,7 @@ def grant(
     server: str | None = None,
 ) -> Any:
     """Create the account of USER in ENV and write its kubeconfig to OUTPUT; returns expiry."""
-    if role not in ROLES:
-        raise Exit(f"--role {role!r}: use one of {', '.join(ROLES)}.")
-    if not 1 <= days <= 365:
-        raise Exit("--days must be between 1 and 365.")
+    check_grant(role, days)
     url, ca_data = cluster_endpoint(k, server)
     ensure_account(k.core, k.rbac, namespace, user, role)
     token, expires = request_token(k.core, namespace, user, days)
@@ -198,22 +204,43 @@ def grant(
     return expires
 
 
+class AccountObject(NamedTuple):
+    """One object `grant` makes for a person, and how to read and delete it."""
+
+    kind: str
+    name: str
+    namespace: str
+    read: Callable[..., Any]
+    delete: Callable[..., Any]
+
+
+def account_objects(k: kube.Kube, user: str, namespace: str) -> list[AccountObject]:
+    """What USER's access to NAMESPACE consists of, in the order revoke deletes it."""
+    name = account_name(user)
+    rbac, core = k.rbac, k.core
+    binding = (rbac.read_namespaced_role_binding, rbac.delete_namespaced_role_binding)
+    return [
+        AccountObject("RoleBinding", name, namespace, *binding),
+        AccountObject(
+            "RoleBinding", ledger_binding_name(user, namespace), SYSTEM_NAMESPACE, *binding
+        ),
+        AccountObject(
+            "ServiceAccount",
+            name,
+            namespace,
+            core.read_namespaced_service_account,
+            core.delete_namespaced_service_account,
+        ),
+    ]
+
+
 def revoke(k: kube.Kube, user: str, namespaces: list[str]) -> list[str]:
     """Delete USER's bindings and ServiceAccount in NAMESPACES; returns where something went."""
-    name = account_name(user)
     removed: list[str] = []
     for namespace in namespaces:
         found = False
-        for delete, obj, where in (
-            (k.rbac.delete_namespaced_role_binding, name, namespace),
-            (
-                k.rbac.delete_namespaced_role_binding,
-                ledger_binding_name(user, namespace),
-                SYSTEM_NAMESPACE,
-            ),
-            (k.core.delete_namespaced_service_account, name, namespace),
-        ):
-            found = kube.if_exists(delete, obj, where) or found
+        for obj in account_objects(k, user, namespace):
+            found = kube.if_exists(obj.delete, obj.name, obj.namespace) or found
         if found:
             removed.append(namespace)
     return removed

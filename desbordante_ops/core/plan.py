@@ -14,6 +14,7 @@ mode, command line; never a secret value), and exits 0. The rules every dry run 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from invoke import Exit
@@ -39,6 +40,15 @@ def print_plan(
 def unreadable(what: str, why: str) -> Row:
     """The row of something a dry run could not read (its plan stays printable)."""
     return (UNKNOWN, f"{what}: {why.rstrip('.')}")
+
+
+def file_row(path: Path, what: str, mode: str = "0600") -> Row:
+    """The row of a file a run would write: `write` a new one or `replace` the one there."""
+    try:
+        action = "replace" if path.exists() else "write"
+    except OSError:  # a directory we may not look into
+        action = "write"
+    return (action, f"{path} (mode {mode}): {what}")
 
 
 def read_or_row(

@@ -7,8 +7,9 @@ from pathlib import Path
 from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import access as team
-from desbordante_ops.cluster import kube
+from desbordante_ops.cluster import access_plan, kube, reads
 from desbordante_ops.core.console import ok, print_table, step, warn
+from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import CLUSTER_ENVS, cluster_config
 from desbordante_ops.tasks import options
 
@@ -28,6 +29,7 @@ def _name(name: str) -> str:
         "days": f"Token lifetime in days (default {team.DEFAULT_DAYS}); grant again to renew",
         "server": "API URL written into the kubeconfig (default: the one you use)",
         "output": "Kubeconfig file to write (default: <name>-<env>.kubeconfig, mode 0600)",
+        "dry_run": options.DRY_RUN,
     },
 )
 def grant(
@@ -38,11 +40,18 @@ def grant(
     days: int = team.DEFAULT_DAYS,
     server: str | None = None,
     output: str | None = None,
+    dry_run: bool = False,
 ) -> None:
     """Give a person access to one environment and write their kubeconfig (0600)."""
     cfg = cluster_config(env)
     _name(name)
     target = Path(output) if output else cfg.root / f"{name}-{env}.kubeconfig"
+    if dry_run:
+        team.check_grant(role, int(days))
+        k, rows = reads.connect(cfg)
+        rows += access_plan.grant_plan(k, cfg.namespace, name, role, target, int(days), server)
+        print_plan(f"access.grant {role} on {cfg.namespace} to {name}", rows)
+        return
     step(f"Granting {role} on {cfg.namespace} to {name}")
     expires = team.grant(kube.connect(cfg), cfg.namespace, name, role, target, int(days), server)
     ok(f"kubeconfig for {name} written to {target} (0600, token valid until {expires})")
@@ -53,13 +62,19 @@ def grant(
     help={
         "name": "Person's short name used at grant time",
         "env": "Only this environment (default: every cluster environment)",
+        "dry_run": options.DRY_RUN,
     },
 )
-def revoke(c: Context, name: str = "", env: str | None = None) -> None:
+def revoke(c: Context, name: str = "", env: str | None = None, dry_run: bool = False) -> None:
     """Take a person's access away (their kubeconfig stops working at once)."""
     _name(name)
     cfgs = [cluster_config(e) for e in ([env] if env else CLUSTER_ENVS)]
     namespaces = [cfg.namespace for cfg in cfgs]
+    if dry_run:
+        k, rows = reads.connect(cfgs[0])
+        rows += access_plan.revoke_plan(k, name, namespaces)
+        print_plan(f"access.revoke of {name}", rows)
+        return
     removed = team.revoke(kube.connect(cfgs[0]), name, namespaces)
     if removed:
         ok(f"access of {name} revoked in {', '.join(removed)}")

@@ -14,14 +14,18 @@ from typing import Any
 import pytest
 from invoke import Context, Exit
 from support.fakeapi import FakeApiServer
+from support.fakeapi_kube import connect, grant
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.rotation import PENDING_KEY, STARTED_AT
 from desbordante_ops.core import console
 from desbordante_ops.core.plan import DRY_RUN
+from desbordante_ops.tasks import access as access_tasks
 from desbordante_ops.tasks import secrets as secrets_tasks
 
 STAGE = "desbordante-stage"
+PROD = "desbordante-prod"
+SYSTEM = "desbordante-system"
 
 
 @pytest.fixture(autouse=True)
@@ -158,3 +162,86 @@ def test_secrets_generate_refuses_an_unknown_secret_before_reading_anything(
     with pytest.raises(Exit, match="no such secret"):
         secrets_tasks.generate(Context(), env="stage", rotate="redis", dry_run=True)
     assert fake_api.requests == []
+
+
+# --- access.grant / access.revoke ----------------------------------------------------------------
+
+
+def test_access_grant_lists_every_object_it_would_create_and_writes_no_kubeconfig(
+    fake_api: FakeApiServer,
+    admin: Any,
+    stage: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "jane.kubeconfig"
+    seen = len(fake_api.requests)
+    access_tasks.grant(Context(), name="jane", role="devops", output=str(out), dry_run=True)
+    assert writes(fake_api, seen) == [] and not out.exists()
+    assert plan_lines(capsys.readouterr().out) == [
+        f"│ 1 │ create │ ServiceAccount {STAGE}/access-jane (role devops) │",
+        f"│ 2 │ create │ Role {STAGE}/desbordante-devops │",
+        f"│ 3 │ create │ namespace {SYSTEM} │",
+        f"│ 4 │ create │ Role {SYSTEM}/desbordante-release-reader │",
+        f"│ 5 │ create │ RoleBinding {SYSTEM}/access-jane-{STAGE} -> Role "
+        "desbordante-release-reader │",
+        f"│ 6 │ create │ RoleBinding {STAGE}/access-jane -> Role desbordante-devops │",
+        f"│ 7 │ create │ token of ServiceAccount {STAGE}/access-jane (TokenRequest, valid 90 "
+        "days) │",
+        f"│ 8 │ write │ {out} (mode 0600): kubeconfig for {fake_api.url}, namespace {STAGE} │",
+    ]
+
+
+def test_access_grant_of_another_role_replaces_the_binding_and_the_kubeconfig(
+    fake_api: FakeApiServer,
+    admin: Any,
+    stage: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    issued = grant(admin, tmp_path, "devops")
+    before = issued.read_bytes()
+    seen = len(fake_api.requests)
+    access_tasks.grant(
+        Context(), name="jane", role="viewer", days=7, output=str(issued), dry_run=True
+    )
+    assert writes(fake_api, seen) == [] and issued.read_bytes() == before
+    connect(issued)  # the devops kubeconfig still works
+    assert plan_lines(capsys.readouterr().out) == [
+        f"│ 1 │ update labels │ ServiceAccount {STAGE}/access-jane (role viewer) │",
+        f"│ 2 │ delete │ RoleBinding {SYSTEM}/access-jane-{STAGE} (release ledger read access) │",
+        f"│ 3 │ delete │ RoleBinding {STAGE}/access-jane (-> Role desbordante-devops) │",
+        f"│ 4 │ create │ RoleBinding {STAGE}/access-jane -> ClusterRole view │",
+        f"│ 5 │ create │ token of ServiceAccount {STAGE}/access-jane (TokenRequest, valid 7 "
+        "days) │",
+        f"│ 6 │ replace │ {issued} (mode 0600): kubeconfig for {fake_api.url}, namespace {STAGE} │",
+    ]
+
+
+def test_access_grant_refuses_what_the_real_grant_refuses(stage: Path, tmp_path: Path) -> None:
+    with pytest.raises(Exit, match="viewer, devops"):
+        access_tasks.grant(Context(), name="jane", role="root", dry_run=True)
+    with pytest.raises(Exit, match="between 1 and 365"):
+        access_tasks.grant(Context(), name="jane", days=400, dry_run=True)
+
+
+def test_access_revoke_lists_what_it_would_delete_and_the_token_keeps_working(
+    fake_api: FakeApiServer,
+    admin: Any,
+    stage: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    issued = grant(admin, tmp_path, "devops")
+    seen = len(fake_api.requests)
+    access_tasks.revoke(Context(), name="jane", dry_run=True)
+    assert writes(fake_api, seen) == []
+    assert connect(issued).core.list_namespaced_secret(STAGE).items == []
+    assert plan_lines(capsys.readouterr().out) == [
+        f"│ 1 │ delete │ RoleBinding {STAGE}/access-jane │",
+        f"│ 2 │ delete │ RoleBinding {SYSTEM}/access-jane-{STAGE} │",
+        f"│ 3 │ delete │ ServiceAccount {STAGE}/access-jane │",
+        f"│ 4 │ skip (absent) │ RoleBinding {PROD}/access-jane │",
+        f"│ 5 │ skip (absent) │ RoleBinding {SYSTEM}/access-jane-{PROD} │",
+        f"│ 6 │ skip (absent) │ ServiceAccount {PROD}/access-jane │",
+    ]
