@@ -17,6 +17,7 @@ from docker.errors import APIError, DockerException, ImageNotFound
 from invoke import Context, Exit
 
 from desbordante_ops.core.console import ok, progress, step
+from desbordante_ops.core.plan import Row, read_or_row
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image import engine, tags
 from desbordante_ops.image.refs import image_refs, in_registry, split_ref
@@ -113,6 +114,38 @@ def plan(
     ]
     check_pushable(remote_refs, cfg.name)
     return list(zip(local_refs, remote_refs, strict=True))
+
+
+def dry_run(
+    c: Context,
+    cfg: EnvConfig,
+    registry: str | None = None,
+    push_tags: Iterable[str] = (),
+    image: str | None = None,
+) -> list[Row]:
+    """What `push` would do: per reference the local image it starts from (read from the
+    engine), the tag it adds and the push; and where the credentials come from."""
+    pairs = plan(c, cfg, registry, push_tags, image)
+    credentials = (
+        f"{USER_VAR} / {PASSWORD_VAR} from the environment"
+        if auth_from_environment()
+        else "the Docker config of this user (if any)"
+    )
+    client, rows = read_or_row(engine.connect, "the Docker engine")
+    for local, remote in pairs:
+        if client is None:
+            source = "local image not checked"
+        else:
+            try:
+                source = f"local image {client.images.get(local).short_id}"
+            except ImageNotFound:
+                source = f"no local image {local}: the real run stops here (invoke images.build)"
+            except DockerException as error:
+                source = f"local image not readable: {str(error).splitlines()[0][:120]}"
+        if remote != local:
+            rows.append(("tag", f"{local} as {remote}"))
+        rows.append(("push", f"{remote} ({source}; credentials: {credentials})"))
+    return rows
 
 
 def push(

@@ -7,6 +7,7 @@ from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import k3s
 from desbordante_ops.core.console import print_table
+from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import ENV_NAMES, load_config
 from desbordante_ops.image import build as image_build
 from desbordante_ops.image import engine
@@ -45,6 +46,7 @@ def build(
         "tag": "Tag to push (repeatable; default: the tags of the current revision)",
         "env": f"Environment whose settings apply: {', '.join(ENV_NAMES)} (prod: vX.Y.Z only)",
         "image": "Image repository (default: IMAGE_NAME of the environment)",
+        "dry_run": options.DRY_RUN,
     },
     iterable=["tag"],
 )
@@ -54,9 +56,15 @@ def push(
     tag: list[str] | None = None,
     env: str = "local",
     image: str | None = None,
+    dry_run: bool = False,
 ) -> None:
     """Push the image to a registry (credentials: REGISTRY_USERNAME/PASSWORD or Docker config)."""
-    image_push.push(c, load_config(env), registry=registry, push_tags=tag or (), image=image)
+    cfg = load_config(env)
+    if dry_run:
+        rows = image_push.dry_run(c, cfg, registry=registry, push_tags=tag or (), image=image)
+        print_plan(f"images.push ({env})", rows)
+        return
+    image_push.push(c, cfg, registry=registry, push_tags=tag or (), image=image)
 
 
 @task(help={"force": "Download again even when the wheelhouse is current"})

@@ -8,19 +8,24 @@ commands a dry run may run, and files are checked byte for byte before and after
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from invoke import Context, Exit
+from docker.errors import ImageNotFound
+from invoke import Context, Exit, MockContext, Result
 from support.fakeapi import FakeApiServer
 from support.fakeapi_kube import connect, grant
+from support.mockrun import commands
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.rotation import PENDING_KEY, STARTED_AT
 from desbordante_ops.core import console
 from desbordante_ops.core.plan import DRY_RUN
+from desbordante_ops.image import push as image_push
 from desbordante_ops.tasks import access as access_tasks
+from desbordante_ops.tasks import images as images_tasks
 from desbordante_ops.tasks import secrets as secrets_tasks
 
 STAGE = "desbordante-stage"
@@ -244,4 +249,73 @@ def test_access_revoke_lists_what_it_would_delete_and_the_token_keeps_working(
         f"│ 4 │ skip (absent) │ RoleBinding {PROD}/access-jane │",
         f"│ 5 │ skip (absent) │ RoleBinding {SYSTEM}/access-jane-{PROD} │",
         f"│ 6 │ skip (absent) │ ServiceAccount {PROD}/access-jane │",
+    ]
+
+
+# --- images.push ---------------------------------------------------------------------------------
+
+
+def git_reads() -> MockContext:
+    """A MockContext that answers the git reads of the image tags (release v1.2.0, clean)."""
+    return MockContext(
+        run={
+            re.compile(r"^git -C \S+ log -1 '--format="): Result("f" * 40 + " abc1234 17000\n"),
+            re.compile(r"^git -C \S+ tag --points-at HEAD$"): Result("v1.2.0\n"),
+            re.compile(r"^git -C \S+ status --porcelain"): Result(""),
+        },
+        repeat=True,
+    )
+
+
+class LocalImages:
+    """The engine's `images.get` (the only call a dry run may make): these refs exist."""
+
+    def __init__(self, *present: str) -> None:
+        self.present = present
+        self.images = self
+
+    def get(self, ref: str) -> Any:
+        if ref not in self.present:
+            raise ImageNotFound(f"No such image: {ref}")
+        return type("Image", (), {"short_id": "sha256:0123456789ab"})()
+
+
+def test_images_push_lists_local_to_remote_refs_and_which_local_images_exist(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = "ghcr.io/desbordante/desbordante-backend"
+    monkeypatch.setattr(image_push.engine, "connect", lambda: LocalImages(f"{local}:v1.2.0"))
+    monkeypatch.delenv("REGISTRY_USERNAME", raising=False)
+    monkeypatch.delenv("REGISTRY_PASSWORD", raising=False)
+    c = git_reads()
+    images_tasks.push(c, env="stage", registry="127.0.0.1:5000", dry_run=True)
+    assert {cmd.split()[3] for cmd in commands(c)} == {"log", "tag", "status"}
+    remote = "127.0.0.1:5000/desbordante/desbordante-backend"
+    config = "credentials: the Docker config of this user (if any)"
+    assert plan_lines(capsys.readouterr().out) == [
+        f"│ 1 │ tag │ {local}:v1.2.0 as {remote}:v1.2.0 │",
+        f"│ 2 │ push │ {remote}:v1.2.0 (local image sha256:0123456789ab; {config}) │",
+        f"│ 3 │ tag │ {local}:abc1234 as {remote}:abc1234 │",
+        f"│ 4 │ push │ {remote}:abc1234 (no local image {local}:abc1234: the real run stops "
+        f"here (invoke images.build); {config}) │",
+    ]
+
+
+def test_images_push_without_an_engine_still_prints_its_plan(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_engine() -> Any:
+        raise Exit("No Docker engine answers at the local socket (gone); install Docker.")
+
+    monkeypatch.setattr(image_push.engine, "connect", no_engine)
+    monkeypatch.setenv("REGISTRY_USERNAME", "robot")
+    monkeypatch.setenv("REGISTRY_PASSWORD", "pw-registry-9")
+    images_tasks.push(git_reads(), env="prod", dry_run=True)
+    out = capsys.readouterr().out
+    assert "pw-registry-9" not in out
+    assert plan_lines(out) == [
+        "│ 1 │ unknown │ the Docker engine: No Docker engine answers at the local socket (gone); "
+        "install Docker │",
+        "│ 2 │ push │ ghcr.io/desbordante/desbordante-backend:v1.2.0 (local image not checked; "
+        "credentials: REGISTRY_USERNAME / REGISTRY_PASSWORD from the environment) │",
     ]
