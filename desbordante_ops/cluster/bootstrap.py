@@ -25,6 +25,7 @@ from desbordante_ops.cluster.render import render
 from desbordante_ops.cluster.secrets import ensure_secrets
 from desbordante_ops.core.checks import print_report, run_checks
 from desbordante_ops.core.console import ok, print_table, step
+from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image import build, engine, push, tags
 
@@ -251,10 +252,10 @@ def bootstrap(run: Run, dry_run: bool) -> bool:
     """Run (or with DRY_RUN only list) the steps; True when anything changed."""
     plan = steps(run)
     if dry_run:
-        print_table(
-            f"bootstrap plan for {run.cfg.name} (dry run: nothing is touched)",
-            ("#", "step", "what it does"),
-            [(str(i), s.name, s.plan) for i, s in enumerate(plan, 1)],
+        print_plan(
+            f"bootstrap plan for {run.cfg.name}",
+            [(s.name, s.plan) for s in plan],
+            columns=("step", "what it does"),
         )
         print_table("after the run", ("what", "where"), summary_rows(run.cfg))
         return False

@@ -159,25 +159,39 @@ def service_active(c: Any) -> bool:
     return result is not None and result.ok
 
 
+def read_server_config(path: Path) -> dict[str, Any] | None:
+    """The k3s server config at PATH, None when there is none."""
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
+
+
+def merged_server_config(current: dict[str, Any] | None) -> dict[str, Any] | None:
+    """CURRENT with SERVER_CONFIG merged in; None when CURRENT already says the same."""
+    if current is not None and all(current.get(k) == v for k, v in SERVER_CONFIG.items()):
+        return None
+    return {**(current or {}), **SERVER_CONFIG}
+
+
 def write_server_config(path: Path | None = None) -> bool:
     """Write the k3s server config unless it already says the same; True when written."""
     path = path or CONFIG_PATH
-    wanted = SERVER_CONFIG
-    if path.is_file():
-        current = yaml.safe_load(path.read_text()) or {}
-        if all(current.get(key) == value for key, value in wanted.items()):
-            return False
-        if K3S_KUBECONFIG.exists() and current.get("secrets-encryption") is not True:
-            warn(
-                "k3s already ran without secrets-encryption; it only applies at first start. "
-                "Use `k3s secrets-encrypt enable` + `rotate-keys` per the k3s docs."
-            )
-        wanted = {**current, **SERVER_CONFIG}
+    current = read_server_config(path)
+    wanted = merged_server_config(current)
+    if wanted is None:
+        return False
+    if (
+        current is not None
+        and K3S_KUBECONFIG.exists()
+        and current.get("secrets-encryption") is not True
+    ):
+        warn(
+            "k3s already ran without secrets-encryption; it only applies at first start. "
+            "Use `k3s secrets-encrypt enable` + `rotate-keys` per the k3s docs."
+        )
     write_private(path, yaml.safe_dump(wanted, sort_keys=True))
     return True
 
 
-def _install_env(lock: Lock) -> dict[str, str]:
+def install_env(lock: Lock) -> dict[str, str]:
     return {
         "INSTALL_K3S_SKIP_DOWNLOAD": "true",
         "INSTALL_K3S_VERSION": lock.version,
@@ -218,7 +232,6 @@ def is_root() -> bool:
 def install(
     c: Any,
     lock: Lock,
-    dry_run: bool = False,
     kubeconfig: Path | None = None,
     download: Downloader = http_download,
     workdir: Path | None = None,
@@ -227,9 +240,6 @@ def install(
     current = installed_version(c)
     if current == lock.version and service_active(c):
         ok(f"k3s {lock.version} is installed and running: nothing to do")
-        return False
-    if dry_run:
-        step(f"would download k3s {lock.version}, verify sha256, run the pinned install.sh")
         return False
     if not is_root():
         raise Exit("k3s.install needs root: run `sudo -E invoke k3s.install` (nothing was done).")
@@ -245,7 +255,7 @@ def install(
         if write_server_config():
             ok(f"wrote {CONFIG_PATH} (secrets-encryption, kubeconfig mode 0600, Traefik kept)")
         step("Running the pinned install.sh (INSTALL_K3S_SKIP_DOWNLOAD=true)")
-        c.run(f"sh {shlex.quote(str(script))}", env=_install_env(lock), pty=False, in_stream=False)
+        c.run(f"sh {shlex.quote(str(script))}", env=install_env(lock), pty=False, in_stream=False)
     target = copy_kubeconfig(kubeconfig or default_kubeconfig_target())
     ok(f"k3s {lock.version} running; kubeconfig (0600) at {target}")
     return True

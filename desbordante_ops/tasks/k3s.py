@@ -7,7 +7,9 @@ from pathlib import Path
 from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import k3s as server
+from desbordante_ops.cluster import k3s_plan
 from desbordante_ops.core.console import print_table
+from desbordante_ops.core.plan import print_plan
 from desbordante_ops.tasks import options
 
 
@@ -29,12 +31,23 @@ def install(
             "version and its checksums in k3s.lock first."
         )
     target = Path(kubeconfig) if kubeconfig else None
-    server.install(c, lock_, dry_run=dry_run, kubeconfig=target)
+    if dry_run:
+        print_plan(f"k3s.install {lock_.version}", k3s_plan.install(c, lock_, target))
+        return
+    server.install(c, lock_, kubeconfig=target)
 
 
-@task(help={"yes": "Do not ask: remove k3s and ALL cluster data on this machine"})
-def uninstall(c: Context, yes: bool = False) -> None:
+@task(
+    help={
+        "yes": "Do not ask: remove k3s and ALL cluster data on this machine",
+        "dry_run": options.DRY_RUN,
+    }
+)
+def uninstall(c: Context, yes: bool = False, dry_run: bool = False) -> None:
     """Remove k3s and all of its data from this machine (asks first; needs root)."""
+    if dry_run:
+        print_plan("k3s.uninstall", k3s_plan.uninstall(c, yes))
+        return
     server.uninstall(c, yes)
 
 
@@ -59,10 +72,14 @@ def lock(c: Context) -> None:
     help={
         "registry": "Registry host the manifests name, e.g. ghcr.io or 127.0.0.1:5000",
         "endpoint": "URL k3s pulls from instead, e.g. http://127.0.0.1:5000",
+        "dry_run": options.DRY_RUN,
     },
 )
-def registry(c: Context, registry: str = "", endpoint: str = "") -> None:
+def registry(c: Context, registry: str = "", endpoint: str = "", dry_run: bool = False) -> None:
     """Make k3s pull a registry's images from another endpoint (registries.yaml; restarts k3s)."""
     if not registry or not endpoint:
         raise Exit("k3s.registry needs --registry HOST and --endpoint URL.")
+    if dry_run:
+        print_plan("k3s.registry", k3s_plan.registry(registry, endpoint))
+        return
     server.set_registry_mirror(c, registry, endpoint)

@@ -38,7 +38,7 @@ def test_dry_run_prints_the_whole_plan_and_exits_zero(tmp_path: Path) -> None:
     out = proc.stdout
     for name in (*STEP_NAMES, "images.load", "deploy", "smoke"):
         assert f" {name} " in out, name
-    assert "dry run: nothing is touched" in out
+    assert "bootstrap plan for stage (dry run: nothing is changed)" in out
     assert "v1.36.4+k3s1" in out  # from k3s.lock
     assert "desbordante-stage" in out
     assert "Traceback" not in proc.stderr

@@ -18,10 +18,10 @@ from invoke import Context, Exit, MockContext, Result
 from support.fakeapi import FakeApiServer
 from support.fakeapi_kube import connect, grant
 from support.mockrun import commands
+from support.plans import plan_lines
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.rotation import PENDING_KEY, STARTED_AT
-from desbordante_ops.core import console
 from desbordante_ops.core.plan import DRY_RUN
 from desbordante_ops.image import push as image_push
 from desbordante_ops.tasks import access as access_tasks
@@ -33,10 +33,7 @@ PROD = "desbordante-prod"
 SYSTEM = "desbordante-system"
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rows on one line each (rich folds cells at 80 columns when not on a terminal)."""
-    monkeypatch.setattr(console.console, "width", 400)
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 @pytest.fixture
@@ -49,11 +46,6 @@ def stage(monkeypatch: pytest.MonkeyPatch, admin_kubeconfig: Path) -> Path:
 def writes(api: FakeApiServer, since: int = 0) -> list[str]:
     """Every request from the SINCE-th on that is not a read."""
     return [f"{r.method} {r.path}" for r in api.requests[since:] if r.method not in ("GET", "HEAD")]
-
-
-def plan_lines(out: str) -> list[str]:
-    """The rows of the printed plan, as `# | action | target` with single spaces."""
-    return [" ".join(line.split()) for line in out.splitlines() if "│" in line]
 
 
 def secret(name: str, data: dict[str, str], annotations: dict[str, str] | None = None) -> Any:

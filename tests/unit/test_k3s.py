@@ -13,6 +13,7 @@ from invoke import Exit, MockContext, Result
 from support.fake_engine import FakeDocker, FakeImage
 from support.mockrun import calls
 from support.mockrun import commands as run_commands
+from support.plans import plan_lines, snapshot
 
 from desbordante_ops.cluster import k3s
 from desbordante_ops.tasks import k3s as k3s_tasks
@@ -173,12 +174,95 @@ def test_without_root_a_clear_message_and_no_download(
     assert downloads.fetched == []
 
 
-def test_dry_run_downloads_and_runs_nothing(host: Path) -> None:
-    downloads = FakeDownloads({})
+@pytest.mark.usefixtures("wide_console")
+def test_install_dry_run_lists_downloads_files_and_the_script_and_changes_nothing(
+    host: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(k3s, "is_root", lambda: False)
+    monkeypatch.setattr(k3s, "load_lock", make_lock)
+    target = host / "home/.kube/config"
+    target.parent.mkdir(parents=True)
+    target.write_text("someone else's contexts")
+    before = snapshot(host)
     c = fresh_host_context()
-    assert k3s.install(c, make_lock(), dry_run=True, download=downloads) is False
-    assert downloads.fetched == []
-    assert run_commands(c) == [version_cmd()]
+    k3s_tasks.install(c, dry_run=True, kubeconfig=str(target))
+    assert snapshot(host) == before
+    assert run_commands(c) == [version_cmd()]  # not installed: nothing else to ask
+    lock = make_lock()
+    assert plan_lines(capsys.readouterr().out) == [
+        "│ 1 │ needs root │ not root: the real run stops here; run `sudo -E invoke k3s.install` │",
+        f"│ 2 │ download │ {lock.binary_url} (sha256 {lock.binary_sha256} checked first) │",
+        f"│ 3 │ download │ install.sh from {lock.script_urls[0]} (sha256 {lock.script_sha256}) │",
+        f"│ 4 │ install │ {k3s.BIN_PATH} (mode 0755) │",
+        f"│ 5 │ write │ {k3s.CONFIG_PATH} (mode 0600): k3s server config (secrets-encryption, "
+        "kubeconfig 0600) │",
+        "│ 6 │ run │ INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_VERSION=v1.36.4+k3s1 "
+        "INSTALL_K3S_EXEC=server sh install.sh (installs and starts the k3s service) │",
+        f"│ 7 │ write │ {target.with_name('k3s.yaml')} (mode 0600): the admin kubeconfig "
+        f"({target} exists and is kept) │",
+    ]
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_install_dry_run_of_the_running_version_has_nothing_to_do(
+    host: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(k3s, "load_lock", make_lock)
+    c = MockContext(run={version_cmd(): Result("k3s version v1.36.4+k3s1 (x)"), ACTIVE_CMD: ""})
+    k3s_tasks.install(c, dry_run=True)
+    assert run_commands(c) == [version_cmd(), ACTIVE_CMD]
+    assert plan_lines(capsys.readouterr().out) == [
+        "│ 1 │ keep │ k3s v1.36.4+k3s1 is installed and running: nothing to do │"
+    ]
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_uninstall_dry_run_asks_nothing_and_runs_no_script(
+    host: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = host / "usr/local/bin/k3s-uninstall.sh"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\nexit 99\n")
+    monkeypatch.setattr(k3s, "UNINSTALL_SCRIPT", script)
+    monkeypatch.setattr("builtins.input", lambda prompt: pytest.fail("asked during a dry run"))
+    before = snapshot(host)
+    c = MockContext(run={version_cmd(): Result("k3s version v1.30.0+k3s1 (abc)")})
+    k3s_tasks.uninstall(c, dry_run=True)
+    assert snapshot(host) == before and run_commands(c) == [version_cmd()]
+    rows = plan_lines(capsys.readouterr().out)
+    assert rows[:2] == [
+        "│ 1 │ ask │ type 'uninstall' to confirm (--yes skips it) │",
+        f"│ 2 │ run │ {script}: removes k3s v1.30.0+k3s1 │",
+    ]
+    assert rows[2].startswith("│ 3 │ delete │ the k3s service") and "every volume" in rows[2]
+    monkeypatch.setattr(k3s, "UNINSTALL_SCRIPT", host / "absent.sh")
+    k3s_tasks.uninstall(MockContext(), yes=True, dry_run=True)
+    assert plan_lines(capsys.readouterr().out) == [
+        "│ 1 │ keep │ k3s is not installed: nothing to do │"
+    ]
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_registry_dry_run_leaves_registries_yaml_and_k3s_alone(
+    host: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = host / "etc/rancher/k3s/registries.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(k3s.registries_yaml("ghcr.io", "http://10.0.0.9:5000"))
+    monkeypatch.setattr(k3s, "REGISTRIES_PATH", path)
+    before = snapshot(host)
+    c = MockContext(run={})  # any command would fail it
+    k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000", dry_run=True)
+    assert snapshot(host) == before and run_commands(c) == []
+    assert plan_lines(capsys.readouterr().out) == [
+        f"│ 1 │ replace │ {path} (mode 0600): k3s pulls ghcr.io images from "
+        "http://127.0.0.1:5000 │",
+        "│ 2 │ run │ systemctl restart k3s │",
+    ]
+    k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://10.0.0.9:5000", dry_run=True)
+    assert plan_lines(capsys.readouterr().out) == [
+        f"│ 1 │ keep │ {path} already mirrors ghcr.io to http://10.0.0.9:5000: nothing to do │"
+    ]
 
 
 def test_unpinned_version_flag_is_refused() -> None:

@@ -1,0 +1,31 @@
+"""Reading what a `--dry-run` printed, and proving it changed no file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from desbordante_ops.core import console
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Table rows on one line each (rich folds cells at 80 columns when not on a terminal)."""
+    monkeypatch.setattr(console.console, "width", 400)
+
+
+def plan_lines(out: str) -> list[str]:
+    """The body rows of the tables in OUT as `│ # │ action │ target │`, single-spaced."""
+    return [" ".join(line.split()) for line in out.splitlines() if line.startswith("│")]
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every path under ROOT with its mode and content (None for directories)."""
+    return {
+        str(path.relative_to(root)): (
+            path.stat().st_mode,
+            None if path.is_dir() else path.read_bytes(),
+        )
+        for path in sorted(root.rglob("*"))
+    }
