@@ -24,6 +24,7 @@ from invoke import Context, Exit
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube import kubectl
 from desbordante_ops.core.console import ok, step
+from desbordante_ops.core.plan import Row, unreadable
 from desbordante_ops.core.settings import EnvConfig
 
 # Our objects in a namespace: part of the stack, applied by the toolkit, of one instance.
@@ -51,6 +52,9 @@ CRD_KINDS = ("middlewares.traefik.io",)
 # Rendered but kept unless --purge-data (deleted with the namespace).
 DATA_KINDS = ("Namespace", "PersistentVolumeClaim")
 NO_SUCH_KIND = "the server doesn't have a resource type"
+# What a dry run of --purge-data lists as going with the namespace: every object of these
+# kinds in it, ours or not (people's access from `access.grant` included).
+PURGED_KINDS = (*WORKLOAD_KINDS, "persistentvolumeclaims", "secrets", "serviceaccounts")
 
 Ask = Callable[[str], str]
 
@@ -74,6 +78,51 @@ def delete_command(cfg: EnvConfig, kinds: tuple[str, ...]) -> str:
         "--cascade=foreground",
         "--wait",
     )
+
+
+def namespace_delete_command(cfg: EnvConfig) -> str:
+    """`kubectl delete namespace` of CFG's namespace (everything in it goes with it)."""
+    return kubectl(cfg, "delete", "namespace", cfg.namespace, "--ignore-not-found", "--wait")
+
+
+def list_command(cfg: EnvConfig, kinds: tuple[str, ...], selector: str | None = SELECTOR) -> str:
+    """`kubectl get -o name` of what a delete of KINDS (by SELECTOR) would find."""
+    where = ["--selector", selector] if selector else []
+    return kubectl(
+        cfg, "get", ",".join(kinds), "--namespace", cfg.namespace, *where, "--output", "name"
+    )
+
+
+def _found(c: Context, cfg: EnvConfig, kinds: tuple[str, ...], selector: str | None) -> list[Row]:
+    """One `delete` row per object a delete of KINDS would find (read with `kubectl get`)."""
+    result = c.run(
+        list_command(cfg, kinds, selector), warn=True, hide=True, pty=False, in_stream=False
+    )
+    stderr = result.stderr or ""
+    if result.exited != 0:
+        if NO_SUCH_KIND in stderr:
+            return [("skip", f"{', '.join(kinds)}: not served by this cluster (none to delete)")]
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
+        return [unreadable(f"objects of {cfg.namespace}", last)]
+    found = [line.strip() for line in (result.stdout or "").splitlines() if line.strip()]
+    return [("delete", f"{name} in {cfg.namespace}") for name in found] or [
+        ("skip", f"no {', '.join(kinds)} found in {cfg.namespace}")
+    ]
+
+
+def plan(c: Context, cfg: EnvConfig, purge_data: bool, yes: bool) -> list[Row]:
+    """What `deploy.teardown` would run and delete, read with `kubectl get` (read-only)."""
+    namespace = cfg.namespace
+    rows: list[Row] = []
+    if purge_data and not yes:
+        rows.append(("ask", f"type {namespace} to confirm the purge (--yes skips it)"))
+    for kinds in (WORKLOAD_KINDS, *((kind,) for kind in CRD_KINDS)):
+        rows.append(("run", delete_command(cfg, kinds)))
+        rows += _found(c, cfg, kinds, SELECTOR)
+    if not purge_data:
+        return [*rows, ("keep", f"volume claims, Secrets and namespace {namespace}")]
+    rows.append(("run", namespace_delete_command(cfg)))
+    return rows + [row for row in _found(c, cfg, PURGED_KINDS, None) if row not in rows]
 
 
 def confirm_purge(namespace: str, yes: bool, ask: Ask, interactive: Callable[[], bool]) -> None:
@@ -129,7 +178,7 @@ def teardown(
         return
     step(f"Deleting namespace {namespace} with its volumes and Secrets")
     result = c.run(
-        kubectl(cfg, "delete", "namespace", namespace, "--ignore-not-found", "--wait"),
+        namespace_delete_command(cfg),
         warn=True,
         pty=False,
         in_stream=False,

@@ -13,6 +13,7 @@ from desbordante_ops.cluster import teardown as cluster_teardown
 from desbordante_ops.cluster.bootstrap import default_tag
 from desbordante_ops.cluster.registry import PULL_SECRET
 from desbordante_ops.cluster.render import render as render_release
+from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import EnvConfig, cluster_config, load_config
 from desbordante_ops.image.push import auth_from_environment
 from desbordante_ops.image.tags import is_release_tag
@@ -102,8 +103,20 @@ def rollback(
         "env": options.CLUSTER_ENV,
         "purge_data": "Also delete the namespace with its volumes and Secrets (asks first)",
         "yes": "Do not ask before purging data",
+        "dry_run": options.DRY_RUN,
     }
 )
-def teardown(c: Context, env: str = "stage", purge_data: bool = False, yes: bool = False) -> None:
+def teardown(
+    c: Context,
+    env: str = "stage",
+    purge_data: bool = False,
+    yes: bool = False,
+    dry_run: bool = False,
+) -> None:
     """Remove the workloads of an environment; data stays unless --purge-data is confirmed."""
-    cluster_teardown.teardown(c, cluster_config(env), purge_data=purge_data, yes=yes)
+    cfg = cluster_config(env)
+    if dry_run:
+        rows = cluster_teardown.plan(c, cfg, purge_data=purge_data, yes=yes)
+        print_plan(f"deploy.teardown of {cfg.namespace}", rows)
+        return
+    cluster_teardown.teardown(c, cfg, purge_data=purge_data, yes=yes)

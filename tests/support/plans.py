@@ -12,7 +12,7 @@ from desbordante_ops.core import console
 @pytest.fixture
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """Table rows on one line each (rich folds cells at 80 columns when not on a terminal)."""
-    monkeypatch.setattr(console.console, "width", 400)
+    monkeypatch.setattr(console.console, "width", 1000)
 
 
 def plan_lines(out: str) -> list[str]:
@@ -29,3 +29,9 @@ def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
         )
         for path in sorted(root.rglob("*"))
     }
+
+
+def plan_cells(out: str) -> list[tuple[str, ...]]:
+    """The body rows of the tables in OUT as their cells after the number: (action, target)."""
+    rows = [line.strip("│").split("│") for line in plan_lines(out)]
+    return [tuple(" ".join(cell.split()) for cell in row[1:]) for row in rows]

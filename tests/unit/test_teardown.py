@@ -16,6 +16,7 @@ from unittest.mock import Mock
 
 import pytest
 from invoke import Exit, MockContext, Result
+from support.plans import plan_cells
 from support.selectors import matches
 
 from desbordante_ops.cluster import names
@@ -32,6 +33,7 @@ OURS = {
 }
 # kubectl resource name -> the kind it lists
 RESOURCES = {
+    "serviceaccounts": "ServiceAccount",
     "deployments.apps": "Deployment",
     "statefulsets.apps": "StatefulSet",
     "cronjobs.batch": "CronJob",
@@ -242,3 +244,98 @@ def test_missing_traefik_crds_mean_no_middlewares_to_delete(cfg: Any) -> None:
     forbidden = 'Error from server (Forbidden): middlewares.traefik.io is forbidden: User "x"'
     with pytest.raises(Exit, match=r"middlewares\.traefik\.io of desbordante-stage failed: Error"):
         td.teardown(crd_delete_fails(forbidden), cfg, purge_data=False, yes=False)
+
+
+class ReadOnlyKubectl(MockContext):
+    """Answers `kubectl get -o name` over the deployed objects as the API server would (by kind
+    and label selector); any other command fails the test."""
+
+    def __init__(self, objects: Deployed, crds: bool = True) -> None:
+        super().__init__()
+        self.objects, self.crds = objects, crds
+        self.commands: list[str] = []
+
+    def run(self, command: str, **kw: Any) -> Any:
+        self.commands.append(command)
+        assert kw.get("in_stream") is False
+        argv = shlex.split(command)
+        assert argv[3] == "get" and argv[argv.index("--output") + 1] == "name", command
+        assert argv[argv.index("--namespace") + 1] == NS
+        resources = argv[4].split(",")
+        if not self.crds and "middlewares.traefik.io" in resources:
+            stderr = 'error: the server doesn\'t have a resource type "middlewares"'
+            return Result(exited=1, stderr=stderr)
+        selector = argv[argv.index("--selector") + 1] if "--selector" in argv else ""
+        names_ = [
+            f"{ref.split('/')[0].lower()}{'.' + group if group else ''}/{ref.split('/')[1]}"
+            for resource in resources
+            for group in [resource.partition(".")[2]]
+            for ref, labels, _ in self.objects
+            if ref.split("/")[0] == RESOURCES[resource]
+            and (not selector or matches(selector, labels))
+        ]
+        return Result(stdout="".join(f"{name}\n" for name in names_))
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_dry_run_lists_the_delete_commands_and_what_they_would_find(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    c = ReadOnlyKubectl(deployed())
+    deploy_tasks.teardown(c, env="stage", dry_run=True)
+    rows = plan_cells(capsys.readouterr().out)
+    cfg = load_config("stage")
+    found = [
+        ("delete", f"{name} in {NS}")
+        for name in (
+            "deployment.apps/api",
+            "deployment.apps/worker",
+            "statefulset.apps/postgres",
+            f"job.batch/{JOB}",
+            "ingress.networking.k8s.io/api",
+            "service/api",
+            "poddisruptionbudget.policy/api",
+            "networkpolicy.networking.k8s.io/default-deny",
+            "configmap/desbordante-config-5g7h8k",
+        )
+    ]
+    assert rows == [
+        ("run", td.delete_command(cfg, td.WORKLOAD_KINDS)),
+        *found,
+        ("run", td.delete_command(cfg, td.CRD_KINDS)),
+        ("delete", f"middleware.traefik.io/flower-auth in {NS}"),
+        ("keep", f"volume claims, Secrets and namespace {NS}"),
+    ]
+    assert len(c.commands) == 2  # one `kubectl get` per delete, nothing else
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_dry_run_of_a_purge_asks_nothing_and_lists_the_data_that_would_go(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    c = ReadOnlyKubectl(deployed(), crds=False)
+    deploy_tasks.teardown(c, env="stage", purge_data=True, dry_run=True)
+    rows = plan_cells(capsys.readouterr().out)
+    assert rows[0] == ("ask", f"type {NS} to confirm the purge (--yes skips it)")
+    assert ("skip", "middlewares.traefik.io: not served by this cluster (none to delete)") in rows
+    assert rows[rows.index(("run", td.namespace_delete_command(load_config("stage")))) :][1:] == [
+        ("delete", f"deployment.apps/someone-elses in {NS}"),  # the namespace takes all
+        ("delete", f"configmap/kube-root-ca.crt in {NS}"),
+        ("delete", f"persistentvolumeclaim/uploads in {NS}"),
+        ("delete", f"persistentvolumeclaim/data-postgres-0 in {NS}"),
+        ("delete", f"secret/{names.PostgresSecret.NAME} in {NS}"),
+    ]
+    assert len(c.commands) == 3
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_dry_run_without_a_cluster_still_lists_the_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    refused = Result(exited=1, stderr="The connection to the server 127.0.0.1:6443 was refused")
+    c = MockContext(run={re.compile(r"^kubectl .* get .*"): refused}, repeat=True)
+    deploy_tasks.teardown(c, env="stage", dry_run=True)
+    rows = plan_cells(capsys.readouterr().out)
+    refusal = "The connection to the server 127.0.0.1:6443 was refused"
+    assert rows[1] == ("unknown", f"objects of {NS}: {refusal}")
+    assert [action for action, _ in rows] == ["run", "unknown", "run", "unknown", "keep"]
