@@ -169,6 +169,15 @@ def not_recorded(cfg: EnvConfig, tag: str, why: str) -> str:
     return f"{why}; {fix}."
 
 
+def unclear_image(namespace: str, image: str, ids: set[str]) -> str:
+    """Why IDS (what the pods of NAMESPACE run as IMAGE) name no single image; "" if they do."""
+    if not ids:
+        return f"no pod in {namespace} reports an image ID for {image}"
+    if len(ids) > 1:
+        return f"pods in {namespace} run {len(ids)} different images as {image}"
+    return ""
+
+
 def record_release(k: Kube, cfg: EnvConfig, namespace: str, image: str, tag: str) -> bool:
     """Record that TAG runs in NAMESPACE as IMAGE, with the image ID the kubelet reports.
 
@@ -176,12 +185,8 @@ def record_release(k: Kube, cfg: EnvConfig, namespace: str, image: str, tag: str
     it says so and returns False.
     """
     ids = running_image_ids(k.core, namespace, image)
-    if len(ids) != 1:
-        why = (
-            f"no pod in {namespace} reports an image ID for {image}"
-            if not ids
-            else (f"pods in {namespace} run {len(ids)} different images as {image}")
-        )
+    why = unclear_image(namespace, image, ids)
+    if why:
         warn(not_recorded(cfg, tag, f"{tag} is not recorded in the release ledger ({why})"))
         return False
     entry = Release(namespace, tag, image, ids.pop(), now_iso(), kubeconfig_user(cfg))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from invoke import Context, Exit, task
 
-from desbordante_ops.cluster import kube
+from desbordante_ops.cluster import kube, reads, releases_plan
 from desbordante_ops.cluster import releases as cluster_releases
 from desbordante_ops.cluster.bootstrap import default_tag
 from desbordante_ops.core.console import print_table
+from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import cluster_config
 from desbordante_ops.tasks import options
 
@@ -28,11 +29,15 @@ def list(c: Context, env: str = "stage") -> None:
     )
 
 
-@task(help={"env": options.CLUSTER_ENV, "tag": options.TAG})
-def record(c: Context, env: str = "stage", tag: str | None = None) -> None:
+@task(help={"env": options.CLUSTER_ENV, "tag": options.TAG, "dry_run": options.DRY_RUN})
+def record(c: Context, env: str = "stage", tag: str | None = None, dry_run: bool = False) -> None:
     """Record the release running in an environment (cluster admin; prod accepts only these)."""
     cfg = cluster_config(env)
     tag = tag or default_tag(c, cfg)
     image = f"{cfg.toolkit.IMAGE_NAME}:{tag}"
+    if dry_run:
+        k, rows = reads.connect(cfg)
+        print_plan(f"releases.record {tag}", rows + releases_plan.record_plan(k, cfg, image, tag))
+        return
     if not cluster_releases.record_release(kube.connect(cfg), cfg, cfg.namespace, image, tag):
         raise Exit(f"{tag} was not recorded; see above.", 1)

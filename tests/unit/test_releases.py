@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from support.fakeapi import FakeApiServer
 from support.fakeapi_kube import config_for, connect, grant
 from support.mockrun import commands
+from support.plans import plan_cells
 
 from desbordante_ops.cluster import deploy, kube, names, releases
 from desbordante_ops.cluster.render import Rendered
@@ -207,6 +208,42 @@ def test_the_record_task_is_how_an_admin_records_a_release(
     assert recorded(fake_api)[f"{STAGE}.{TAG}"]["image_id"] == f"{REPO}@{DIGEST}"
     release_tasks.list(MockContext(), env="stage")
     assert TAG in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("wide_console", "admin")
+def test_record_dry_run_says_what_it_would_write_and_writes_nothing(
+    fake_api: FakeApiServer,
+    admin_kubeconfig: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("KUBECONFIG_PATH", str(admin_kubeconfig))
+    monkeypatch.setenv("IMAGE_NAME", REPO)
+    ledger = f"ConfigMap {releases.SYSTEM_NAMESPACE}/{releases.LEDGER}"
+    seen = len(fake_api.requests)
+    release_tasks.record(MockContext(), env="stage", tag=TAG, dry_run=True)  # exits 0
+    why = f"no pod in {STAGE} reports an image ID for {IMAGE}"
+    assert plan_cells(capsys.readouterr().out) == [
+        ("skip", f"{TAG} is not recorded ({why}): the real run fails")
+    ]
+    fake_api.seed(pod("api-1", IMAGE, f"{REPO}@{DIGEST}"))
+    release_tasks.record(MockContext(), env="stage", tag=TAG, dry_run=True)
+    assert plan_cells(capsys.readouterr().out) == [
+        ("create", f"namespace {releases.SYSTEM_NAMESPACE}"),
+        ("create", ledger),
+        (
+            "add",
+            f"{ledger} key {STAGE}.{TAG}: image {IMAGE}, image ID {REPO}@{DIGEST[:19]}, by default",
+        ),
+    ]
+    assert [r.method for r in fake_api.requests[seen:] if r.method != "GET"] == []
+    assert recorded(fake_api) == {}
+    release_tasks.record(MockContext(), env="stage", tag=TAG)
+    release_tasks.record(MockContext(), env="stage", tag=TAG, dry_run=True)
+    assert plan_cells(capsys.readouterr().out)[-1] == (
+        "keep",
+        f"{ledger} key {STAGE}.{TAG} (already {REPO}@{DIGEST[:19]})",
+    )
 
 
 # --- deploy as stage devops: the release goes live, the ledger says no ---------------------------
