@@ -142,8 +142,16 @@ def read_manifest(path: Path) -> Manifest:
     return manifest
 
 
-def extract_verified(path: Path, manifest: Manifest, staging: Path) -> dict[str, Path]:
-    """Copy the members of PATH to STAGING, checking each against MANIFEST; their paths."""
+def verify(path: Path, manifest: Manifest) -> None:
+    """Check every member of PATH against MANIFEST (read and hashed, written nowhere)."""
+    extract_verified(path, manifest, Path(os.devnull), copy=False)
+
+
+def extract_verified(
+    path: Path, manifest: Manifest, staging: Path, copy: bool = True
+) -> dict[str, Path]:
+    """Copy the members of PATH to STAGING (unless not COPY), checking each against MANIFEST;
+    their paths."""
     found: dict[str, Path] = {}
     with _open(path) as tar, tracker() as track:
         for member in tar:
@@ -154,7 +162,7 @@ def extract_verified(path: Path, manifest: Manifest, staging: Path) -> dict[str,
                 raise Exit(f"{path}: unexpected member {member.name!r}; the archive is damaged.")
             source = tar.extractfile(member)
             assert source is not None  # a regular file always has content
-            target = staging / member.name
+            target = staging / member.name if copy else staging
             with target.open("wb") as out:
                 meter = Meter(source, member.size, f"verify: {member.name}", track)
                 while chunk := meter.read(1024 * 1024):

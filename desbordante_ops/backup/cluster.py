@@ -31,10 +31,18 @@ from invoke import Context, Exit
 from kubernetes import client as k8s
 
 from desbordante_ops.backup import files, postgres
+from desbordante_ops.backup.archive import DATABASE, UPLOADS
 from desbordante_ops.backup.progress import last_line, run_watched
+from desbordante_ops.backup.schema import SCHEMA_AT_HEAD
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.deploy import manifest_file
-from desbordante_ops.cluster.kube import Kube, first_running_pod, kubectl, read_or_none
+from desbordante_ops.cluster.kube import (
+    Kube,
+    api_errors,
+    first_running_pod,
+    kubectl,
+    read_or_none,
+)
 from desbordante_ops.cluster.rollout import (
     JOB_NAME_LABEL,
     Clock,
@@ -44,6 +52,7 @@ from desbordante_ops.cluster.rollout import (
     wait_rollouts,
 )
 from desbordante_ops.cluster.status import release_of
+from desbordante_ops.core.plan import Row, read_or_row, unreadable
 from desbordante_ops.core.poll import poll
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image.refs import split_ref
@@ -52,6 +61,9 @@ WRITERS = (names.API, names.WORKER)
 # Inside the postgres pod: its own user and database (from the ConfigMap), unix socket.
 POD_CONNECT = '-U "$POSTGRES_USER" -d "$POSTGRES_DB"'
 HELPER_CONTAINER = "restore"
+HELPER_PREFIX = "restore-"  # + 6 random hex digits
+PLANNED_HELPER = f"{HELPER_PREFIX}XXXXXX"  # its name in a dry run's plan
+MIGRATE_ARGV = ["desbordante-service", "migrate"]
 HELPER_SECONDS = 3600
 # What the helper container keeps of the api container: config, secret files, mounts, security.
 HELPER_KEEPS = ("envFrom", "env", "volumeMounts", "securityContext")
@@ -188,16 +200,19 @@ class ClusterTarget:
 
     def dump_files(self, path: Path) -> None:
         mount = uploads_mount(self._api_template())
-        pods = self.k.core.list_namespaced_pod(
-            self.namespace, label_selector=names.selector(names.API)
-        ).items
-        running = [p.metadata.name for p in pods if p.status and p.status.phase == "Running"]
+        running = self._running_api_pods()
         pod, container = (running[0], names.API) if running else (self._helper(), HELPER_CONTAINER)
         command = self._exec(pod, container, pack_command(mount))
         command += f" > {shlex.quote(str(path))}"
         result = run_watched(self.c, command, "uploaded files", DUMP_TIMEOUT_SECONDS, watch=path)
         if not result.ok:
             raise Exit(f"tar in pod {pod}: {last_line(result)}")
+
+    def _running_api_pods(self) -> list[str]:
+        pods = self.k.core.list_namespaced_pod(
+            self.namespace, label_selector=names.selector(names.API)
+        ).items
+        return [p.metadata.name for p in pods if p.status and p.status.phase == "Running"]
 
     # --- restore --------------------------------------------------------------------------
 
@@ -208,11 +223,13 @@ class ClusterTarget:
         pods = self.k.core.list_namespaced_pod(self.namespace, label_selector=selector).items
         return [pod.metadata.name for pod in pods]
 
-    def _set_replicas(self, name: str, replicas: int) -> None:
-        command = self.kubectl(
+    def _replicas_command(self, name: str, replicas: int) -> str:
+        return self.kubectl(
             "patch", f"deployment/{name}", "--type=merge", "-p", replicas_patch(replicas)
         )
-        self._run(command, "kubectl patch", 60)
+
+    def _set_replicas(self, name: str, replicas: int) -> None:
+        self._run(self._replicas_command(name, replicas), "kubectl patch", 60)
 
     def stop_writers(self, stopped: list[str]) -> None:
         stopped += WRITERS
@@ -249,15 +266,19 @@ class ClusterTarget:
             raise Exit(f"tar in the helper pod: {last_line(result)}")
 
     def migrate(self) -> None:
-        command = self._exec(self._helper(), HELPER_CONTAINER, ["desbordante-service", "migrate"])
+        command = self._exec(self._helper(), HELPER_CONTAINER, MIGRATE_ARGV)
         self._run(command, "migrate in the helper pod", MIGRATE_TIMEOUT_SECONDS)
 
-    def start_writers(self, names_: list[str]) -> None:
-        self.close()
-        replicas = {
+    def _replicas(self) -> dict[str, int]:
+        """The replicas of each writer when it runs (the environment's settings)."""
+        return {
             names.API: self.cfg.toolkit.API_REPLICAS,
             names.WORKER: self.cfg.toolkit.WORKER_REPLICAS,
         }
+
+    def start_writers(self, names_: list[str]) -> None:
+        self.close()
+        replicas = self._replicas()
         for name in names_:
             self._set_replicas(name, replicas[name])
         deadline = Deadline.after(ROLLOUT_TIMEOUT_SECONDS, self.clock)
@@ -271,16 +292,14 @@ class ClusterTarget:
     def close(self) -> None:
         """Delete the helper Job (and with it its pod), if one was made."""
         if self.helper:
-            command = self.kubectl(
-                "delete",
-                "job",
-                self.helper,
-                "--ignore-not-found",
-                "--wait=false",
-                "--cascade=background",
-            )
+            command = self._helper_delete_command(self.helper)
             self.c.run(command, hide=True, warn=True, in_stream=False, timeout=60)
             self.helper = self.helper_pod = ""
+
+    def _helper_delete_command(self, name: str) -> str:
+        return self.kubectl(
+            "delete", "job", name, "--ignore-not-found", "--wait=false", "--cascade=background"
+        )
 
     # --- the helper pod -------------------------------------------------------------------
 
@@ -297,7 +316,7 @@ class ClusterTarget:
         """Name of the running pod of the helper Job (made on first use)."""
         if self.helper_pod:
             return self.helper_pod
-        name = f"restore-{secrets.token_hex(3)}"
+        name = f"{HELPER_PREFIX}{secrets.token_hex(3)}"
         with manifest_file([helper_job(self._api_template(), name)]) as path:
             self._run(self.kubectl("apply", "-f", path), "creating the helper Job", 60)
         self.helper = name
@@ -321,3 +340,70 @@ class ClusterTarget:
             )
         self.helper_pod = running[0]
         return self.helper_pod
+
+    # --- dry runs -------------------------------------------------------------------------
+
+    def _in_postgres_row(self, script: str, redirect: str, stdin: bool = False) -> Row:
+        try:
+            with api_errors(f"Finding the postgres pod of {self.namespace}"):
+                return ("run", self._in_postgres(script, stdin) + redirect)
+        except Exit as exc:
+            return unreadable("the postgres pod", str(exc.message))
+
+    def _mount(self) -> tuple[str | None, list[Row]]:
+        def read() -> str:
+            with api_errors(f"Reading Deployment {names.API} of {self.namespace}"):
+                return uploads_mount(self._api_template())
+
+        return read_or_row(read, "the uploads claim")
+
+    def _helper_rows(self, mount: str, runs: list[Row]) -> list[Row]:
+        """Create the helper Job, RUNS in its pod, delete it."""
+        job = f"Job {self.namespace}/{PLANNED_HELPER} (helper pod of the api template; {mount})"
+        return [("create", job), *runs, ("run", self._helper_delete_command(PLANNED_HELPER))]
+
+    def _in_helper(self, argv: list[str], redirect: str = "", stdin: bool = False) -> Row:
+        return (
+            "run",
+            self._exec(f"<pod of {PLANNED_HELPER}>", HELPER_CONTAINER, argv, stdin) + redirect,
+        )
+
+    def plan_backup(self, staging: Path) -> list[Row]:
+        dump = f" > {shlex.quote(str(staging / DATABASE))}"
+        rows = [self._in_postgres_row(postgres.dump_command(POD_CONNECT), dump)]
+        mount, unknown = self._mount()
+        if mount is None:
+            return rows + unknown
+        tar = f" > {shlex.quote(str(staging / UPLOADS))}"
+        try:
+            with api_errors(f"Reading the api pods of {self.namespace}"):
+                running = self._running_api_pods()
+        except Exit as exc:
+            return [*rows, unreadable("the api pods", str(exc.message))]
+        if running:
+            return [*rows, ("run", self._exec(running[0], names.API, pack_command(mount)) + tar)]
+        return rows + self._helper_rows(mount, [self._in_helper(pack_command(mount), tar)])
+
+    def plan_restore(self, staging: Path, migration: str) -> list[Row]:
+        dump = f" < {shlex.quote(str(staging / DATABASE))}"
+        restore = postgres.restore_command(POD_CONNECT)
+        rows: list[Row] = [
+            *(("run", self._replicas_command(name, 0)) for name in WRITERS),
+            ("wait", f"until no api or worker pod is left ({POD_TIMEOUT_SECONDS} s at most)"),
+            self._in_postgres_row(restore, dump, stdin=True),
+        ]
+        mount, unknown = self._mount()
+        if mount is None:
+            rows += unknown
+        else:
+            tar = f" < {shlex.quote(str(staging / UPLOADS))}"
+            unpack = self._in_helper(["bash", "-c", unpack_script(mount)], tar, stdin=True)
+            migrate = self._in_helper(MIGRATE_ARGV)
+            schema = (migrate[0], f"{migrate[1]} (schema {migration})")
+            rows += self._helper_rows(mount, [unpack, schema if migration else SCHEMA_AT_HEAD])
+        replicas = self._replicas()
+        return [
+            *rows,
+            *(("run", self._replicas_command(name, replicas[name])) for name in WRITERS),
+            ("wait", f"for the rollouts of api and worker ({ROLLOUT_TIMEOUT_SECONDS} s at most)"),
+        ]

@@ -37,6 +37,20 @@ def _entries(root: Path) -> Iterator[Path]:
             yield from sorted(top.rglob("*"))
 
 
+def inventory(root: Path) -> tuple[int, int]:
+    """(files, bytes) `pack` would take from ROOT now (read only; a missing ROOT is empty)."""
+    if not root.is_dir():
+        return 0, 0
+    sizes = [path.stat().st_size for path in _entries(root) if path.is_file()]
+    return len(sizes), sum(sizes)
+
+
+def describe(root: Path) -> str:
+    """`ROOT (N files, SIZE; without incoming/, .restore/)` for a plan row."""
+    count, size = inventory(root)
+    return f"{root} ({count} files, {decimal(size)}; without {', '.join(EXCLUDED)})"
+
+
 def pack(root: Path, target: Path) -> tuple[int, int]:
     """Write the tar of ROOT to TARGET; (files, bytes). A missing ROOT packs as empty.
 

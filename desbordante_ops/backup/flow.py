@@ -28,15 +28,27 @@ from rich.filesize import decimal
 from desbordante_ops.backup import archive, schema
 from desbordante_ops.backup.archive import DATABASE, UPLOADS, Manifest
 from desbordante_ops.core.console import ok, print_table, step, warn
+from desbordante_ops.core.plan import Row, file_row
 
 
-class Target(Protocol):
-    """One environment's data, as backup and restore see it."""
+class Planned(Protocol):
+    """One environment's data, as the dry runs of backup and restore see it."""
 
     env: str
 
     def describe(self) -> str:
         """Where the data is, for messages (never a secret)."""
+
+    def plan_backup(self, staging: Path) -> list[Row]:
+        """What dumping the database and the files into STAGING would run (read-only)."""
+
+    def plan_restore(self, staging: Path, migration: str) -> list[Row]:
+        """What restoring from the members in STAGING would run (read-only); MIGRATION:
+        `from X to Y` when migrations run afterwards, else ""."""
+
+
+class Target(Planned, Protocol):
+    """One environment's data, as backup and restore see it."""
 
     def release(self) -> tuple[str, str]:
         """(release tag or revision, image reference and digest or "") of what runs."""
@@ -112,6 +124,18 @@ def _backup(target: Target, output: Path) -> Path:
     return path
 
 
+def backup_plan(target: Planned, output: Path) -> list[Row]:
+    """What `backup` would do: dumps into a staging directory, then one archive in OUTPUT."""
+    rows: list[Row] = [] if output.is_dir() else [("create", f"directory {output} (mode 0700)")]
+    path = output / archive.archive_name(target.env, archive.utc_now())
+    what = f"archive of {DATABASE}, {UPLOADS} and {archive.MANIFEST} (no secrets)"
+    return [
+        *rows,
+        *target.plan_backup(output / ".backup-XXXXXXXX"),
+        file_row(path, f"{what}; the staging directory is removed"),
+    ]
+
+
 def show_manifest(title: str, manifest: Manifest) -> None:
     rows = [
         ("environment", manifest.env),
@@ -177,11 +201,7 @@ def restore(
     interactive: bool | None = None,
 ) -> Manifest:
     """Restore TARGET from ARCHIVE_PATH (see the module docstring); the archive's manifest."""
-    manifest = archive.read_manifest(archive_path)
-    plan = schema.plan(manifest.schema_revision)
-    show_manifest(f"archive {archive_path}", manifest)
-    if manifest.env != target.env:
-        warn(f"the archive comes from {manifest.env}; restoring it into {target.env}")
+    manifest, plan = _open_archive(target, archive_path)
     with _staging(archive_path.parent) as tmp:
         step("Verifying the archive (sha256 of every member)")
         members = archive.extract_verified(archive_path, manifest, tmp)
@@ -197,6 +217,32 @@ def restore(
             target.close()
     ok(f"{target.env} restored from {archive_path.name} ({manifest.created_at})")
     return manifest
+
+
+def _open_archive(target: Planned, archive_path: Path) -> tuple[Manifest, schema.SchemaPlan]:
+    """The manifest of ARCHIVE_PATH (shown) and its schema plan; Exit for a newer schema."""
+    manifest = archive.read_manifest(archive_path)
+    plan = schema.plan(manifest.schema_revision)
+    show_manifest(f"archive {archive_path}", manifest)
+    if manifest.env != target.env:
+        warn(f"the archive comes from {manifest.env}; restoring it into {target.env}")
+    return manifest, plan
+
+
+def restore_plan(target: Planned, archive_path: Path, yes: bool = False) -> list[Row]:
+    """What `restore` would do: the archive is verified (read and hashed, nothing written;
+    Exit when it is damaged or from a newer schema), then the steps on TARGET."""
+    manifest, plan = _open_archive(target, archive_path)
+    step("Verifying the archive (sha256 of every member, nothing written)")
+    archive.verify(archive_path, manifest)
+    ok(f"checksums match; schema {plan.summary}")
+    staging = archive_path.parent / ".restore-XXXXXXXX"
+    ask = [] if yes else [("ask", f"type {target.env} to confirm (--yes skips it)")]
+    return [
+        *ask,
+        ("unpack", f"the archive's members into {staging} (removed afterwards)"),
+        *target.plan_restore(staging, plan.migration),
+    ]
 
 
 @contextmanager

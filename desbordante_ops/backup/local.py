@@ -11,13 +11,17 @@ stopped (bounded by their stopwaitsecs) for a restore and started again afterwar
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 from invoke import Context, Exit
 
 import desbordante_service
 from desbordante_ops.backup import files, postgres
+from desbordante_ops.backup.archive import DATABASE, UPLOADS
 from desbordante_ops.backup.progress import last_line, run_watched
+from desbordante_ops.backup.schema import SCHEMA_AT_HEAD
+from desbordante_ops.core.plan import Row, read_or_row
 from desbordante_ops.core.poll import poll
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image.tags import revision
@@ -121,14 +125,16 @@ class LocalTarget:
     def dump_files(self, path: Path) -> None:
         files.pack(self.cfg.uploads_dir, path)
 
-    def stop_writers(self, stopped: list[str]) -> None:
+    def _running_writers(self) -> list[str]:
         if not self.stack.is_running():
-            return
+            return []
         infos = self.stack.sup.processes()
-        for name in WRITERS:
-            if infos[name]["statename"] in ACTIVE:
-                stopped.append(name)
-                self.stack.sup.stop(name)
+        return [name for name in WRITERS if infos[name]["statename"] in ACTIVE]
+
+    def stop_writers(self, stopped: list[str]) -> None:
+        for name in self._running_writers():
+            stopped.append(name)
+            self.stack.sup.stop(name)
 
     def restore_database(self, path: Path) -> None:
         prefix, connect = self._route()
@@ -172,3 +178,38 @@ class LocalTarget:
 
     def close(self) -> None:
         """Nothing to clean up locally."""
+
+    # --- dry runs -------------------------------------------------------------------------
+
+    def _database(self, command: Callable[[str, str], str], what: str) -> Row:
+        """("run", COMMAND(prefix, connect)) on the admin's route, or why it is unknown."""
+        route, rows = read_or_row(self._route, f"{what} of {self.cfg.backend.POSTGRES_DB}")
+        return rows[0] if route is None else ("run", command(*route))
+
+    def plan_backup(self, staging: Path) -> list[Row]:
+        dump = staging / DATABASE
+        return [
+            self._database(
+                lambda prefix, connect: f"{postgres.dump_command(connect, prefix)} > {dump}",
+                "pg_dump",
+            ),
+            ("pack", f"uploaded files in {files.describe(self.cfg.uploads_dir)}"),
+        ]
+
+    def plan_restore(self, staging: Path, migrate: str) -> list[Row]:
+        role = self.cfg.value("POSTGRES_USER")
+        dump = str(staging / DATABASE)
+        running = self._running_writers()
+        stop = [("stop", f"supervisord program {name}") for name in running] or [
+            ("skip", "stopping writers: api and worker do not run")
+        ]
+        return [
+            *stop,
+            self._database(
+                lambda prefix, connect: postgres.restore_command(connect, role, dump, prefix),
+                "pg_restore | psql",
+            ),
+            ("replace", f"uploaded files in {files.describe(self.cfg.uploads_dir)} by {UPLOADS}"),
+            ("run", f"desbordante-service migrate ({migrate})") if migrate else SCHEMA_AT_HEAD,
+            *(("start", f"supervisord program {name} (and wait until ready)") for name in running),
+        ]

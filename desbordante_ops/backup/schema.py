@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from alembic.script import ScriptDirectory
 from invoke import Exit
 
+from desbordante_ops.core.plan import Row
 from desbordante_service.migrate import SCRIPT_LOCATION
+
+# The plan row of a restore whose archive is at the code's head (no migration runs).
+SCHEMA_AT_HEAD: Row = ("skip", "migrations: the archive's schema is the code's head")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,11 @@ class SchemaPlan:
     def migrate(self) -> bool:
         """True when the archive is older than the code: migrations run after the restore."""
         return self.revision != self.head
+
+    @property
+    def migration(self) -> str:
+        """`from X to HEAD` when migrations run after the restore, else ""."""
+        return f"from {self.revision or 'an empty database'} to {self.head}" if self.migrate else ""
 
     @property
     def summary(self) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 from invoke import Context, Exit, task
 
 from desbordante_ops.backup import flow
-from desbordante_ops.backup.targets import open_target
+from desbordante_ops.backup.targets import open_target, plan_target
+from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import ENV_NAMES, load_config, parse_sets
 from desbordante_ops.tasks import options
 
@@ -19,15 +20,25 @@ ENV_HELP = f"Environment: {', '.join(ENV_NAMES)}"
         "env": ENV_HELP,
         "output": "Directory for the archive (default: backups/ in the repository)",
         "set_": options.SET,
+        "dry_run": options.DRY_RUN,
     },
     iterable=["set_"],
 )
 def backup(
-    c: Context, env: str = "local", output: str | None = None, set_: list[str] | None = None
+    c: Context,
+    env: str = "local",
+    output: str | None = None,
+    set_: list[str] | None = None,
+    dry_run: bool = False,
 ) -> None:
     """Write one archive of an environment's database and uploaded files (never secrets)."""
     cfg = load_config(env, parse_sets(set_))
-    flow.backup(open_target(c, cfg), Path(output) if output else cfg.root / "backups")
+    directory = Path(output) if output else cfg.root / "backups"
+    if dry_run:
+        target, rows = plan_target(c, cfg)
+        print_plan(f"backup of {target.describe()}", rows + flow.backup_plan(target, directory))
+        return
+    flow.backup(open_target(c, cfg), directory)
 
 
 @task(
@@ -36,6 +47,7 @@ def backup(
         "archive": "Archive written by `invoke backup`",
         "yes": "Do not ask for the typed environment name (required without a terminal)",
         "set_": options.SET,
+        "dry_run": "Verify the archive and print the steps; change nothing (asks nothing)",
     },
     iterable=["set_"],
 )
@@ -45,9 +57,15 @@ def restore(
     archive: str = "",
     yes: bool = False,
     set_: list[str] | None = None,
+    dry_run: bool = False,
 ) -> None:
     """Replace an environment's database and uploaded files with an archive (asks first)."""
     if not archive:
         raise Exit("Pass --archive PATH (an archive written by `invoke backup`).")
     cfg = load_config(env, parse_sets(set_))
+    if dry_run:
+        target, rows = plan_target(c, cfg)
+        rows += flow.restore_plan(target, Path(archive), yes=yes)
+        print_plan(f"restore of {target.describe()} from {Path(archive).name}", rows)
+        return
     flow.restore(open_target(c, cfg), Path(archive), yes=yes)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from desbordante_ops.core import console
+from desbordante_ops.core.plan import DRY_RUN
 
 
 @pytest.fixture
@@ -16,8 +17,13 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def plan_lines(out: str) -> list[str]:
-    """The body rows of the tables in OUT as `│ # │ action │ target │`, single-spaced."""
-    return [" ".join(line.split()) for line in out.splitlines() if line.startswith("│")]
+    """The rows of the dry run's plan table in OUT as `│ # │ action │ target │`, single-spaced
+    (the table under the last title saying DRY_RUN; other tables before it are skipped)."""
+    lines = out.splitlines()
+    titles = [i for i, line in enumerate(lines) if f"({DRY_RUN})" in line]
+    assert titles, f"no plan table in:\n{out}"
+    body = lines[titles[-1] :]
+    return [" ".join(line.split()) for line in body if line.startswith("│")]
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
@@ -32,6 +38,6 @@ def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
 
 
 def plan_cells(out: str) -> list[tuple[str, ...]]:
-    """The body rows of the tables in OUT as their cells after the number: (action, target)."""
+    """The rows of the plan table in OUT as their cells after the number: (action, target)."""
     rows = [line.strip("│").split("│") for line in plan_lines(out)]
     return [tuple(" ".join(cell.split()) for cell in row[1:]) for row in rows]

@@ -17,12 +17,14 @@ import pytest
 from invoke import Exit, Result
 from support.fake_cluster import DIGEST, HOST, IMAGE, TAG, ScalingContext, fake_cluster
 from support.fake_kube import FakeClock
+from support.plans import plan_cells, snapshot
 
-from desbordante_ops.backup import archive, flow
+from desbordante_ops.backup import archive, flow, targets
 from desbordante_ops.backup.cluster import HELPER_CONTAINER, ClusterTarget, replicas_patch
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube import Kube
 from desbordante_ops.core.settings import EnvConfig, load_config
+from desbordante_ops.tasks import backup as backup_tasks
 
 REVISION = {r"SELECT version_num": Result(stdout="0001\n")}
 EMPTY = {
@@ -342,3 +344,151 @@ def test_a_backup_that_cannot_write_says_so_in_one_line(cfg: EnvConfig, tmp_path
         f"Backup failed: Not a directory ({tmp_path / 'a-file' / 'backups'}); no archive was "
         "written. Free space there or pass --output DIR."
     )
+
+
+# --- dry runs ----------------------------------------------------------------------------------
+
+
+def dry_run_cluster(monkeypatch: pytest.MonkeyPatch) -> tuple[Kube, ScalingContext]:
+    """The tasks' dry runs read this fake cluster; every command they ran is recorded."""
+    k = fake_cluster()
+    monkeypatch.setattr(targets.reads, "connect", lambda cfg: (k, []))
+    return k, ScalingContext(k)
+
+
+def replicas(k: Kube) -> dict[str, int]:
+    return {name: k.apps.workloads[name].replicas for name in (names.API, names.WORKER)}
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_backup_dry_run_lists_the_commands_and_the_archive_and_runs_none(
+    cfg: EnvConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, c = dry_run_cluster(monkeypatch)
+    out = tmp_path / "backups"
+    backup_tasks.backup(c, env="stage", output=str(out), dry_run=True)
+    assert c.commands == [] and not out.exists()
+    rows = plan_cells(capsys.readouterr().out)
+    prefix = f"{kubectl_prefix(cfg)} exec"
+    assert rows[0] == ("create", f"directory {out} (mode 0700)")
+    assert rows[1][0] == "run" and rows[1][1].startswith(f"{prefix} postgres-0 -c postgres -- ")
+    assert "pg_dump -Fc" in rows[1][1]
+    assert redirected(rows[1][1], ">") == str(out / ".backup-XXXXXXXX" / archive.DATABASE)
+    assert rows[2][1].startswith(f"{prefix} api-7d9f-abcde -c api -- tar -C /data/uploads ")
+    action, written = rows[3]
+    assert action == "write" and written.startswith(f"{out}/desbordante-stage-")
+    assert "(mode 0600): archive of database.dump, uploads.tar and manifest.json" in written
+    assert len(rows) == 4
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_backup_dry_run_without_an_api_pod_plans_the_helper_job(
+    cfg: EnvConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    k, c = dry_run_cluster(monkeypatch)
+    k.apps.scale(names.API, 0)
+    backup_tasks.backup(c, env="stage", output=str(tmp_path), dry_run=True)
+    assert c.commands == [] and c.applied == []
+    rows = plan_cells(capsys.readouterr().out)
+    assert [action for action, _ in rows] == ["run", "create", "run", "run", "write"]
+    assert rows[1][1].startswith("Job desbordante-stage/restore-XXXXXX (helper pod")
+    assert f"exec '<pod of restore-XXXXXX>' -c {HELPER_CONTAINER} -- tar -C" in rows[2][1]
+    assert rows[3][1].endswith(
+        "delete job restore-XXXXXX --ignore-not-found --wait=false --cascade=background"
+    )
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_restore_dry_run_verifies_the_archive_asks_nothing_and_changes_nothing(
+    cfg: EnvConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = make_archive(cfg, tmp_path, EMPTY)  # an older schema: migrations would run
+    k, c = dry_run_cluster(monkeypatch)
+    before, scaled = snapshot(tmp_path), replicas(k)
+    monkeypatch.setattr("builtins.input", lambda prompt: pytest.fail("asked during a dry run"))
+    backup_tasks.restore(c, env="stage", archive=str(path), dry_run=True)
+    assert c.commands == [] and snapshot(tmp_path) == before and replicas(k) == scaled
+    out = capsys.readouterr().out
+    assert "checksums match; schema empty database, older than the code's head 0001" in out
+    rows = plan_cells(out)
+    staging = tmp_path / ".restore-XXXXXXXX"
+    down = [f"{kubectl_prefix(cfg)} {patch(name, 0)}" for name in ("api", "worker")]
+    up = [f"{kubectl_prefix(cfg)} {patch(name, 1)}" for name in ("api", "worker")]
+    assert rows[:5] == [
+        ("ask", "type stage to confirm (--yes skips it)"),
+        ("unpack", f"the archive's members into {staging} (removed afterwards)"),
+        ("run", down[0]),
+        ("run", down[1]),
+        ("wait", "until no api or worker pod is left (180 s at most)"),
+    ]
+    assert rows[5][1].startswith(f"{kubectl_prefix(cfg)} exec -i postgres-0 -c postgres -- ")
+    assert redirected(rows[5][1], "<") == str(staging / archive.DATABASE)
+    assert rows[6][0] == "create" and "cd /data/uploads;" in rows[7][1]
+    assert rows[8][1].endswith(
+        f"-c {HELPER_CONTAINER} -- desbordante-service migrate (schema from an empty database "
+        "to 0001)"
+    )
+    assert rows[9][1].endswith(
+        "delete job restore-XXXXXX --ignore-not-found --wait=false --cascade=background"
+    )
+    assert rows[10:] == [
+        ("run", up[0]),
+        ("run", up[1]),
+        ("wait", "for the rollouts of api and worker (600 s at most)"),
+    ]
+
+
+def test_restore_dry_run_refuses_a_damaged_archive_like_the_restore(
+    cfg: EnvConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_archive(cfg, tmp_path, REVISION)
+    data = bytearray(path.read_bytes())
+    data[515] ^= 0xFF  # inside database.dump, the first member (its data follows a 512 B header)
+    path.write_bytes(bytes(data))
+    _, c = dry_run_cluster(monkeypatch)
+    before = snapshot(tmp_path)
+    with pytest.raises(Exit, match="does not match its checksum"):
+        backup_tasks.restore(c, env="stage", archive=str(path), dry_run=True)
+    assert c.commands == [] and snapshot(tmp_path) == before
+    newer = make_archive(cfg, tmp_path / "newer", {r"SELECT version_num": Result("9f3e0c\n")})
+    with pytest.raises(Exit, match="newer than this code's head"):
+        backup_tasks.restore(c, env="stage", archive=str(newer), dry_run=True)
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_dry_runs_without_a_cluster_still_print_their_steps(
+    cfg: EnvConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = make_archive(cfg, tmp_path, REVISION)
+    missing = tmp_path / "no.kubeconfig"
+    sets = [f"KUBECONFIG_PATH={missing}"]
+    out = str(tmp_path / "out")
+    backup_tasks.backup(
+        ScalingContext(fake_cluster()), env="stage", output=out, set_=sets, dry_run=True
+    )
+    rows = plan_cells(capsys.readouterr().out)
+    assert rows[0][0] == "unknown" and f"No kubeconfig at {missing}" in rows[0][1]
+    assert [action for action, _ in rows[1:]] == ["create", "run", "run", "write"]
+    backup_tasks.restore(
+        ScalingContext(fake_cluster()),
+        env="stage",
+        archive=str(path),
+        set_=sets,
+        yes=True,
+        dry_run=True,
+    )
+    rows = plan_cells(capsys.readouterr().out)
+    assert rows[0][0] == "unknown" and rows[1][0] == "unpack"
+    assert rows[-1] == ("run", "set api and worker back to their replicas, wait for the rollouts")
