@@ -207,7 +207,7 @@ def rotate(r: Rotation, secret: Any) -> str:
         return _promote(r, None, secret, new_password(), "rotated")
     earlier = pending_password(secret)
     if earlier is not None:
-        step(f"{r.spec.alias}: finishing the rotation started at {_started(secret)}")
+        step(f"{r.spec.alias}: finishing the rotation started at {started_at(secret)}")
         run = _exec(r, f"nothing was changed; {r.kept_pending}")
         return _set_and_promote(r, store, run, secret, earlier, "rotated (earlier attempt)")
     run = _exec(r, "nothing was changed")
@@ -231,7 +231,7 @@ def recover(r: Rotation, secret: Any) -> str:
             f"Removing {PENDING_KEY} from Secret {r.spec.name} failed ({{err}}).",
         )
         return "unfinished rotation undone"
-    step(f"{r.spec.alias}: unfinished rotation from {_started(secret)}; asking {store.title}")
+    step(f"{r.spec.alias}: unfinished rotation from {started_at(secret)}; asking {store.title}")
     run = _exec(r, f"an unfinished rotation is pending; {r.kept_pending}")
     verdict = _which(r, store, run, secret, password, "")
     if verdict == "pending":
@@ -245,5 +245,6 @@ def recover(r: Rotation, secret: Any) -> str:
     )
 
 
-def _started(secret: Any) -> str:
+def started_at(secret: Any) -> str:
+    """When SECRET's unfinished rotation started (its annotation)."""
     return str((secret.metadata.annotations or {}).get(STARTED_AT, "an unknown time"))

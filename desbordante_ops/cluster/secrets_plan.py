@@ -9,7 +9,7 @@ from __future__ import annotations
 from invoke import Exit
 
 from desbordante_ops.cluster import kube, names, reads
-from desbordante_ops.cluster.rotation import PENDING_KEY, STARTED_AT
+from desbordante_ops.cluster.rotation import PENDING_KEY, started_at
 from desbordante_ops.cluster.secret_specs import SPECS, SecretSpec, find_spec, store_of
 from desbordante_ops.cluster.secrets import CREATE, FINISH, KEEP, RECOVER, decide, read_secret
 from desbordante_ops.core.plan import Row, unreadable
@@ -99,8 +99,7 @@ def plan(cfg: EnvConfig, k: kube.Kube | None, rotate: str | None = None) -> list
         elif action == KEEP:
             rows.append(("keep", secret))
         else:
-            annotations = existing.metadata.annotations or {}
-            started = f"at {annotations.get(STARTED_AT, 'an unknown time')}"
+            started = f"at {started_at(existing)}"
             rows.extend(_rotation_rows(cfg, k, spec, action, started))
     return rows
 
