@@ -192,14 +192,17 @@ def test_pods_running_different_images_for_one_tag_are_not_recorded(
     assert recorded(fake_api) == {}
 
 
-def test_the_record_task_is_how_an_admin_records_a_release(
-    fake_api: FakeApiServer,
-    admin_kubeconfig: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+@pytest.fixture
+def admin_tasks(monkeypatch: pytest.MonkeyPatch, admin_kubeconfig: Path) -> None:
+    """The tasks read stage's settings with the admin kubeconfig and this image name."""
     monkeypatch.setenv("KUBECONFIG_PATH", str(admin_kubeconfig))
     monkeypatch.setenv("IMAGE_NAME", REPO)
+
+
+@pytest.mark.usefixtures("admin_tasks")
+def test_the_record_task_is_how_an_admin_records_a_release(
+    fake_api: FakeApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(Exit) as failed:  # nothing runs the release yet
         release_tasks.record(MockContext(), env="stage", tag=TAG)
     assert failed.value.code == 1
@@ -210,15 +213,10 @@ def test_the_record_task_is_how_an_admin_records_a_release(
     assert TAG in capsys.readouterr().out
 
 
-@pytest.mark.usefixtures("wide_console", "admin")
+@pytest.mark.usefixtures("wide_console", "admin", "admin_tasks")
 def test_record_dry_run_says_what_it_would_write_and_writes_nothing(
-    fake_api: FakeApiServer,
-    admin_kubeconfig: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    fake_api: FakeApiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG_PATH", str(admin_kubeconfig))
-    monkeypatch.setenv("IMAGE_NAME", REPO)
     ledger = f"ConfigMap {releases.SYSTEM_NAMESPACE}/{releases.LEDGER}"
     seen = len(fake_api.requests)
     release_tasks.record(MockContext(), env="stage", tag=TAG, dry_run=True)  # exits 0
