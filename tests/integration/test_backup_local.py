@@ -6,7 +6,8 @@ uploads datasets and runs tasks over HTTP, backs up through the task, changes th
 dataset, a deleted one, a changed result), restores through the task and checks that the API
 answers exactly as before the backup, that the files are back, and that the archive holds no
 secret. Another restores an archive of an empty database (older than the code's head) and
-checks that the migrations ran; the last one takes a throwaway Debian cluster where the admin may
+checks that the migrations ran; the dry runs of both read the running stack (the writers to
+stop, the files to replace) and change nothing; the last one takes a throwaway Debian cluster where the admin may
 only log in by peer authentication on the unix socket, as on a fresh install.
 """
 
@@ -29,9 +30,11 @@ import httpx
 import psycopg
 import pytest
 from invoke import Context, Exit
+from support.plans import plan_cells
 
 from desbordante_ops.backup import archive, flow
 from desbordante_ops.backup.local import LocalTarget
+from desbordante_ops.core import console
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local.processes import ProcessStack
 from desbordante_ops.local.secrets import read_secret, secrets_dir
@@ -229,6 +232,43 @@ def test_restore_without_terminal_or_yes_changes_nothing(
     with pytest.raises(Exit, match="No terminal to confirm on; nothing was changed"):
         flow.restore(LocalTarget(Context(), stack), only_archive(tmp_path), interactive=False)
     assert snapshot(api) == before
+
+
+def test_dry_runs_on_the_running_stack_read_it_and_change_nothing(
+    stack: EnvConfig,
+    api: httpx.Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(console.console, "width", 1000)  # one table row per line
+    upload(api, "dry.csv", NEW_CSV)
+    backup_tasks.backup(Context(), env="local", output=str(tmp_path / "real"))
+    path = only_archive(tmp_path / "real")
+    before, files_before = snapshot(api), files_of(stack.uploads_dir)
+    capsys.readouterr()
+
+    backup_tasks.backup(Context(), env="local", output=str(tmp_path / "dry"), dry_run=True)
+    rows = plan_cells(capsys.readouterr().out)
+    assert not (tmp_path / "dry").exists()
+    assert [action for action, _ in rows] == ["create", "run", "pack", "write"]
+    assert "pg_dump -Fc --no-password" in rows[1][1] and f"{len(files_before)} files" in rows[2][1]
+
+    backup_tasks.restore(Context(), env="local", archive=str(path), dry_run=True)
+    rows = plan_cells(capsys.readouterr().out)
+    assert rows[2:4] == [
+        ("stop", "supervisord program api"),
+        ("stop", "supervisord program worker"),
+    ]
+    assert rows[4][0] == "run" and "pg_restore --no-owner" in rows[4][1]
+    assert rows[-2:] == [
+        ("start", "supervisord program api (and wait until ready)"),
+        ("start", "supervisord program worker (and wait until ready)"),
+    ]
+    assert snapshot(api) == before and files_of(stack.uploads_dir) == files_before
+    assert [entry.name for entry in path.parent.iterdir()] == [path.name]  # nothing unpacked
+    states = ProcessStack(Context(), stack).sup.processes()
+    assert {states[name]["statename"] for name in ("api", "worker")} == {"RUNNING"}
 
 
 @pytest.fixture
