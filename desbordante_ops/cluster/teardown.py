@@ -52,6 +52,7 @@ CRD_KINDS = ("middlewares.traefik.io",)
 # Rendered but kept unless --purge-data (deleted with the namespace).
 DATA_KINDS = ("Namespace", "PersistentVolumeClaim")
 NO_SUCH_KIND = "the server doesn't have a resource type"
+LIST_TIMEOUT_SECONDS = 20  # a dry run's `kubectl get` against an unreachable API server
 # What a dry run of --purge-data lists as going with the namespace: every object of these
 # kinds in it, ours or not (people's access from `access.grant` included).
 PURGED_KINDS = (*WORKLOAD_KINDS, "persistentvolumeclaims", "secrets", "serviceaccounts")
@@ -89,7 +90,15 @@ def list_command(cfg: EnvConfig, kinds: tuple[str, ...], selector: str | None = 
     """`kubectl get -o name` of what a delete of KINDS (by SELECTOR) would find."""
     where = ["--selector", selector] if selector else []
     return kubectl(
-        cfg, "get", ",".join(kinds), "--namespace", cfg.namespace, *where, "--output", "name"
+        cfg,
+        "get",
+        ",".join(kinds),
+        "--namespace",
+        cfg.namespace,
+        *where,
+        "--output",
+        "name",
+        f"--request-timeout={LIST_TIMEOUT_SECONDS}s",
     )
 
 
@@ -122,7 +131,8 @@ def plan(c: Context, cfg: EnvConfig, purge_data: bool, yes: bool) -> list[Row]:
     if not purge_data:
         return [*rows, ("keep", f"volume claims, Secrets and namespace {namespace}")]
     rows.append(("run", namespace_delete_command(cfg)))
-    return rows + [row for row in _found(c, cfg, PURGED_KINDS, None) if row not in rows]
+    everything = _found(c, cfg, PURGED_KINDS, None)
+    return rows + [row for row in everything if row[0] != "delete" or row not in rows]
 
 
 def confirm_purge(namespace: str, yes: bool, ask: Ask, interactive: Callable[[], bool]) -> None:
