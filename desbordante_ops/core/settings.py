@@ -66,6 +66,8 @@ class Toolkit(BaseModel):
     POSTGRES_ADMIN_DB: str = "postgres"
     MIN_FREE_DISK_MB: int = Field(1024, ge=0)
     LOCAL_RUN_DIR: str = ".run/local"  # local stack: supervisord conf, socket, pid and log files
+    # Auto-update (stage): state and registry credentials, root-only files.
+    AUTOUPDATE_STATE_DIR: str = Field("/var/lib/desbordante-ops", min_length=1)
 
 
 def _default_text(value: Any) -> str:

@@ -6,6 +6,7 @@ from invoke import Collection
 
 from desbordante_ops.tasks import (
     access,
+    autoupdate,
     bootstrap,
     config,
     deploy,
@@ -20,6 +21,6 @@ from desbordante_ops.tasks import (
 def namespace() -> Collection:
     """Root tasks (local stack, config, doctor) plus one collection per area."""
     ns = Collection(local.up, local.down, local.status, local.logs, config.config, config.doctor)
-    for module in (images, k3s, secrets, deploy, releases, access, bootstrap):
+    for module in (images, k3s, secrets, deploy, releases, autoupdate, access, bootstrap):
         ns.add_collection(Collection.from_module(module))
     return ns

@@ -28,6 +28,7 @@ from support.fake_kube import (
     FakeStorage,
     component_labels,
 )
+from support.fake_lease import FakeCoordination
 
 SHA_TAG = "3f2a9c1"
 RELEASE = "v1.4.0"
@@ -154,6 +155,7 @@ def cluster(
         rbac=None,
         storage=storage or FakeStorage(),
         custom=discovery or FakeDiscovery(TRAEFIK_SERVED),
+        coordination=FakeCoordination(),
     )
 
 
