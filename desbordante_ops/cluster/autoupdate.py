@@ -251,7 +251,7 @@ def decide(x: Cycle, state: State) -> Report:
     running = running_release(x.k, x.cfg)
     if is_current(x.k, x.cfg.namespace, image, running):
         return Report(CURRENT, f"stage runs {image.tag} ({short_id(image.ref)}): up to date")
-    if state.deployed.digest == image.digest:
+    if state.deployed.digest == image.digest != running.digest:
         return Report(
             HELD,
             f"stage was changed by hand after auto-update deployed {image.tag} (it runs "
