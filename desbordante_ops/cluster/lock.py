@@ -195,14 +195,14 @@ def held(
     namespace: str,
     who: str,
     wait: float = 0.0,
-    interval: float = RETRY_SECONDS,
+    interval: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
     renew_every: float = RENEW_SECONDS,
 ) -> Iterator[Any]:
     """Hold the deploy lock of NAMESPACE as WHO for the block (the Lease is yielded).
 
-    A held lock is retried every INTERVAL seconds for up to WAIT seconds, with progress; Busy
-    when it is still held after that.
+    A held lock is retried every INTERVAL seconds (RETRY_SECONDS) for up to WAIT seconds, with
+    progress; Busy when it is still held after that.
     """
     got = try_acquire(coordination, namespace, who)
     if isinstance(got, Holder) and wait > 0:
@@ -221,7 +221,8 @@ def held(
                     )
                 return result
 
-            got = poll(attempt, lambda r: not isinstance(r, Holder), wait, interval, sleep)
+            every = min(interval or RETRY_SECONDS, wait)
+            got = poll(attempt, lambda r: not isinstance(r, Holder), wait, every, sleep)
     if isinstance(got, Holder):
         raise Busy(got)
     renewal = Renewal(coordination, namespace, got, renew_every).start()
