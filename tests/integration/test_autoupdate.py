@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from invoke import Exit, Result
 from support import registry as test_registry
+from support import token_registry
 from support.dockerd import Unavailable
 from support.fake_kube import FakeClock
 from support.fake_stage import Origin, Stage, git, stage_cluster
@@ -31,7 +32,7 @@ from desbordante_ops.cluster import autoupdate_units as units
 from desbordante_ops.cluster import lock
 from desbordante_ops.cluster.releases import check_prod_rules, ledger
 from desbordante_ops.core.settings import load_config
-from desbordante_ops.image.registry import Registry
+from desbordante_ops.image.registry import Registry, RegistryError
 from desbordante_ops.tasks import autoupdate as tasks
 
 STAGE_NS = "desbordante-stage"
@@ -387,3 +388,48 @@ def test_wrong_registry_credentials_install_nothing(
     with pytest.raises(Exit, match=r"refused to show .* as ci \(HTTP 401\).*Nothing was installed"):
         tasks.enable(Systemctl(world.stage.k), env="stage", remote=str(world.origin.bare))
     assert not list(unit_dir.iterdir())
+
+
+# --- GHCR's way: the Bearer token challenge, answered by the real registry ---------------------
+
+
+@pytest.fixture(scope="module")
+def bearer_registry(
+    running_registry: test_registry.Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[token_registry.TokenRegistry]:
+    """A token-auth registry over the storage of the Basic one (images pushed there)."""
+    with token_registry.running(
+        tmp_path_factory.mktemp("token-registry"),
+        running_registry.log.parent / "data",
+        "robot",
+        secrets.token_urlsafe(24),
+    ) as running:
+        yield running
+
+
+def test_the_bearer_challenge_is_answered_like_ghcr_wants(
+    running_registry: test_registry.Registry, bearer_registry: token_registry.TokenRegistry
+) -> None:
+    sha = "4" * 40
+    name = f"{REPOSITORY}-{secrets.token_hex(4)}"
+    creds = (running_registry.username, running_registry.password)
+    digest = push_image(running_registry.address, creds, name, sha[:7], sha)
+    service = bearer_registry.service
+    auth = {"username": service.username, "password": service.password}
+    with Registry(f"{bearer_registry.address}/{name}", auth) as client:
+        info = client.image_info(sha[:7])
+        assert client.image_info("missing") is None
+    assert info is not None and (info.digest, info.revision) == (digest, sha)
+    assert service.asked[-1] == {
+        "scope": f"repository:{name}:pull",
+        "service": token_registry.SERVICE,
+    }
+
+    wrong = {"username": service.username, "password": "not-it"}
+    with (
+        Registry(f"{bearer_registry.address}/{name}", wrong) as client,
+        pytest.raises(RegistryError) as refused,
+    ):
+        client.image_info(sha[:7])
+    assert "Token service 127.0.0.1 refused the credentials" in str(refused.value)
+    assert "not-it" not in str(refused.value)

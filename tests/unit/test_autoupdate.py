@@ -171,9 +171,12 @@ def test_login_reads_the_password_file_or_asks_on_a_terminal(tmp_path: Path) -> 
     env = {"REGISTRY_USERNAME": "robot", "REGISTRY_PASSWORD_FILE": str(token)}
     assert stored.registry_login(None, env) == {"username": "robot", "password": "ghp_x"}
     asked: list[str] = []
-    answer = stored.registry_login(
-        "robot", {}, ask=lambda q: asked.append(q) or "typed", interactive=True
-    )
+
+    def ask(question: str) -> str:
+        asked.append(question)
+        return "typed"
+
+    answer = stored.registry_login("robot", {}, ask=ask, interactive=True)
     assert answer == {"username": "robot", "password": "typed"} and "robot" in asked[0]
     with pytest.raises(Exit, match="REGISTRY_PASSWORD_FILE"):
         stored.registry_login("robot", {}, interactive=False)
