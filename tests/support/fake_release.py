@@ -43,7 +43,7 @@ def stage_ran(core: FakeCore, tag: str) -> None:
     write_entry(core, Release(STAGE_NS, tag, f"img:{tag}", LOCAL_ID, "2026-11-20T10:00:00Z", "a"))
 
 
-def running(image: str) -> k8s.V1Pod:
+def running(image: str, image_id: str = LOCAL_ID) -> k8s.V1Pod:
     """A ready pod of ours running IMAGE, with the image ID the kubelet reports (the ledger
     records it)."""
     return k8s.V1Pod(
@@ -53,7 +53,7 @@ def running(image: str) -> k8s.V1Pod:
             phase="Running",
             container_statuses=[
                 k8s.V1ContainerStatus(
-                    name="api", image=image, image_id=LOCAL_ID, ready=True, restart_count=0
+                    name="api", image=image, image_id=image_id, ready=True, restart_count=0
                 )
             ],
         ),

@@ -22,11 +22,10 @@ from typing import Any
 
 import yaml
 from invoke import Context, Result
-from kubernetes import client as k8s
 
 from desbordante_ops.cluster import kube, names
 from desbordante_ops.core.settings import REPO_ROOT
-from support.fake_release import SHA_TAG, cluster
+from support.fake_release import SHA_TAG, cluster, running
 
 GIT_ENV = {
     **os.environ,
@@ -99,24 +98,6 @@ class Origin:
         return where
 
 
-def kubelet_pod(image: str) -> Any:
-    """The api pod running IMAGE (`repo@sha256:...`); its image ID is that reference."""
-    return k8s.V1Pod(
-        metadata=k8s.V1ObjectMeta(
-            name="api-1", labels={names.PART_OF_LABEL: names.APP_NAME, "component": "api"}
-        ),
-        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="api", image=image)]),
-        status=k8s.V1PodStatus(
-            phase="Running",
-            container_statuses=[
-                k8s.V1ContainerStatus(
-                    name="api", image=image, image_id=image, ready=True, restart_count=0
-                )
-            ],
-        ),
-    )
-
-
 def stage_cluster() -> kube.Kube:
     """Stage (and prod) with namespaces and Secrets; nothing deployed yet; Jobs complete."""
     k = cluster(SHA_TAG, job="missing")
@@ -162,7 +143,8 @@ class Stage(Context):
         self.k.apps.image = image
         self.k.apps.ready.update(dict.fromkeys(names.DEPLOYMENTS, 1 if healthy else 0))
         self.k.apps.ready.update(dict.fromkeys(names.STATEFULSETS, 1))
-        self.k.core.pods = [kubelet_pod(image)] if healthy else []
+        # pulled by digest: the kubelet reports that very reference as the image ID
+        self.k.core.pods = [running(image, image_id=image)] if healthy else []
         for doc in docs:
             if doc["kind"] == "Job" and doc["metadata"]["name"] not in self.k.batch.states:
                 self.k.batch.create_namespaced_job(doc["metadata"]["namespace"], doc)

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from support.registry import free_port, wait_ready
+from support.registry import free_port, serving
 
 SERVICE = "desbordante-test-registry"
 ISSUER = "desbordante-test-token-issuer"
@@ -164,21 +164,5 @@ def running(workdir: Path, storage: Path, username: str, password: str) -> Itera
         }
         path = workdir / "config.yml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        log = workdir / "registry.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                ["docker-registry", "serve", str(path)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            wait_ready(address, process, log)
+        with serving(path, address, workdir / "registry.log"):
             yield TokenRegistry(address, service)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
