@@ -97,8 +97,8 @@ class Cycle:
     cfg: EnvConfig  # the checkout's settings: namespace, image to follow
     k: Kube
     registry: Registry
-    repo: Path  # the git checkout to fetch into
-    remote: str
+    repo: Path  # the bare mirror to fetch into (source.ensure_mirror)
+    remote: str  # URL or path of the remote
     branch: str
     settings: Callable[[Path], EnvConfig]
     registry_auth: dict[str, str] | None = None
@@ -141,7 +141,8 @@ def running_release(k: Kube, cfg: EnvConfig) -> Running:
     deployment = read_or_none(k.apps.read_namespaced_deployment, names.API, namespace)
     if deployment is None:
         return Running()
-    image = deployment.spec.template.spec.containers[0].image
+    containers = deployment.spec.template.spec.containers
+    image = next((c.image for c in containers if c.name == names.API), containers[0].image)
     pinned = DIGEST_REF.match(image)
     if pinned is None:
         ids = running_image_ids(k.core, namespace, image)
@@ -235,6 +236,7 @@ def deploy_image(x: Cycle, state: State, head: source.Head, image: ImageInfo) ->
 
 def decide(x: Cycle, state: State) -> Report:
     """Steps 1-4 of the module docstring."""
+    source.ensure_mirror(x.c, x.repo)
     head = source.branch_head(x.c, x.repo, x.remote, x.branch)
     image, note = find_image(x.registry, head)
     if image is None:

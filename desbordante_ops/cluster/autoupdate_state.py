@@ -1,7 +1,8 @@
 """What auto-update remembers between cycles, and the registry credentials it pulls with.
 
 Both are root-only files (0600 in a 0700 directory, written atomically by `write_private`)
-under AUTOUPDATE_STATE_DIR (default /var/lib/desbordante-ops):
+under AUTOUPDATE_STATE_DIR (default /var/lib/desbordante-ops), next to the bare git mirror
+`source-<env>.git` the cycles fetch commits into:
 - `autoupdate-<env>.json`: the last check and its outcome, the newest image it saw (tag,
   digest, revision), what it deployed, the last error, and the digests whose rollout failed
   (never retried: only a newer image is deployed);
@@ -96,6 +97,11 @@ def state_dir(cfg: EnvConfig) -> Path:
 
 def state_path(cfg: EnvConfig) -> Path:
     return state_dir(cfg) / f"autoupdate-{cfg.name}.json"
+
+
+def mirror_path(cfg: EnvConfig) -> Path:
+    """The bare git mirror the cycles fetch commits into and export them from."""
+    return state_dir(cfg) / f"source-{cfg.name}.git"
 
 
 def credentials_path(cfg: EnvConfig) -> Path:

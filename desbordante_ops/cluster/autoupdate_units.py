@@ -55,14 +55,9 @@ def service_unit(
     from their root-only file by the cycle itself.
     """
     command = shlex.join([str(invoke), "autoupdate.run", "--once", "--env", env, *arguments])
-    git_safe = {  # root runs git in a checkout another user may own (git's safe.directory)
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": "safe.directory",
-        "GIT_CONFIG_VALUE_0": str(repo),
-    }
     lines = "\n".join(
         f"Environment={shlex.quote(f'{key}={value}')}"
-        for key, value in {"HOME": "/root", **environment, **git_safe}.items()
+        for key, value in {"HOME": "/root", **environment}.items()
     )
     return f"""\
 # Written by `invoke autoupdate.enable --env {env}`; removed by `invoke autoupdate.disable`.

@@ -3,8 +3,9 @@
 Auto-update asks the remote (`git ls-remote`), not the working tree, which commit a branch is
 at; CI tags that commit's image `<short sha>` (`git log --format=%h`: 7 hex digits, more when
 the repository is large or a prefix is ambiguous), so SHORT_SHA_LENGTHS are the tags to look
-for. The commit's own `k8s/` and `env/` are exported with `git archive` after a fetch into a
-private ref namespace (FETCH_REFS), so local branches and tags of the checkout are never moved.
+for. The commit's own `k8s/` and `env/` are exported with `git archive` from a bare mirror that
+belongs to auto-update (root-only, under its state directory): the checkout a person works in
+is only read (its remote's URL), never written by root.
 """
 
 from __future__ import annotations
@@ -65,6 +66,23 @@ def parse_ls_remote(output: str, branch: str) -> Head | None:
     return Head(branch, sha, tuple(sorted(at_head, key=semver_key, reverse=True)))
 
 
+def remote_url(c: Context, checkout: Path, remote: str) -> str:
+    """REMOTE itself when it is a URL or a path, else the URL of that remote of CHECKOUT (read
+    as root in a checkout another user owns: git's safe.directory for this one command)."""
+    if "/" in remote or ":" in remote:
+        return remote
+    url = git(c, checkout, "-c", f"safe.directory={checkout}", "remote", "get-url", remote)
+    return url.strip()
+
+
+def ensure_mirror(c: Context, path: Path) -> Path:
+    """The bare repository at PATH (created, 0700, when missing)."""
+    if not (path / "HEAD").is_file():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        git(c, path, "init", "--quiet", "--bare")
+    return path
+
+
 def branch_head(c: Context, repo: Path, remote: str, branch: str) -> Head:
     """Where BRANCH is on REMOTE (a remote name of REPO or a URL), with its release tags."""
     output = git(c, repo, "ls-remote", remote, f"refs/heads/{branch}", "refs/tags/v*")
@@ -80,7 +98,7 @@ def short_shas(sha: str) -> list[str]:
 
 
 def fetch_branch(c: Context, repo: Path, remote: str, branch: str) -> None:
-    """Fetch BRANCH of REMOTE into REPO under FETCH_REFS (nothing of the checkout moves)."""
+    """Fetch BRANCH of REMOTE into REPO (the mirror) under FETCH_REFS."""
     refspec = f"+refs/heads/{branch}:{FETCH_REFS}/{branch}"
     git(c, repo, "fetch", "--quiet", "--no-tags", remote, refspec)
 

@@ -21,7 +21,7 @@ from desbordante_ops.image.registry import Registry, RegistryError
 
 ENV = "Environment that follows the branch: stage (prod is refused: a person deploys it)"
 BRANCH = "Branch whose images stage runs (CI tags them <short sha>)"
-REMOTE = "Git remote (name in this checkout, or URL) the branch is read from"
+REMOTE = "Git remote the branch is read from: a remote of this checkout, or a URL"
 TIMEOUT = "Seconds one deploy may wait for migration and rollouts (default 600)"
 SUDO = "sudo .venv/bin/invoke"
 
@@ -77,8 +77,10 @@ def enable(
         auth = stored.load_credentials(secrets_file)
     if auth is not None and kube.read_or_none(k.core.read_namespace, cfg.namespace) is not None:
         ensure_pull_secret(k.core, cfg.namespace, cfg.toolkit.IMAGE_NAME, auth)
-    step(f"Checking {remote} {branch} and the registry of {cfg.toolkit.IMAGE_NAME}")
-    head = source.branch_head(c, cfg.root, remote, branch)
+    url = source.remote_url(c, cfg.root, remote)
+    step(f"Checking {branch} of {url} and the registry of {cfg.toolkit.IMAGE_NAME}")
+    mirror = source.ensure_mirror(c, stored.mirror_path(cfg))
+    head = source.branch_head(c, mirror, url, branch)
     try:
         with Registry(cfg.toolkit.IMAGE_NAME, auth) as registry:
             image, note = cycle.find_image(registry, head)
@@ -89,7 +91,7 @@ def enable(
     invoke = Path(sys.executable).with_name("invoke")
     if not invoke.is_file():
         raise Exit(f"{invoke} not found: install the toolkit into a venv of this checkout first.")
-    arguments = ["--branch", branch, "--remote", remote, "--timeout", str(timeout)]
+    arguments = ["--branch", branch, "--remote", url, "--timeout", str(timeout)]
     environment = {
         "KUBECONFIG_PATH": str(kubeconfig),
         "AUTOUPDATE_STATE_DIR": cfg.toolkit.AUTOUPDATE_STATE_DIR,
@@ -97,7 +99,7 @@ def enable(
     service = units.service_unit(env, cfg.root, invoke, arguments, environment, 2 * timeout + 300)
     units.install(c, units.UNIT_DIR, env, service, units.timer_unit(env, seconds))
     ok(
-        f"{env} follows {branch} of {remote}: a check {units.FIRST_RUN} from now, then every "
+        f"{env} follows {branch} of {url}: a check {units.FIRST_RUN} from now, then every "
         f"{seconds} s after the last one (`invoke autoupdate.status --env {env}`)"
     )
 
@@ -158,6 +160,7 @@ def run(
     state.last_check = kube.now_iso()
     try:
         k = kube.connect(cfg)
+        url = source.remote_url(c, cfg.root, remote)
     except Exit as error:
         report = cycle.record(state, cycle.Report(cycle.ERROR, str(error.message)))
     else:
@@ -167,8 +170,8 @@ def run(
                 cfg,
                 k,
                 registry,
-                cfg.root,
-                remote,
+                stored.mirror_path(cfg),
+                url,
                 branch,
                 settings=lambda root: load_config(env, root=root),
                 registry_auth=auth,

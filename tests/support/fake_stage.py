@@ -2,7 +2,7 @@
 in-memory API fakes of the deploy tests behind a kubectl whose `diff`/`apply` land on them.
 
 `Origin` is a bare git repository (the "GitHub" of the test) with a work clone that commits the
-repository's own k8s/ and env/; `checkout()` clones it like the server's checkout. `Stage` is an
+repository's own k8s/ and env/. `Stage` is an
 Invoke Context: git and `kubectl kustomize` run for real, `kubectl diff` says "changed", and
 `kubectl apply` does what the cluster would: the api and worker Deployments take the applied
 image (ready, unless its digest is in BROKEN: then the rollout never finishes), migrate Jobs
@@ -85,17 +85,6 @@ class Origin:
         """An annotated release tag at main's head, pushed."""
         git(self.work, "tag", "-a", name, "-m", name)
         git(self.work, "push", "--quiet", "origin", name)
-
-    def checkout(self, where: Path) -> Path:
-        """A clone of the remote, as the server's checkout (its remote is `origin`)."""
-        subprocess.run(
-            ["git", "clone", "--quiet", str(self.bare), str(where)],
-            env=GIT_ENV,
-            check=True,
-            timeout=60,
-            capture_output=True,
-        )
-        return where
 
 
 def stage_cluster() -> kube.Kube:

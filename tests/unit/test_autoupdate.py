@@ -92,7 +92,6 @@ def test_the_service_runs_one_cycle_of_this_checkout_as_root(tmp_path: Path) -> 
         "--branch main --remote origin --timeout 600"
     ) in text
     assert "Environment=KUBECONFIG_PATH=/etc/rancher/k3s/k3s.yaml" in text
-    assert "Environment='GIT_CONFIG_VALUE_0=/srv/desbordante ops'" in text  # safe.directory
     assert f"MemoryMax={units.MEMORY_MAX}" in text and "Nice=10" in text
     assert "PASSWORD" not in text
 
@@ -233,6 +232,15 @@ def test_ls_remote_gives_the_head_and_its_release_tags_peeled() -> None:
 def test_bad_branch_names_are_refused(bad: str) -> None:
     with pytest.raises(Exit, match="--branch"):
         source.check_branch(bad)
+
+
+def test_a_remote_name_is_read_from_the_checkout_as_a_safe_directory() -> None:
+    c = MockContext(run=Result("https://github.com/desbordante/desbordante-ops.git\n"))
+    url = source.remote_url(c, Path("/srv/ops"), "origin")
+    assert url == "https://github.com/desbordante/desbordante-ops.git"
+    assert lines(c) == ["git -C /srv/ops -c safe.directory=/srv/ops remote get-url origin"]
+    for given in ("https://example.com/x.git", "/srv/mirror.git", "git@github.com:o/r.git"):
+        assert source.remote_url(MockContext(), Path("/srv/ops"), given) == given
 
 
 def test_a_missing_branch_is_one_line() -> None:

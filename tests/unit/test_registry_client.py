@@ -4,7 +4,8 @@ docker-registry with htpasswd answers), manifests, image indexes, digests and er
 The registry here is an httpx.MockTransport that answers like GHCR does (documented flow:
 `GET /v2/...` -> 401 `WWW-Authenticate: Bearer realm=...,service=...,scope=...` -> `GET realm`
 with Basic credentials -> `{"token": ...}` -> the request again with `Bearer`). The real
-docker-registry (Basic) is driven by tests/integration/test_autoupdate.py.
+docker-registry, with htpasswd (Basic) and in token mode (Bearer), is driven by
+tests/integration/test_autoupdate_cycles.py.
 """
 
 from __future__ import annotations

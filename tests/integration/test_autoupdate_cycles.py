@@ -58,7 +58,7 @@ class World:
     """Everything one auto-update test works with."""
 
     origin: Origin
-    checkout: Path
+    mirror: Path  # auto-update's own bare mirror of the remote
     registry: test_registry.Registry
     image: str  # <registry>/<repository>
     stage: Stage
@@ -91,8 +91,8 @@ class World:
                 self.settings(),
                 self.stage.k,
                 client,
-                self.checkout,
-                "origin",
+                self.mirror,
+                str(self.origin.bare),
                 "main",
                 settings=self.settings,
                 registry_auth=self.auth,
@@ -113,7 +113,7 @@ def world(running_registry: test_registry.Registry, tmp_path: Path) -> World:
     image = f"{running_registry.address}/{REPOSITORY}-{secrets.token_hex(4)}"
     return World(
         origin=origin,
-        checkout=origin.checkout(tmp_path / "server-checkout"),
+        mirror=tmp_path / "state" / "source-stage.git",
         registry=running_registry,
         image=image,
         stage=Stage(stage_cluster()),
