@@ -16,7 +16,9 @@ from support.fake_release import SHA_TAG, cluster, kubectl_context, release, ver
 from desbordante_ops.cluster import autoupdate as au
 from desbordante_ops.cluster import autoupdate_state as stored
 from desbordante_ops.cluster import autoupdate_units as units
+from desbordante_ops.cluster import bootstrap as bs
 from desbordante_ops.cluster import lock
+from desbordante_ops.core.settings import load_config
 from desbordante_ops.image import source
 from desbordante_ops.tasks import autoupdate as tasks
 from desbordante_ops.tasks import deploy as deploy_tasks
@@ -285,6 +287,23 @@ def test_invoke_deploy_waits_for_a_held_lock_then_names_the_holder(
         message
     )
     assert verbs(c) == []  # never interleaved
+
+
+def test_bootstrap_deploys_under_the_lock_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    k = cluster(SHA_TAG)
+    monkeypatch.setattr(bs, "render", lambda c, cfg, tag: release(tag, cfg))
+    run = bs.Run(c=kubectl_context(), cfg=load_config("stage", environ={}), tag=SHA_TAG, push=False)
+    run.connection = k
+    monkeypatch.setattr(bs, "ROLLOUT_TIMEOUT_SECONDS", 0)  # do not wait for the holder
+    with (
+        lock.held(k.coordination, "desbordante-stage", "root@server (autoupdate x)"),
+        pytest.raises(Exit, match=r"Another deploy holds desbordante-stage \(root@server"),
+    ):
+        bs._deploy(run)
+    assert verbs(run.c) == []  # type: ignore[arg-type]
+    bs._deploy(run)
+    assert verbs(run.c) == ["diff", "apply"]  # type: ignore[arg-type]
+    assert "bootstrap 3f2a9c1" in str(k.coordination.holders[-2])
 
 
 def test_a_cycle_report_is_a_failure_only_when_it_failed() -> None:
