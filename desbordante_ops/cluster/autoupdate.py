@@ -135,6 +135,16 @@ def find_image(registry: Registry, head: source.Head) -> tuple[ImageInfo | None,
     return None, "; ".join(notes) or "CI has not published it yet"
 
 
+def newest(
+    c: Context, registry: Registry, mirror: Path, remote: str, branch: str
+) -> tuple[source.Head, ImageInfo | None, str]:
+    """Step 1: where BRANCH of REMOTE is, and its newest image (None: why not)."""
+    source.ensure_mirror(c, mirror)
+    head = source.branch_head(c, mirror, remote, branch)
+    image, note = find_image(registry, head)
+    return head, image, note
+
+
 def running_release(k: Kube, cfg: EnvConfig) -> Running:
     """The release the api Deployment of CFG's namespace runs (empty when none)."""
     namespace = cfg.namespace
@@ -236,9 +246,7 @@ def deploy_image(x: Cycle, state: State, head: source.Head, image: ImageInfo) ->
 
 def decide(x: Cycle, state: State) -> Report:
     """Steps 1-4 of the module docstring."""
-    source.ensure_mirror(x.c, x.repo)
-    head = source.branch_head(x.c, x.repo, x.remote, x.branch)
-    image, note = find_image(x.registry, head)
+    head, image, note = newest(x.c, x.registry, x.repo, x.remote, x.branch)
     if image is None:
         state.seen = Seen(commit=head.sha, note=note)
         return Report(WAITING, f"no image of {x.branch} at {head.short} yet ({note})")

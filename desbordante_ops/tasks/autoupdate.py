@@ -68,26 +68,23 @@ def enable(
     kubeconfig = admin_kubeconfig(cfg)
     cfg = cluster_config(env, {"KUBECONFIG_PATH": str(kubeconfig)})
     k = kube.connect(cfg)
-    auth = stored.registry_login(registry_user, interactive=sys.stdin.isatty())
+    given = stored.registry_login(registry_user, interactive=sys.stdin.isatty())
     secrets_file = stored.credentials_path(cfg)
-    if auth is not None:
-        stored.save_credentials(secrets_file, auth)
-        ok(f"registry credentials of {auth['username']} stored in {secrets_file} (root only)")
-    else:
-        auth = stored.load_credentials(secrets_file)
-    if auth is not None and kube.read_or_none(k.core.read_namespace, cfg.namespace) is not None:
-        ensure_pull_secret(k.core, cfg.namespace, cfg.toolkit.IMAGE_NAME, auth)
+    auth = given or stored.load_credentials(secrets_file)
     url = source.remote_url(c, cfg.root, remote)
     step(f"Checking {branch} of {url} and the registry of {cfg.toolkit.IMAGE_NAME}")
-    mirror = source.ensure_mirror(c, stored.mirror_path(cfg))
-    head = source.branch_head(c, mirror, url, branch)
     try:
         with Registry(cfg.toolkit.IMAGE_NAME, auth) as registry:
-            image, note = cycle.find_image(registry, head)
+            head, image, note = cycle.newest(c, registry, stored.mirror_path(cfg), url, branch)
     except RegistryError as error:
         raise Exit(f"{error} Nothing was installed.") from None
     seen = f"{image.tag} ({image.ref})" if image else f"no image yet ({note})"
     ok(f"{branch} is at {head.short}: {seen}")
+    if given is not None:
+        stored.save_credentials(secrets_file, given)
+        ok(f"registry credentials of {given['username']} stored in {secrets_file} (root only)")
+    if auth is not None and kube.read_or_none(k.core.read_namespace, cfg.namespace) is not None:
+        ensure_pull_secret(k.core, cfg.namespace, cfg.toolkit.IMAGE_NAME, auth)
     invoke = Path(sys.executable).with_name("invoke")
     if not invoke.is_file():
         raise Exit(f"{invoke} not found: install the toolkit into a venv of this checkout first.")

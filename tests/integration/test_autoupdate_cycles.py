@@ -388,6 +388,8 @@ def test_wrong_registry_credentials_install_nothing(
     with pytest.raises(Exit, match=r"refused to show .* as ci \(HTTP 401\).*Nothing was installed"):
         tasks.enable(Systemctl(world.stage.k), env="stage", remote=str(world.origin.bare))
     assert not list(unit_dir.iterdir())
+    assert not (tmp_path / "state" / "registry-stage.json").exists()  # not stored either
+    assert (STAGE_NS, "desbordante-registry") not in world.stage.k.core.secrets
 
 
 # --- GHCR's way: the Bearer token challenge, answered by the real registry ---------------------
