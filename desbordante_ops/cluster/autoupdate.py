@@ -36,7 +36,13 @@ from desbordante_ops.cluster import lock, names
 from desbordante_ops.cluster import rollback as cluster_rollback
 from desbordante_ops.cluster.autoupdate_state import Broken, Deployed, Seen, State
 from desbordante_ops.cluster.deploy import deploy_release
-from desbordante_ops.cluster.kube import Kube, now_iso, read_or_none
+from desbordante_ops.cluster.kube import (
+    TRANSPORT_ERRORS,
+    Kube,
+    describe_error,
+    now_iso,
+    read_or_none,
+)
 from desbordante_ops.cluster.releases import (
     DIGEST_REF,
     ledger_key,
@@ -296,4 +302,6 @@ def run_cycle(x: Cycle, state: State) -> Report:
         report = decide(x, state)
     except (Exit, RegistryError) as error:
         report = Report(ERROR, str(error.message if isinstance(error, Exit) else error))
+    except TRANSPORT_ERRORS as error:  # the API server went away mid-cycle: next cycle retries
+        report = Report(ERROR, f"Kubernetes API call failed: {describe_error(error)}")
     return record(state, report)

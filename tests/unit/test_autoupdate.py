@@ -17,9 +17,10 @@ from desbordante_ops.cluster import autoupdate as au
 from desbordante_ops.cluster import autoupdate_state as stored
 from desbordante_ops.cluster import autoupdate_units as units
 from desbordante_ops.cluster import bootstrap as bs
-from desbordante_ops.cluster import lock
+from desbordante_ops.cluster import kube, lock
 from desbordante_ops.core.settings import load_config
 from desbordante_ops.image import source
+from desbordante_ops.image.registry import Registry
 from desbordante_ops.tasks import autoupdate as tasks
 from desbordante_ops.tasks import deploy as deploy_tasks
 
@@ -304,6 +305,26 @@ def test_bootstrap_deploys_under_the_lock_too(monkeypatch: pytest.MonkeyPatch) -
     bs._deploy(run)
     assert verbs(run.c) == ["diff", "apply"]  # type: ignore[arg-type]
     assert "bootstrap 3f2a9c1" in str(k.coordination.holders[-2])
+
+
+def test_an_api_server_that_goes_away_mid_cycle_is_an_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def gone(*args: Any, **kw: Any) -> Any:
+        raise kube.ApiException(status=503, reason="Service Unavailable")
+
+    monkeypatch.setattr(au, "decide", gone)
+    state = stored.State()
+    cfg = load_config("stage", environ={})
+    with Registry(cfg.toolkit.IMAGE_NAME) as registry:  # never asked: decide fails first
+        x = au.Cycle(
+            MockContext(), cfg, cluster(SHA_TAG), registry, tmp_path, "r", "main", lambda _: cfg
+        )
+        report = au.run_cycle(x, state)
+    assert report.kind == au.ERROR and report.message == (
+        "Kubernetes API call failed: HTTP 503 Service Unavailable"
+    )
+    assert state.last_error == report.message and state.outcome.startswith("error: ")
 
 
 def test_a_cycle_report_is_a_failure_only_when_it_failed() -> None:
