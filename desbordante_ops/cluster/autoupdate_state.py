@@ -197,7 +197,7 @@ def status_rows(
             "Newest image",
             f"{seen.tag} ({short_id(seen.digest)}), revision {_short(seen.revision)}"
             if seen.tag
-            else f"none for {_short(seen.commit)} {seen.note}".strip(),
+            else (f"none for {_short(seen.commit)} ({seen.note})" if seen.commit else "-"),
         ),
         (
             "Deployed",

@@ -124,7 +124,7 @@ def status(c: Context, env: str = "stage") -> None:
     found = units.installed(units.UNIT_DIR, env)
     timer = units.timer_state(c, env) if found else {}
     rows = stored.status_rows(state, found, timer)
-    print_table(f"auto-update of {env} ({stored.state_path(cfg)})", ("", ""), rows)
+    print_table(f"auto-update of {env} ({stored.state_path(cfg)})", ("", "State"), rows)
 
 
 @task(
