@@ -41,6 +41,11 @@ def interval_seconds(text: str) -> int:
     return seconds
 
 
+def literal(text: str) -> str:
+    """TEXT as systemd reads it literally in a unit file (no %specifiers)."""
+    return text.replace("%", "%%")
+
+
 def service_unit(
     env: str,
     repo: Path,
@@ -54,24 +59,27 @@ def service_unit(
     ENVIRONMENT holds settings only (paths, no secret): the registry credentials are read
     from their root-only file by the cycle itself.
     """
-    command = shlex.join([str(invoke), "autoupdate.run", "--once", "--env", env, *arguments])
+    # systemd expands $VARIABLES in the arguments (not in the program path): $$ is a dollar.
+    args = shlex.join(["autoupdate.run", "--once", "--env", env, *arguments]).replace("$", "$$")
+    command = f"{shlex.quote(str(invoke))} {args}"
     lines = "\n".join(
-        f"Environment={shlex.quote(f'{key}={value}')}"
+        f"Environment={literal(shlex.quote(f'{key}={value}'))}"
         for key, value in {"HOME": "/root", **environment}.items()
     )
+    docs = literal((repo / "docs" / "autoupdate.md").as_uri())
     return f"""\
 # Written by `invoke autoupdate.enable --env {env}`; removed by `invoke autoupdate.disable`.
 [Unit]
 Description=desbordante-ops: one auto-update cycle of {env}
-Documentation=file://{repo}/docs/autoupdate.md
+Documentation={docs}
 After=network-online.target k3s.service
 Wants=network-online.target
 
 [Service]
 Type=oneshot
-WorkingDirectory={repo}
+WorkingDirectory={literal(str(repo))}
 {lines}
-ExecStart={command}
+ExecStart={literal(command)}
 TimeoutStartSec={timeout_seconds}
 Nice=10
 MemoryMax={MEMORY_MAX}

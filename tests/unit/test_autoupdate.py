@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,31 @@ def test_the_service_runs_one_cycle_of_this_checkout_as_root(tmp_path: Path) -> 
     assert "Environment=KUBECONFIG_PATH=/etc/rancher/k3s/k3s.yaml" in text
     assert f"MemoryMax={units.MEMORY_MAX}" in text and "Nice=10" in text
     assert "PASSWORD" not in text
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_accepts_both_units(tmp_path: Path) -> None:
+    """`systemd-analyze verify` parses them as systemd will (a checkout path with a space, a
+    percent sign and a dollar sign: specifiers and variables must stay literal)."""
+    checkout = tmp_path / "desbordante ops 100% $HOME"
+    invoke = checkout / ".venv" / "bin" / "invoke"
+    invoke.parent.mkdir(parents=True)
+    invoke.write_text("#!/bin/sh\n")
+    invoke.chmod(0o755)
+    service, timer = units.unit_paths(tmp_path, "stage")
+    arguments = ["--branch", "main", "--remote", "https://github.com/o/r.git", "--timeout", "600"]
+    service.write_text(
+        units.service_unit("stage", checkout, invoke, arguments, {"KUBECONFIG_PATH": "/k"}, 1500)
+    )
+    timer.write_text(units.timer_unit("stage", 120))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(service), str(timer)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
 def test_the_timer_waits_the_interval_after_each_cycle() -> None:
