@@ -39,6 +39,7 @@ DURATION_SECONDS = 60
 RENEW_SECONDS = 15.0
 RETRY_SECONDS = 5.0
 FORBIDDEN = 403
+NOT_FOUND = 404
 CONFLICT = 409
 
 
@@ -106,7 +107,8 @@ def _forbidden(namespace: str) -> Exit:
 
 
 def try_acquire(coordination: Any, namespace: str, who: str) -> Any:
-    """Take the lock as WHO: the Lease we now hold, or the Holder that has it."""
+    """Take the lock as WHO: the Lease we now hold, or the Holder that has it; None when the
+    namespace does not exist yet (the deploy that creates it runs unlocked)."""
     now = _now()
     body = k8s.V1Lease(
         metadata=k8s.V1ObjectMeta(name=LEASE, labels=dict(names.MANAGED_BY)), spec=_spec(who, now)
@@ -115,6 +117,8 @@ def try_acquire(coordination: Any, namespace: str, who: str) -> Any:
         try:
             return coordination.create_namespaced_lease(namespace, body)
         except ApiException as exc:
+            if exc.status == NOT_FOUND:  # no namespace yet: nothing in it to protect
+                return None
             if exc.status != CONFLICT:
                 raise
         current = read_or_none(coordination.read_namespaced_lease, LEASE, namespace)
@@ -225,6 +229,9 @@ def held(
             got = poll(attempt, lambda r: not isinstance(r, Holder), wait, every, sleep)
     if isinstance(got, Holder):
         raise Busy(got)
+    if got is None:
+        yield None
+        return
     renewal = Renewal(coordination, namespace, got, renew_every).start()
     try:
         yield got

@@ -141,3 +141,9 @@ def test_a_kubeconfig_without_lease_rights_gets_one_line(admin: kube.Kube, tmp_p
         lock.held(viewer.coordination, NS, "joe"),
     ):
         pytest.fail("a viewer took the lock")
+
+
+def test_a_namespace_that_does_not_exist_yet_is_deployed_unlocked(admin: kube.Kube) -> None:
+    """The first deploy creates the namespace; there is nothing in it a lock could protect."""
+    with lock.held(admin.coordination, "desbordante-new", "admin@server (deploy v1)") as lease:
+        assert lease is None
