@@ -44,8 +44,9 @@ READ = ["get", "list", "watch"]
 # Secrets (secrets.generate, rotation); read access to what deploy waits on and explains
 # (pods, events, logs); pods/exec for password rotation; `get` of its own Namespace object
 # (RBAC limits a Role's `namespaces` rule to the namespace the Role is in; secrets.generate
-# reads it). A Role cannot grant anything cluster-scoped (creating namespaces, nodes, CRDs);
-# there is no RBAC access, no pods/status (kubelet's image IDs), no serviceaccounts/token.
+# reads it); the deploy lock's Lease. A Role cannot grant anything cluster-scoped (creating
+# namespaces, nodes, CRDs); there is no RBAC access, no pods/status (kubelet's image IDs), no
+# serviceaccounts/token.
 DEVOPS_RULES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("", ("configmaps", "persistentvolumeclaims", "secrets", "services"), WRITE),
     ("", ("events", "pods"), READ),
@@ -58,6 +59,8 @@ DEVOPS_RULES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("networking.k8s.io", ("ingresses", "networkpolicies"), WRITE),
     ("policy", ("poddisruptionbudgets",), WRITE),
     ("traefik.io", ("middlewares",), WRITE),
+    # The deploy lock (cluster/lock.py): a person's deploy and auto-update never interleave.
+    ("coordination.k8s.io", ("leases",), ["get", "create", "update"]),
 ]
 
 

@@ -18,9 +18,9 @@ import httpx
 from docker.errors import DockerException
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import edge, k3s, kube, names, traefik
+from desbordante_ops.cluster import edge, k3s, kube, lock, names, traefik
 from desbordante_ops.cluster.checks import server_checks
-from desbordante_ops.cluster.deploy import deploy_release
+from desbordante_ops.cluster.deploy import ROLLOUT_TIMEOUT_SECONDS, deploy_release
 from desbordante_ops.cluster.render import render
 from desbordante_ops.cluster.secrets import ensure_secrets
 from desbordante_ops.core.checks import print_report, run_checks
@@ -118,15 +118,12 @@ def _ship(run: Run) -> bool:
 
 def _deploy(run: Run) -> bool:
     rendered = render(run.c, run.cfg, run.tag)
-    changed = deploy_release(
-        run.c,
-        run.cfg,
-        run.connect(),
-        rendered,
-        run.tag,
-        yes=run.yes,
-        registry_auth=run.registry_auth,
-    )
+    k = run.connect()
+    wait = ROLLOUT_TIMEOUT_SECONDS  # a deploy already running (e.g. auto-update) finishes first
+    with lock.exclusive(k.coordination, run.cfg.namespace, f"bootstrap {run.tag}", wait):
+        changed = deploy_release(
+            run.c, run.cfg, k, rendered, run.tag, yes=run.yes, registry_auth=run.registry_auth
+        )
     return traefik.apply_traefik_config(run.c, run.cfg) or changed
 
 

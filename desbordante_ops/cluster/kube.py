@@ -50,6 +50,7 @@ class Kube:
     rbac: Any
     storage: Any = None  # StorageV1Api: the default StorageClass (deploy's prerequisites)
     custom: Any = None  # CustomObjectsApi: API discovery of CRD groups (Traefik's Middleware)
+    coordination: Any = None  # CoordinationV1Api: the deploy lock (a Lease, cluster/lock.py)
 
     @property
     def host(self) -> str:
@@ -81,6 +82,7 @@ def connect(cfg: EnvConfig) -> Kube:
         rbac=k8s.RbacAuthorizationV1Api(api_client),
         storage=k8s.StorageV1Api(api_client),
         custom=k8s.CustomObjectsApi(api_client),
+        coordination=k8s.CoordinationV1Api(api_client),
     )
     try:
         k8s.VersionApi(api_client).get_code(_request_timeout=10)

@@ -101,6 +101,9 @@ class Toolkit(BaseModel):
             if part.strip()
         ]
 
+    # Auto-update (stage): state and registry credentials, root-only files.
+    AUTOUPDATE_STATE_DIR: str = Field("/var/lib/desbordante-ops", min_length=1)
+
 
 def _default_text(value: Any) -> str:
     if value is None:

@@ -6,6 +6,7 @@ from invoke import Collection
 
 from desbordante_ops.tasks import (
     access,
+    autoupdate,
     backup,
     bootstrap,
     config,
@@ -30,6 +31,6 @@ def namespace() -> Collection:
         backup.backup,
         backup.restore,
     )
-    for module in (images, k3s, secrets, deploy, releases, access, bootstrap):
+    for module in (images, k3s, secrets, deploy, releases, autoupdate, access, bootstrap):
         ns.add_collection(Collection.from_module(module))
     return ns

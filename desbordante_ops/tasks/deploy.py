@@ -7,7 +7,7 @@ from typing import Any
 from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import deploy as cluster_deploy
-from desbordante_ops.cluster import kube, traefik
+from desbordante_ops.cluster import kube, lock, traefik
 from desbordante_ops.cluster import rollback as cluster_rollback
 from desbordante_ops.cluster import teardown as cluster_teardown
 from desbordante_ops.cluster.bootstrap import default_tag
@@ -19,7 +19,10 @@ from desbordante_ops.image.push import auth_from_environment
 from desbordante_ops.image.tags import is_release_tag
 from desbordante_ops.tasks import options
 
-TIMEOUT = "Seconds to wait for everything (prerequisites, migration, rollouts); default 600"
+TIMEOUT = (
+    "Seconds to wait for prerequisites, migration and rollouts together (default 600); also the "
+    "longest wait for another deploy's lock"
+)
 YES = "Skip the prod confirmation prompt"
 
 
@@ -58,7 +61,9 @@ def deploy(
     check_prod_tag(env, tag)
     rendered = render_release(c, cfg, tag)
     k = kube.connect(cfg)
-    cluster_deploy.deploy_release(c, cfg, k, rendered, tag, **release_options(cfg, yes, timeout))
+    with lock.exclusive(k.coordination, cfg.namespace, f"deploy {tag}", wait=timeout):
+        options = release_options(cfg, yes, timeout)
+        cluster_deploy.deploy_release(c, cfg, k, rendered, tag, **options)
     traefik.apply_traefik_config(c, cfg)
 
 
@@ -90,12 +95,14 @@ def rollback(
     cfg = cluster_config(env)
     cluster_deploy.check_timeout(timeout)
     k = kube.connect(cfg)
-    recorded = cluster_rollback.history(k.core, cfg.namespace)
-    live = cluster_rollback.live_tag(k.apps, cfg.namespace, cfg.toolkit.IMAGE_NAME, recorded)
-    tag = cluster_rollback.choose_target([entry.tag for entry in recorded], live, to)
-    check_prod_tag(env, tag)
-    rendered = render_release(c, cfg, tag)
-    cluster_rollback.rollback(c, cfg, k, rendered, tag, live, **release_options(cfg, yes, timeout))
+    with lock.exclusive(k.coordination, cfg.namespace, f"rollback to {to or 'previous'}", timeout):
+        recorded = cluster_rollback.history(k.core, cfg.namespace)
+        live = cluster_rollback.live_tag(k.apps, cfg.namespace, cfg.toolkit.IMAGE_NAME, recorded)
+        tag = cluster_rollback.choose_target([entry.tag for entry in recorded], live, to)
+        check_prod_tag(env, tag)
+        rendered = render_release(c, cfg, tag)
+        options = release_options(cfg, yes, timeout)
+        cluster_rollback.rollback(c, cfg, k, rendered, tag, live, **options)
 
 
 @task(

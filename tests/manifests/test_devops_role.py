@@ -32,6 +32,7 @@ EXTRAS = {
     ("", "pods/log"): "deploy's diagnostics, logs",
     ("", "pods/exec"): "password rotation runs psql / rabbitmqctl in the pods",
     ("", "namespaces"): "get of its own Namespace object (secrets.generate reads it)",
+    ("coordination.k8s.io", "leases"): "the deploy lock (Lease desbordante-deploy)",
 }
 CLUSTER_SCOPED_OR_RBAC = {
     "nodes",

@@ -28,6 +28,7 @@ from support.fake_kube import (
     FakeStorage,
     component_labels,
 )
+from support.fake_lease import FakeCoordination
 
 SHA_TAG = "3f2a9c1"
 RELEASE = "v1.4.0"
@@ -42,7 +43,7 @@ def stage_ran(core: FakeCore, tag: str) -> None:
     write_entry(core, Release(STAGE_NS, tag, f"img:{tag}", LOCAL_ID, "2026-11-20T10:00:00Z", "a"))
 
 
-def running(image: str) -> k8s.V1Pod:
+def running(image: str, image_id: str = LOCAL_ID) -> k8s.V1Pod:
     """A ready pod of ours running IMAGE, with the image ID the kubelet reports (the ledger
     records it)."""
     return k8s.V1Pod(
@@ -52,7 +53,7 @@ def running(image: str) -> k8s.V1Pod:
             phase="Running",
             container_statuses=[
                 k8s.V1ContainerStatus(
-                    name="api", image=image, image_id=LOCAL_ID, ready=True, restart_count=0
+                    name="api", image=image, image_id=image_id, ready=True, restart_count=0
                 )
             ],
         ),
@@ -154,6 +155,7 @@ def cluster(
         rbac=None,
         storage=storage or FakeStorage(),
         custom=discovery or FakeDiscovery(TRAEFIK_SERVED),
+        coordination=FakeCoordination(),
     )
 
 
@@ -167,15 +169,17 @@ def kubectl_context(diff_exit: int = 1, apply_exit: int = 0) -> MockContext:
                 "configured", exited=apply_exit
             ),
             re.compile(r".* crictl inspecti .*"): Result(LOCAL_ID),  # the image ID in k3s
+            # Not a cluster admin: Traefik's cluster-wide configuration is skipped.
+            re.compile(r"^kubectl .* auth can-i .*"): Result("no", exited=1),
         },
         repeat=True,
     )
 
 
 def commands(c: MockContext) -> list[str]:
-    """The kubectl command lines C ran (read-only k3s lookups left out)."""
+    """The kubectl command lines C ran (read-only lookups: k3s, `auth can-i`, left out)."""
     lines = [call.args[0] for call in c.run.call_args_list]  # type: ignore[attr-defined]
-    return [line for line in lines if line.startswith("kubectl ")]
+    return [line for line in lines if line.startswith("kubectl ") and " auth can-i " not in line]
 
 
 def verbs(c: MockContext) -> list[str]:

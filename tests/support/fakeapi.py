@@ -123,6 +123,7 @@ RESOURCES: dict[tuple[str, str], Kind] = {
         Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
         Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
         Kind("traefik.io", "v1alpha1", "middlewares", "Middleware"),
+        Kind("coordination.k8s.io", "v1", "leases", "Lease"),
         Kind("rbac.authorization.k8s.io", "v1", "roles", "Role"),
         Kind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
         Kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),

@@ -82,15 +82,8 @@ def wait_ready(address: str, process: subprocess.Popen[bytes], log: Path) -> Non
 
 
 @contextmanager
-def running(workdir: Path, username: str, password: str) -> Iterator[Registry]:
-    """Run a registry on a free 127.0.0.1 port for the duration of the block."""
-    ensure_packages(["docker-registry"])
-    workdir.mkdir(parents=True, exist_ok=True)
-    address = f"127.0.0.1:{free_port()}"
-    htpasswd = workdir / "htpasswd"
-    write_htpasswd(htpasswd, username, password)
-    config = write_config(workdir, address, htpasswd)
-    log = workdir / "registry.log"
+def serving(config: Path, address: str, log: Path) -> Iterator[None]:
+    """`docker-registry serve CONFIG` (listening on ADDRESS, output to LOG) for the block."""
     with log.open("ab") as out:
         process = subprocess.Popen(
             ["docker-registry", "serve", str(config)],
@@ -100,7 +93,7 @@ def running(workdir: Path, username: str, password: str) -> Iterator[Registry]:
         )
     try:
         wait_ready(address, process, log)
-        yield Registry(address=address, username=username, password=password, log=log)
+        yield
     finally:
         process.terminate()
         try:
@@ -108,3 +101,17 @@ def running(workdir: Path, username: str, password: str) -> Iterator[Registry]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@contextmanager
+def running(workdir: Path, username: str, password: str) -> Iterator[Registry]:
+    """Run a registry on a free 127.0.0.1 port for the duration of the block."""
+    ensure_packages(["docker-registry"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    address = f"127.0.0.1:{free_port()}"
+    htpasswd = workdir / "htpasswd"
+    write_htpasswd(htpasswd, username, password)
+    config = write_config(workdir, address, htpasswd)
+    log = workdir / "registry.log"
+    with serving(config, address, log):
+        yield Registry(address=address, username=username, password=password, log=log)

@@ -17,7 +17,7 @@ from desbordante_ops.core.settings import REPO_ROOT
 from desbordante_ops.tasks import namespace
 
 ROOT_NAMES = {"up", "down", "status", "logs", "doctor", "config", "backup", "restore"}
-AREAS = {"images", "k3s", "secrets", "deploy", "releases", "access", "bootstrap"}
+AREAS = {"images", "k3s", "secrets", "deploy", "releases", "autoupdate", "access", "bootstrap"}
 
 
 def _all_tasks(collection: Collection, prefix: str = "") -> dict[str, Task]:
