@@ -7,8 +7,9 @@ dataset, a deleted one, a changed result), restores through the task and checks 
 answers exactly as before the backup, that the files are back, and that the archive holds no
 secret. Another restores an archive of an empty database (older than the code's head) and
 checks that the migrations ran; the dry runs of both read the running stack (the writers to
-stop, the files to replace) and change nothing; the last one takes a throwaway Debian cluster where the admin may
-only log in by peer authentication on the unix socket, as on a fresh install.
+stop, the files to replace) and change nothing; the last one takes a throwaway Debian cluster
+where the admin may only log in by peer authentication on the unix socket, as on a fresh
+install.
 """
 
 from __future__ import annotations
