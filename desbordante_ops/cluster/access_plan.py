@@ -17,20 +17,12 @@ from desbordante_ops.cluster.access import (
     ledger_binding_name,
 )
 from desbordante_ops.cluster.releases import SYSTEM_NAMESPACE
-from desbordante_ops.core.plan import Row, file_row, unreadable
-
-
-def _state_row(state: str, what: str, absent: str, present: str) -> Row:
-    if state == reads.ABSENT:
-        return (absent, what)
-    if state == reads.PRESENT:
-        return (present, what)
-    return unreadable(what, state)
+from desbordante_ops.core.plan import Row, file_row
 
 
 def _role(k: kube.Kube, namespace: str, name: str) -> Row:
     _, state = reads.fetch(k.rbac.read_namespaced_role, name, namespace)
-    return _state_row(state, f"Role {namespace}/{name}", "create", "replace (rules reset)")
+    return reads.state_row(state, f"Role {namespace}/{name}", "create", "replace (rules reset)")
 
 
 def _binding(k: kube.Kube, namespace: str, name: str, ref: tuple[str, str]) -> list[Row]:
@@ -39,14 +31,7 @@ def _binding(k: kube.Kube, namespace: str, name: str, ref: tuple[str, str]) -> l
     if found is not None and (found.role_ref.kind, found.role_ref.name) != ref:
         was = f"RoleBinding {namespace}/{name} (-> {found.role_ref.kind} {found.role_ref.name})"
         return [("delete", was), ("create", what)]
-    return [_state_row(state, what, "create", "keep")]
-
-
-def _namespace(k: kube.Kube, name: str) -> list[Row]:
-    _, state = reads.fetch(k.core.read_namespace, name)
-    if state == reads.PRESENT:
-        return []
-    return [_state_row(state, f"namespace {name}", "create", "keep")]
+    return [reads.state_row(state, what, "create", "keep")]
 
 
 def grant_plan(
@@ -74,17 +59,17 @@ def grant_plan(
         ]
     url, _ = cluster_endpoint(k, server)
     _, state = reads.fetch(k.core.read_namespaced_service_account, name, namespace)
-    rows = [_state_row(state, f"{account} (role {role})", "create", "update labels")]
+    rows = [reads.state_row(state, f"{account} (role {role})", "create", "update labels")]
     if role == "devops":
         rows.append(_role(k, namespace, DEVOPS_ROLE))
-        rows += _namespace(k, SYSTEM_NAMESPACE)
+        rows += reads.namespace_rows(k, SYSTEM_NAMESPACE)
         rows.append(_role(k, SYSTEM_NAMESPACE, LEDGER_READER_ROLE))
         rows += _binding(k, SYSTEM_NAMESPACE, reader, ("Role", LEDGER_READER_ROLE))
     else:
         _, state = reads.fetch(k.rbac.read_namespaced_role_binding, reader, SYSTEM_NAMESPACE)
         if state != reads.ABSENT:
             what = f"RoleBinding {SYSTEM_NAMESPACE}/{reader} (release ledger read access)"
-            rows.append(_state_row(state, what, "skip (absent)", "delete"))
+            rows.append(reads.state_row(state, what, "skip (absent)", "delete"))
     rows += _binding(k, namespace, name, ROLES[role])
     return [*rows, token, file_row(output, f"kubeconfig for {url}, namespace {namespace}")]
 
@@ -102,5 +87,5 @@ def revoke_plan(k: kube.Kube | None, user: str, namespaces: list[str]) -> list[R
         for obj in account_objects(k, user, namespace):
             _, state = reads.fetch(obj.read, obj.name, obj.namespace)
             what = f"{obj.kind} {obj.namespace}/{obj.name}"
-            rows.append(_state_row(state, what, "skip (absent)", "delete"))
+            rows.append(reads.state_row(state, what, "skip (absent)", "delete"))
     return rows

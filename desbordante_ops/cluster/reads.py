@@ -12,7 +12,7 @@ from typing import Any
 from invoke import Exit
 
 from desbordante_ops.cluster import kube, names
-from desbordante_ops.core.plan import Row, read_or_row
+from desbordante_ops.core.plan import Row, read_or_row, unreadable
 from desbordante_ops.core.settings import EnvConfig
 
 ABSENT, PRESENT = "absent", "present"
@@ -40,3 +40,20 @@ def running_pod(k: kube.Kube, namespace: str, component: str) -> str:
         return f"the {component} pod (not readable: {kube.describe_error(exc)})"
     except Exit:
         return f"the {component} pod (none runs now: the real run would stop here)"
+
+
+def state_row(state: str, what: str, absent: str, present: str) -> Row:
+    """(ABSENT action, WHAT) / (PRESENT action, WHAT) by STATE (from `fetch`), else unknown."""
+    if state == ABSENT:
+        return (absent, what)
+    if state == PRESENT:
+        return (present, what)
+    return unreadable(what, state)
+
+
+def namespace_rows(k: kube.Kube, name: str, detail: str = "") -> list[Row]:
+    """[] when namespace NAME exists, else the row creating it (or saying it is unreadable)."""
+    _, state = fetch(k.core.read_namespace, name)
+    if state == PRESENT:
+        return []
+    return [state_row(state, f"namespace {name}{detail}", "create", "keep")]

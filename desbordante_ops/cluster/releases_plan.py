@@ -47,10 +47,7 @@ def record_plan(k: kube.Kube | None, cfg: EnvConfig, image: str, tag: str) -> li
             return [("keep", f"{CONFIGMAP} key {key} (already {short_id(image_id)})")]
         action = "update" if current is not None else "add"
     elif state == reads.ABSENT:
-        _, namespace = reads.fetch(k.core.read_namespace, SYSTEM_NAMESPACE)
-        if namespace == reads.ABSENT:
-            rows.append(("create", f"namespace {SYSTEM_NAMESPACE}"))
-        rows.append(("create", CONFIGMAP))
+        rows += [*reads.namespace_rows(k, SYSTEM_NAMESPACE), ("create", CONFIGMAP)]
         action = "add"
     else:
         rows.append(unreadable(CONFIGMAP, state))

@@ -79,12 +79,7 @@ def plan(cfg: EnvConfig, k: kube.Kube | None, rotate: str | None = None) -> list
             )
             for spec in SPECS
         ]
-    found, state = reads.fetch(k.core.read_namespace, namespace)
-    rows: list[Row] = []
-    if state == reads.ABSENT:
-        rows.append(("create", f"namespace {namespace} (Pod Security: restricted)"))
-    elif found is None:
-        rows.append(unreadable(f"namespace {namespace}", state))
+    rows = reads.namespace_rows(k, namespace, " (Pod Security: restricted)")
     for spec in SPECS:
         try:
             with kube.api_errors(f"Reading Secret {namespace}/{spec.name}"):

@@ -1,6 +1,6 @@
 """What a `--dry-run` prints: the actions a task would take, in order, and nothing else.
 
-Every task that changes a server or a registry takes `--dry-run`. It reads the real state
+The tasks that change a server or a registry take `--dry-run`. It reads the real state
 (cluster, registry, Docker engine, files) but writes nothing, prints one table headed
 DRY_RUN with one row per action and its target (object kind/name/namespace, file path and
 mode, command line; never a secret value), and exits 0. The rules every dry run follows:
@@ -42,22 +42,19 @@ def unreadable(what: str, why: str) -> Row:
     return (UNKNOWN, f"{what}: {why.rstrip('.')}")
 
 
-def file_row(path: Path, what: str, mode: str = "0600") -> Row:
-    """The row of a file a run would write: `write` a new one or `replace` the one there."""
+def file_row(path: Path, what: str) -> Row:
+    """The row of a private file (0600, core/files.py) a run would write: `write` a new one
+    or `replace` the one there."""
     try:
         action = "replace" if path.exists() else "write"
     except OSError:  # a directory we may not look into
         action = "write"
-    return (action, f"{path} (mode {mode}): {what}")
+    return (action, f"{path} (mode 0600): {what}")
 
 
-def read_or_row(
-    read: Callable[[], T], what: str, errors: tuple[type[BaseException], ...] = ()
-) -> tuple[T | None, list[Row]]:
-    """(READ(), []) or, when it raises Exit or one of ERRORS, (None, [unreadable row])."""
+def read_or_row(read: Callable[[], T], what: str) -> tuple[T | None, list[Row]]:
+    """(READ(), []) or, when it raises Exit (one line saying why), (None, [unreadable row])."""
     try:
         return read(), []
     except Exit as exc:
         return None, [unreadable(what, str(exc.message))]
-    except errors as exc:
-        return None, [unreadable(what, f"{type(exc).__name__}: {exc}")]
