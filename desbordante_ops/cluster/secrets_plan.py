@@ -6,12 +6,10 @@ out, only whether a Secret exists and whether it holds an unfinished rotation.
 
 from __future__ import annotations
 
-from invoke import Exit
-
 from desbordante_ops.cluster import kube, names, reads
 from desbordante_ops.cluster.rotation import PENDING_KEY, started_at
 from desbordante_ops.cluster.secret_specs import SPECS, SecretSpec, find_spec, store_of
-from desbordante_ops.cluster.secrets import CREATE, FINISH, KEEP, RECOVER, decide, read_secret
+from desbordante_ops.cluster.secrets import CREATE, FINISH, KEEP, RECOVER, decide
 from desbordante_ops.core.plan import Row, unreadable
 from desbordante_ops.core.settings import EnvConfig
 
@@ -81,14 +79,12 @@ def plan(cfg: EnvConfig, k: kube.Kube | None, rotate: str | None = None) -> list
         ]
     rows = reads.namespace_rows(k, namespace, " (Pod Security: restricted)")
     for spec in SPECS:
-        try:
-            with kube.api_errors(f"Reading Secret {namespace}/{spec.name}"):
-                existing = read_secret(k.core, spec.name, namespace)
-        except Exit as exc:
-            rows.append(unreadable(f"Secret {namespace}/{spec.name}", str(exc.message)))
+        secret = f"Secret {namespace}/{spec.name}"
+        existing, state = reads.fetch(k.core.read_namespaced_secret, spec.name, namespace)
+        if state not in (reads.ABSENT, reads.PRESENT):
+            rows.append(unreadable(secret, state))
             continue
         action = decide(spec, existing, target)
-        secret = f"Secret {namespace}/{spec.name}"
         if action == CREATE:
             rows.append(("create", f"{secret} (keys {_keys(spec)}; new random password)"))
         elif action == KEEP:

@@ -208,6 +208,25 @@ def test_secrets_generate_without_a_cluster_still_prints_its_plan(
     assert rows[3] == f"│ 4 │ rotate │ {flower} (created if missing) │"
 
 
+def test_secrets_generate_as_a_viewer_says_what_it_may_not_read(
+    fake_api: FakeApiServer,
+    admin: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("KUBECONFIG_PATH", str(grant(admin, tmp_path, "viewer")))
+    seen = len(fake_api.requests)
+    secrets_tasks.generate(Context(), env="stage", dry_run=True)
+    assert writes(fake_api, seen) == []
+    rows = plan_lines(capsys.readouterr().out)
+    assert rows[0] == (
+        f"│ 1 │ unknown │ Secret {STAGE}/{names.PostgresSecret.NAME}: not readable: HTTP 403 "
+        "Forbidden │"
+    )
+    assert len(rows) == 4 and all(" │ unknown │ " in row for row in rows)
+
+
 def test_secrets_generate_refuses_an_unknown_secret_before_reading_anything(
     fake_api: FakeApiServer, stage: Path
 ) -> None:
