@@ -7,7 +7,7 @@ from typing import Any
 from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import deploy as cluster_deploy
-from desbordante_ops.cluster import kube, lock, traefik
+from desbordante_ops.cluster import deploy_plan, kube, lock, traefik
 from desbordante_ops.cluster import rollback as cluster_rollback
 from desbordante_ops.cluster import teardown as cluster_teardown
 from desbordante_ops.cluster.bootstrap import default_tag
@@ -31,21 +31,30 @@ def check_prod_tag(env: str, tag: str) -> None:
         raise Exit(f"prod takes only a release tag vX.Y.Z; {tag!r} is not one (tag a release).")
 
 
-def release_options(cfg: EnvConfig, yes: bool, timeout: int) -> dict[str, Any]:
-    """What deploy_release needs besides the release: prod's view of stage, timeout, registry."""
+def plan_options(cfg: EnvConfig) -> dict[str, Any]:
+    """Prod's view of stage and the registry credential, for a deploy or its plan."""
     stage = load_config("stage")
     return {
-        "yes": yes,
-        "timeout": timeout,
         "stage_core": kube.connect(stage).core if cfg.name == "prod" else None,
         "stage_namespace": stage.namespace,
         "registry_auth": auth_from_environment(),
     }
 
 
+def release_options(cfg: EnvConfig, yes: bool, timeout: int) -> dict[str, Any]:
+    """What deploy_release needs besides the release: the plan's options, yes, timeout."""
+    return {"yes": yes, "timeout": timeout, **plan_options(cfg)}
+
+
 @task(
     default=True,
-    help={"env": options.CLUSTER_ENV, "tag": options.TAG, "yes": YES, "timeout": TIMEOUT},
+    help={
+        "env": options.CLUSTER_ENV,
+        "tag": options.TAG,
+        "yes": YES,
+        "timeout": TIMEOUT,
+        "dry_run": options.DRY_RUN + " (`kubectl diff` shows the changes)",
+    },
 )
 def deploy(
     c: Context,
@@ -53,6 +62,7 @@ def deploy(
     tag: str | None = None,
     yes: bool = False,
     timeout: int = cluster_deploy.ROLLOUT_TIMEOUT_SECONDS,
+    dry_run: bool = False,
 ) -> None:
     """Render, diff, apply (with prune), migrate and wait for one release; then Traefik."""
     cfg = cluster_config(env)
@@ -61,6 +71,10 @@ def deploy(
     check_prod_tag(env, tag)
     rendered = render_release(c, cfg, tag)
     k = kube.connect(cfg)
+    if dry_run:
+        rows = deploy_plan.plan_release(c, cfg, k, rendered, tag, **plan_options(cfg))
+        print_plan(f"deploy {tag} to {cfg.namespace}", rows)
+        return
     with lock.exclusive(k.coordination, cfg.namespace, f"deploy {tag}", wait=timeout):
         options = release_options(cfg, yes, timeout)
         cluster_deploy.deploy_release(c, cfg, k, rendered, tag, **options)
@@ -82,6 +96,7 @@ def render(c: Context, env: str = "stage", tag: str | None = None) -> None:
         "to": "Release tag to go back to (default: the one recorded before the live release)",
         "yes": YES,
         "timeout": TIMEOUT,
+        "dry_run": options.DRY_RUN,
     },
 )
 def rollback(
@@ -90,16 +105,28 @@ def rollback(
     to: str | None = None,
     yes: bool = False,
     timeout: int = cluster_deploy.ROLLOUT_TIMEOUT_SECONDS,
+    dry_run: bool = False,
 ) -> None:
     """Go back to an earlier release; refused when the database is migrated past it."""
     cfg = cluster_config(env)
     cluster_deploy.check_timeout(timeout)
     k = kube.connect(cfg)
-    with lock.exclusive(k.coordination, cfg.namespace, f"rollback to {to or 'previous'}", timeout):
+
+    def target() -> tuple[str, str | None]:
         recorded = cluster_rollback.history(k.core, cfg.namespace)
         live = cluster_rollback.live_tag(k.apps, cfg.namespace, cfg.toolkit.IMAGE_NAME, recorded)
         tag = cluster_rollback.choose_target([entry.tag for entry in recorded], live, to)
         check_prod_tag(env, tag)
+        return tag, live
+
+    if dry_run:
+        tag, live = target()
+        rendered = render_release(c, cfg, tag)
+        rows = deploy_plan.plan_rollback(c, cfg, k, rendered, tag, live, **plan_options(cfg))
+        print_plan(f"deploy.rollback of {cfg.namespace} to {tag}", rows)
+        return
+    with lock.exclusive(k.coordination, cfg.namespace, f"rollback to {to or 'previous'}", timeout):
+        tag, live = target()
         rendered = render_release(c, cfg, tag)
         options = release_options(cfg, yes, timeout)
         cluster_rollback.rollback(c, cfg, k, rendered, tag, live, **options)
