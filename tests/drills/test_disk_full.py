@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,3 +55,50 @@ def test_disk_full_answers_507_and_leaves_nothing(launch, db, small_uploads) -> 
     accepted = upload_ok(api.client, "cities.csv", CITIES)
     assert f"{accepted['id']}.csv" in stored(db, small_uploads)["datasets"]
     assert api.client.get("/health/ready").status_code == 200
+
+
+def test_disk_full_without_content_length_answers_507_and_leaves_nothing(
+    launch, db, small_uploads
+) -> None:
+    """A chunked body declares no size: the write itself fails (ENOSPC) and is cleaned up."""
+    api = launch(Api, UPLOADED_FILES_DIR_PATH=str(small_uploads))
+    before = stored(db, small_uploads)
+    too_big = random_csv(columns=10, rows=150_000, values=9, seed=6)
+    head = b'--d\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
+    pieces = (too_big[i : i + 65536] for i in range(0, len(too_big), 65536))
+    body = [head, *pieces, b"\r\n--d--\r\n"]
+
+    full = api.client.post(
+        "/api/v1/datasets",
+        content=iter(body),
+        headers={"content-type": "multipart/form-data; boundary=d"},
+    )
+
+    assert full.status_code == 507, full.text
+    assert full.json() == {"detail": "not enough storage space for this upload"}
+    assert stored(db, small_uploads) == before
+    upload_ok(api.client, "cities.csv", CITIES)
+
+
+def test_the_quota_answers_507_before_the_disk_is_full(launch, db, small_uploads) -> None:
+    stored_bytes = db.execute("SELECT coalesce(sum(size), 0) FROM datasets").fetchone()[0]
+    quota = stored_bytes + 1024 * 1024  # half of the 2 MiB volume
+    api = launch(Api, UPLOADED_FILES_DIR_PATH=str(small_uploads), UPLOAD_QUOTA_BYTES=str(quota))
+    part = random_csv(columns=10, rows=15_000, values=9, seed=7)  # ~300 kB
+    accepted: list[str] = []
+
+    answer = upload(api.client, "part.csv", part)
+    for _ in range(10):  # bounded: the quota allows three
+        if answer.status_code != 201:
+            break
+        accepted.append(answer.json()["id"])
+        answer = upload(api.client, "part.csv", part)
+
+    assert len(accepted) == 3
+    assert answer.status_code == 507, answer.text
+    assert "storage quota" in answer.json()["detail"]
+    assert "delete datasets or raise UPLOAD_QUOTA_BYTES" in answer.json()["detail"]
+    assert shutil.disk_usage(small_uploads).free > len(part)  # the disk itself had room
+    assert not stored(db, small_uploads)["incoming"]
+    assert api.client.delete(f"/api/v1/datasets/{accepted[0]}").status_code == 204
+    upload_ok(api.client, "part.csv", part)

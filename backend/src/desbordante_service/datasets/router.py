@@ -23,10 +23,12 @@ UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    # The small fields first: a client sending them before the file lets the
+                    # CSV check run while the file arrives (else the file is read once more).
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
                         "separator": {"type": "string", "default": ",", "maxLength": 1},
                         "has_header": {"type": "boolean", "default": True},
+                        "file": {"type": "string", "format": "binary"},
                     },
                 }
             }
@@ -41,25 +43,36 @@ UPLOAD_BODY = {
     response_model=DatasetOut,
     openapi_extra=UPLOAD_BODY,
     summary="Upload a CSV dataset",
-    responses={413: {"description": "too large"}, 422: {"description": "not a usable CSV"}},
+    responses={
+        413: {"description": "too large"},
+        422: {"description": "not a usable CSV"},
+        507: {"description": "the storage quota or the disk has no room for it"},
+    },
 )
 async def upload_dataset(
     request: Request, settings: SettingsDep, storage: StorageDep
 ) -> DatasetOut:
-    """Stream the `file` part to disk (size-capped), check the CSV and store its metadata."""
-    await run_in_threadpool(storage.ensure)
+    """Stream the `file` part to disk (size-capped, checked on the way) and store its metadata."""
+    quota = settings.UPLOAD_QUOTA_BYTES
+
+    def _room() -> upload.Room:
+        storage.ensure()
+        with session_scope() as session:
+            return service.room(session, storage, settings.MAX_UPLOAD_SIZE_BYTES, quota)
+
+    room = await run_in_threadpool(_room)
     dataset_id = uuid.uuid4()
     received = await upload.receive(
         request.stream(),
         content_type=request.headers.get("content-type"),
         content_length=request.headers.get("content-length"),
         path=storage.part_path(dataset_id),
-        max_file_bytes=settings.MAX_UPLOAD_SIZE_BYTES,
+        room=room,
     )
 
     def _accept() -> DatasetOut:
         with session_scope() as session:
-            dataset = service.accept(session, storage, dataset_id, received)
+            dataset = service.accept(session, storage, dataset_id, received, quota)
             return DatasetOut.model_validate(dataset)
 
     try:
