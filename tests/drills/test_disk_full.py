@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serviceprocs import Api
+from serviceprocs import Api, wait_for
 
 from .calls import CITIES, random_csv, stored, upload, upload_ok
 
@@ -57,26 +57,35 @@ def test_disk_full_answers_507_and_leaves_nothing(launch, db, small_uploads) -> 
     assert api.client.get("/health/ready").status_code == 200
 
 
-def test_disk_full_without_content_length_answers_507_and_leaves_nothing(
+def test_a_write_that_finds_the_disk_full_answers_507_and_leaves_nothing(
     launch, db, small_uploads
 ) -> None:
-    """A chunked body declares no size: the write itself fails (ENOSPC) and is cleaned up."""
+    """The disk fills up during the upload (after the API measured its free space): the write
+    itself fails with ENOSPC; the chunked body declares no size to refuse it by."""
     api = launch(Api, UPLOADED_FILES_DIR_PATH=str(small_uploads))
     before = stored(db, small_uploads)
-    too_big = random_csv(columns=10, rows=150_000, values=9, seed=6)
-    head = b'--d\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
-    pieces = (too_big[i : i + 65536] for i in range(0, len(too_big), 65536))
-    body = [head, *pieces, b"\r\n--d--\r\n"]
+    content = random_csv(columns=10, rows=60_000, values=9, seed=6)  # ~1.2 MB
+    filler = small_uploads / "filler.bin"
+
+    def body():
+        yield b'--d\r\nContent-Disposition: form-data; name="file"; filename="f.csv"\r\n\r\n'
+        yield content[:65536]
+        wait_for(lambda: stored(db, small_uploads)["incoming"], 30, "the upload's part file")
+        free = shutil.disk_usage(small_uploads).free
+        filler.write_bytes(b"\0" * (free - 128 * 1024))  # someone else fills the volume
+        yield content[65536:]
+        yield b"\r\n--d--\r\n"
 
     full = api.client.post(
         "/api/v1/datasets",
-        content=iter(body),
+        content=body(),
         headers={"content-type": "multipart/form-data; boundary=d"},
     )
 
     assert full.status_code == 507, full.text
     assert full.json() == {"detail": "not enough storage space for this upload"}
     assert stored(db, small_uploads) == before
+    filler.unlink()
     upload_ok(api.client, "cities.csv", CITIES)
 
 
