@@ -253,12 +253,14 @@ class _Scanner:
     def _plain_block(self, block: bytes, counted: bool) -> tuple[str, bytes] | None:
         """Check the block's lines; from a quote or bare CR on: (text before it, the rest)."""
         marks = block.translate(None, self._strip)
-        if not counted:
-            self._counted(marks.count(b"\n"))
         cut = self._first_unplain(block, marks)
         if cut < 0:
-            self._plain_lines(block, marks)
+            newlines = self._plain_lines(block, marks)
+            if not counted:
+                self._counted(newlines)
             return None
+        if not counted:
+            self._counted(marks.count(b"\n"))
         start = block.rfind(b"\n", 0, cut) + 1
         if start:
             self._plain_lines(block[:start], marks=None)
@@ -279,28 +281,30 @@ class _Scanner:
                     cut = bare.start()
         return cut
 
-    def _plain_lines(self, block: bytes, marks: bytes | None) -> None:
-        """Check the complete lines of a block without quotes and bare CRs; keep the rest."""
+    def _plain_lines(self, block: bytes, marks: bytes | None) -> int:
+        """Check the complete lines of a block without quotes and bare CRs, keep the rest;
+        the number of line feeds in the block."""
         if marks is None:
             marks = block.translate(None, self._strip)
         pending = self._pending
         first = marks.find(b"\n")
         if first < 0:
             self._extend_pending(block, marks)
-            return
+            return 0
         width = len(self._first)
         separators = pending.separators + first - (first > 0 and marks[first - 1] == CR)
         if separators != width - 1:
             empty = not pending.content and not block[: block.find(b"\n")].strip(b"\r")
             self._column_error(self._records + 1, 0 if empty else separators + 1)
         last = marks.rfind(b"\n")
-        lines = marks.count(b"\n", first + 1, last + 1)
-        if lines and not self._tiles(marks, first + 1, last + 1, lines):
+        lines = self._middle_lines(marks, first, last)
+        if lines is None:
             self._bad_middle_line(block)
         self._records += lines + 1
         tail = block[block.rfind(b"\n") + 1 :]
         self._pending = _Pending()
         self._extend_pending(tail, marks[last + 1 :])
+        return lines + 1
 
     def _extend_pending(self, part: bytes, marks: bytes) -> None:
         pending = self._pending
@@ -314,13 +318,15 @@ class _Scanner:
         pending.content = pending.content or len(part) > cr
         pending.cr = cr
 
-    def _tiles(self, marks: bytes, start: int, end: int, lines: int) -> bool:
-        """Whether marks[start:end] is LINES repetitions of a well-formed line's marks."""
+    def _middle_lines(self, marks: bytes, first: int, last: int) -> int | None:
+        """How many lines marks[first+1:last+1] holds if all are well-formed, else None."""
         for unit in (self._unit, self._unit_crlf):
-            if marks.count(unit, start, end) == lines and end - start == lines * len(unit):
-                return True
-        mixed = marks[start:end].replace(b"\r", b"")  # LF and CRLF lines mixed
-        return mixed.count(self._unit) == lines and len(mixed) == lines * len(self._unit)
+            lines, rest = divmod(last - first, len(unit))
+            if not rest and marks.startswith(unit * lines, first + 1):
+                return lines
+        mixed = marks[first + 1 : last + 1].replace(b"\r", b"")  # LF and CRLF lines mixed
+        lines = mixed.count(b"\n")
+        return lines if mixed == self._unit * lines else None
 
     def _bad_middle_line(self, block: bytes) -> None:
         """Raise the error of the first wrong line between the block's first and last LF."""
