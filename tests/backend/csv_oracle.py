@@ -1,7 +1,8 @@
 """The CSV check as it was before the one-pass upload (commit c51d936), kept as the test oracle.
 
 The streaming checker in desbordante_service.datasets.csvcheck must give the same answers;
-tests/backend/test_csvcheck.py compares the two. Not used by the service.
+tests/backend/test_csvcheck.py compares the two. Not used by the service. The error and summary
+types and the header check (unchanged by the one-pass upload) are the service's own.
 """
 
 from __future__ import annotations
@@ -9,22 +10,13 @@ from __future__ import annotations
 import codecs
 import csv
 import sys
-from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
+from desbordante_service.datasets.csvcheck import CsvError, CsvSummary, _header
+
 csv.field_size_limit(sys.maxsize)
 BLOCK = 1024 * 1024
-
-
-class CsvError(ValueError):
-    """The file is not a usable CSV; the message says where and why."""
-
-
-@dataclass(frozen=True)
-class CsvSummary:
-    columns: list[str]
-    row_count: int
 
 
 def inspect_csv(path: Path, separator: str, has_header: bool) -> CsvSummary:
@@ -128,15 +120,3 @@ def _count_with_csv(path: Path, separator: str, width: int) -> int:
     except csv.Error as exc:
         raise CsvError(f"malformed CSV after line {line}: {exc}") from None
     return records
-
-
-def _header(record: list[str]) -> list[str]:
-    names = [name.strip() for name in record]
-    seen: set[str] = set()
-    for position, name in enumerate(names, start=1):
-        if not name:
-            raise CsvError(f"line 1: column {position} has an empty name")
-        if name in seen:
-            raise CsvError(f"line 1: duplicate column name {name!r}")
-        seen.add(name)
-    return names
