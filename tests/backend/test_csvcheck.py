@@ -36,6 +36,9 @@ CASES = [
     b"a,\n1,2\n",
     b"a,b\n1,2\n3,4,5\n\xff\n",
     b"a,b\n1,2,3\n4,\xe2\x82",
+    b"a,b\r1,2,3\r\xc3\xa9\xe2",  # a CR line ends once the next character is whole
+    b"a,b\n1,2,3\r\xc3\xa9\xe2",
+    b"a,b\n1,2\r\xc3",
     b"",
 ]
 TOKENS = [b"a", b"1", b",", b";", b"\n", b"\r", b"\r\n", b'"', b" ", b"\xc3\xa9", b"\xe2\x82\xac"]

@@ -358,29 +358,67 @@ class _Scanner:
         if self._in_head:
             self._read_first(reader)
         width = len(self._first)
-        line = lines_before + reader.line_num
+        records = self._records
+        line = reader.line_num  # of the last good record (before LINES_BEFORE)
         try:
             for record in reader:
-                line = lines_before + reader.line_num
+                line = reader.line_num
                 if len(record) != width:
-                    self._column_error(line, len(record))
-                self._records += 1
+                    self._column_error(lines_before + line, len(record))
+                records += 1
         except csv.Error as exc:
-            raise CsvError(f"malformed CSV after line {line}: {exc}") from None
+            raise CsvError(f"malformed CSV after line {lines_before + line}: {exc}") from None
+        self._records = records
 
     def _lines(self, prefix: str, data: bytes) -> Iterator[Iterable[str]]:
         """Lines split like a text file opened with newline="" (at LF, CR and CRLF)."""
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        held = [prefix]  # a partial line, joined once it ends (no quadratic copy)
+        held = [prefix.encode()]  # a partial line, joined once it ends (no quadratic copy)
         block: bytes | None = data
         while block is not None:
-            text = decoder.decode(block)
-            # The last line end that is surely complete: a final CR may be half of a CRLF.
-            end = max(text.rfind("\n"), text.rfind("\r", 0, len(text) - 1))
-            if end < 0 and not (text and held[-1].endswith("\r")):
-                held.append(text)
-            else:
-                yield io.StringIO("".join(held) + text[: end + 1], newline="")
-                held = [text[end + 1 :]]
+            end = _line_end(block)  # cut there, the text is whole characters
+            if end >= 0:
+                yield _text(b"".join((*held, memoryview(block)[: end + 1])))
+                held = [block[end + 1 :]]
+            else:  # a CR that ends what is held may now be followed by a whole character
+                tail = _last_bytes(held, 4)
+                end = _line_end(tail + block[:4])
+                held.append(block)
+                if end >= 0:
+                    joined = b"".join(held)
+                    cut = len(joined) - len(block) - len(tail) + end + 1
+                    yield _text(joined[:cut])
+                    held = [joined[cut:]]
             block = self._pull()
-        yield io.StringIO("".join(held) + decoder.decode(b"", final=True), newline="")
+        yield _text(b"".join(held))  # whole characters: a cut one ended the file in `_pull`
+
+
+def _line_end(block: bytes) -> int:
+    """Offset of the last line end in BLOCK known to be one, -1 if none: an LF, or a CR
+    followed by a whole character (else it may be half of a CRLF, like for `readline`)."""
+    lf = block.rfind(b"\n")
+    cr = block.rfind(b"\r", lf + 1)
+    while cr > lf and not _whole_character(block, cr + 1):
+        cr = block.rfind(b"\r", lf + 1, cr)
+    return max(lf, cr)
+
+
+def _last_bytes(parts: list[bytes], count: int) -> bytes:
+    tail = b""
+    for part in reversed(parts):
+        if len(tail) >= count:
+            break
+        tail = part[len(tail) - count :] + tail
+    return tail
+
+
+def _whole_character(block: bytes, start: int) -> bool:
+    """Whether a whole UTF-8 character begins at START (the block is valid UTF-8 so far)."""
+    if start >= len(block):
+        return False
+    lead = block[start]
+    size = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    return len(block) - start >= size
+
+
+def _text(data: bytes) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
