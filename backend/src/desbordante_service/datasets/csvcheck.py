@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
-    from _csv import _reader
+    from _csv import Reader as CsvReader
 
 csv.field_size_limit(sys.maxsize)
 BLOCK = 1024 * 1024
 _BARE_CR = re.compile(rb"\r(?!\n)")
-CR = ord("\r")
-CONTINUATION = bytes(range(0x80, 0xC0))  # UTF-8 bytes that only continue a character
+_CR = ord("\r")
+_CONTINUATION = bytes(range(0x80, 0xC0))  # UTF-8 bytes that only continue a character
 
 
 class CsvError(ValueError):
@@ -214,12 +214,13 @@ class _Scanner:
         else:
             self._csv("", rest, lines_before=1)
 
-    def _reader(self, lines: Iterable[str]) -> _reader:
+    def _reader(self, lines: Iterable[str]) -> CsvReader:
         return csv.reader(lines, delimiter=self._separator, strict=True)
 
-    def _read_first(self, reader: _reader) -> None:
+    def _read_first(self, reader: CsvReader) -> None:
         try:
-            self._first = first = next(reader, [])
+            first: list[str] = next(reader, [])
+            self._first = first
         except csv.Error as exc:
             raise CsvError(f"malformed CSV on line 1: {exc}") from None
         if not first or (len(first) == 1 and first[0] == ""):
@@ -266,7 +267,7 @@ class _Scanner:
             self._plain_lines(block[:start], marks=None)
             return "", block[start:]
         # The pending line goes on: its synthetic stand-in replaces the end of its character.
-        return self._synthetic(), block.lstrip(CONTINUATION)
+        return self._synthetic(), block.lstrip(_CONTINUATION)
 
     def _first_unplain(self, block: bytes, marks: bytes) -> int:
         """Offset of the first quote or bare carriage return in BLOCK, -1 if none."""
@@ -292,7 +293,7 @@ class _Scanner:
             self._extend_pending(block, marks)
             return 0
         width = len(self._first)
-        separators = pending.separators + first - (first > 0 and marks[first - 1] == CR)
+        separators = pending.separators + first - (first > 0 and marks[first - 1] == _CR)
         if separators != width - 1:
             empty = not pending.content and not block[: block.find(b"\n")].strip(b"\r")
             self._column_error(self._records + 1, 0 if empty else separators + 1)
@@ -328,7 +329,7 @@ class _Scanner:
         lines = mixed.count(b"\n")
         return lines if mixed == self._unit * lines else None
 
-    def _bad_middle_line(self, block: bytes) -> None:
+    def _bad_middle_line(self, block: bytes) -> NoReturn:
         """Raise the error of the first wrong line between the block's first and last LF."""
         width = len(self._first)
         middle = block[block.find(b"\n") + 1 : block.rfind(b"\n")].split(b"\n")
