@@ -14,7 +14,7 @@ from collections.abc import Callable
 from invoke import Exit
 
 from bench.report import Result, show
-from desbordante_ops.console import console, step
+from desbordante_ops.core.console import console, step
 
 STACK = ("overhead", "upload", "load", "idempotency")
 OFFLINE = ("budget", "image")

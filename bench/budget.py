@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from invoke import Context
+
 from bench.report import Check, Result
-from desbordante_ops import render
-from desbordante_ops.k8s_names import KUBE_ENVS
+from desbordante_ops.cluster import render
+from desbordante_ops.core.settings import CLUSTER_ENVS, load_config
 
 SERVER_CPU_M = 2000
 SERVER_MEMORY_MI = 2048
@@ -54,7 +56,9 @@ def _row(name: str, sums: dict[str, float]) -> list[str]:
 
 
 def run(runs: int) -> Result:
-    per_env = {env: totals(render.render(env, "v0.0.0")) for env in KUBE_ENVS}
+    per_env = {
+        env: totals(render.render(Context(), load_config(env), "v0.0.0")) for env in CLUSTER_ENVS
+    }
     together = {key: sum(s[key] for s in per_env.values()) for key in next(iter(per_env.values()))}
     rows = [_row(env, sums) for env, sums in per_env.items()]
     rows.append(_row("together", together))

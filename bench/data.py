@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from desbordante_ops.config import REPO_ROOT
+from desbordante_ops.core.settings import REPO_ROOT
 
 DATA_DIR = REPO_ROOT / ".run" / "bench" / "data"
 

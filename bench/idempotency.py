@@ -14,7 +14,7 @@ from invoke import Exit
 
 from bench.report import Check, Result, median
 from bench.stack import api_process, bench_environ
-from desbordante_ops.config import REPO_ROOT, EnvConfig
+from desbordante_ops.core.settings import REPO_ROOT, EnvConfig
 
 COMMANDS = {
     "invoke up (already running)": ["up"],

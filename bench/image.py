@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 import docker
-from invoke import Exit
+from invoke import Context, Exit
 
 from bench.report import Check, Result
-from desbordante_ops import baseimage, engine, images, imagetags
-from desbordante_ops.config import REPO_ROOT
+from desbordante_ops.core.settings import REPO_ROOT, load_config
+from desbordante_ops.image import build as images
+from desbordante_ops.image import engine
+from desbordante_ops.image import tags as imagetags
 
 TAG = "desbordante-bench/backend"
 RATIO_TARGET = 0.2
@@ -29,14 +31,18 @@ def _skipped(reason: str) -> Result:
     return Result("image", [], [], skipped=reason)
 
 
+# Base images tried in order: the one the image tests build offline, then the default.
+BASES = ("desbordante-local/python:3.11-bookworm", "python:3.11-slim")
+
+
 def _base(client: docker.DockerClient) -> str | None:
-    if baseimage.exists(client):
-        return baseimage.LOCAL_BASE_IMAGE
-    try:
-        client.images.get("python:3.11-slim")
-    except docker.errors.ImageNotFound:
-        return None
-    return "python:3.11-slim"
+    for base in BASES:
+        try:
+            client.images.get(base)
+        except docker.errors.ImageNotFound:
+            continue
+        return base
+    return None
 
 
 def _copy_context(target: Path) -> None:
@@ -54,7 +60,8 @@ def _build(
 ) -> tuple[float, list[str]]:
     """Seconds of the build and the instructions whose layer came from the cache."""
     started = time.perf_counter()
-    result = images.build_image(client, [ref], args, no_cache=no_cache, root=root)
+    network = load_config("local").toolkit.IMAGE_BUILD_NETWORK
+    result = images.build_image(client, [ref], args, no_cache=no_cache, network=network, root=root)
     return time.perf_counter() - started, result.cached
 
 
@@ -68,13 +75,13 @@ def _layer_ids(client: docker.DockerClient, ref: str) -> dict[str, int]:
 
 def run(runs: int) -> Result:
     try:
-        client = engine.ensure_engine(install=False)
-    except Exit as exc:
-        return _skipped(f"no Docker engine could be started: {exc.message}")
+        client = engine.connect()
+    except Exit as reason:
+        return _skipped(str(reason.message))
     base = _base(client)
     if base is None:
-        return _skipped("no base image offline; run `invoke images.base` first")
-    args = images.build_args(imagetags.revision(REPO_ROOT), base)
+        return _skipped(f"none of {', '.join(BASES)} is in the engine (`nox -s images` builds one)")
+    args = images.build_args(imagetags.revision(Context(), REPO_ROOT), base)
     with tempfile.TemporaryDirectory(prefix="desbordante-bench-image-") as tmp:
         root = Path(tmp)
         _copy_context(root)

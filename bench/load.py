@@ -15,7 +15,7 @@ import httpx
 from bench import client
 from bench.data import Dataset
 from bench.report import Check, Result
-from desbordante_ops.config import EnvConfig
+from desbordante_ops.core.settings import EnvConfig
 
 CLIENTS = 16
 DURATION_SECONDS = 20
@@ -30,7 +30,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def run(cfg: EnvConfig, runs: int) -> Result:
-    base = cfg["API_BASE_URL"]
+    base = cfg.toolkit.API_BASE_URL
     with httpx.Client(base_url=base, timeout=60) as http:
         dataset = client.upload(http, SMALL.ensure())["id"]
     created: list[str] = []
@@ -68,7 +68,7 @@ def run(cfg: EnvConfig, runs: int) -> Result:
     data = {
         "clients": CLIENTS,
         "duration_s": elapsed,
-        "worker_concurrency": cfg["WORKER_CONCURRENCY"],
+        "worker_concurrency": cfg.backend.WORKER_CONCURRENCY,
         "created": len(created),
         "succeeded": len(latencies),
         "tasks_per_s": rate,

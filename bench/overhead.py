@@ -12,7 +12,7 @@ import httpx
 from bench import client
 from bench.data import Dataset
 from bench.report import Check, Result, median
-from desbordante_ops.config import EnvConfig
+from desbordante_ops.core.settings import EnvConfig
 
 DATASETS = (
     Dataset("tiny", columns=4, rows=8, values=3, seed=1),
@@ -53,7 +53,7 @@ def through_service(http: httpx.Client, dataset: Dataset) -> float:
 
 def run(cfg: EnvConfig, runs: int) -> Result:
     rows, checks, data = [], [], {}
-    with httpx.Client(base_url=cfg["API_BASE_URL"], timeout=120) as http:
+    with httpx.Client(base_url=cfg.toolkit.API_BASE_URL, timeout=120) as http:
         for dataset in DATASETS:
             dataset.ensure()
             through_service(http, dataset)  # warm-up: imports, connections, caches

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from desbordante_ops.config import REPO_ROOT
-from desbordante_ops.console import console, print_table
+from desbordante_ops.core.console import console, print_table
+from desbordante_ops.core.settings import REPO_ROOT
 
 RESULTS_DIR = REPO_ROOT / "results"
 

@@ -14,9 +14,8 @@ from contextlib import contextmanager
 import psutil
 from invoke import Context
 
-from desbordante_ops import stack
-from desbordante_ops.config import EnvConfig, load_config
-from desbordante_ops.supervise import Supervisor
+from desbordante_ops.core.settings import EnvConfig, load_config
+from desbordante_ops.local.processes import ProcessStack
 
 OVERRIDES = {
     "LOCAL_RUN_DIR": ".run/bench",
@@ -43,17 +42,17 @@ def bench_config() -> EnvConfig:
 def running() -> Iterator[EnvConfig]:
     """The bench stack, up for the duration; stopped afterwards if it was started here."""
     cfg = bench_config()
-    context = Context()
-    started = not stack.is_running(cfg)
-    stack.up(context, cfg)
+    stack = ProcessStack(Context(), cfg)
+    started = not stack.is_running()
+    stack.up(timeout=120)
     try:
         yield cfg
     finally:
         if started:
-            stack.down(context, cfg)
+            stack.down(timeout=30)
 
 
 def api_process(cfg: EnvConfig) -> psutil.Process:
     """The API server process of the stack (for RSS sampling)."""
-    info = Supervisor(stack.paths_for(cfg)).processes()["api"]
+    info = ProcessStack(Context(), cfg).sup.processes()["api"]
     return psutil.Process(info["pid"])

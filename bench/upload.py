@@ -18,7 +18,7 @@ from bench import client
 from bench.data import sized_file
 from bench.report import Check, Result, median
 from bench.stack import api_process
-from desbordante_ops.config import EnvConfig
+from desbordante_ops.core.settings import EnvConfig
 
 SIZES = {"100MB": 100 * 10**6, "1GB": 10**9}
 RSS_TARGET_MB = 50
@@ -103,11 +103,11 @@ def csv_check_seconds(path: Path) -> float:
 
 
 def run(cfg: EnvConfig, runs: int) -> Result:
-    uploads_dir = Path(cfg["UPLOADED_FILES_DIR_PATH"])
+    uploads_dir = cfg.uploads_dir
     api = api_process(cfg)
     rows, checks, data = [], [], {}
     runs = max(3, min(runs, 5))
-    with httpx.Client(base_url=cfg["API_BASE_URL"], timeout=900) as http:
+    with httpx.Client(base_url=cfg.toolkit.API_BASE_URL, timeout=900) as http:
         for label, size in SIZES.items():
             path = sized_file(f"upload-{label}", size)
             pairs = [(loopback_copy(path, uploads_dir), timed_upload(http, path, api))]

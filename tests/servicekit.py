@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -40,9 +41,16 @@ def backend_env(database: str, uploads: Path, queue: str, **overrides: str) -> d
     }
 
 
-def admin(statement: sql.Composable) -> None:
+def admin(statement: sql.Composed) -> None:
     with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=10) as connection:
         connection.execute(statement)
+
+
+def scalar(db: psycopg.Connection, query: LiteralString, params: Sequence[Any] = ()) -> Any:
+    """The first value of the row QUERY returns (a count, a status); fails when there is none."""
+    row = db.execute(query, params).fetchone()
+    assert row is not None, f"no row from {query}"
+    return row[0]
 
 
 def create_database(name: str) -> None:

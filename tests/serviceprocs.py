@@ -20,7 +20,7 @@ T = TypeVar("T")
 POLL = 0.1
 
 
-def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = POLL) -> T:
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = POLL) -> T:
     """Call CHECK until it returns a truthy value; AssertionError naming WHAT after TIMEOUT."""
     deadline = time.monotonic() + timeout
     while True:

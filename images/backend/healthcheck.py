@@ -3,7 +3,7 @@
 api     GET /health/ready on APPLICATION_SERVER_PORT (200 = healthy)
 flower  GET /healthcheck on FLOWER_PORT (Flower's own unauthenticated probe)
 worker  `desbordante-service worker-ping` (the local worker answers a ping)
-migrate nothing to check (a one-shot job)
+migrate, retention  nothing to check (a one-shot job, or a loop that logs its failures)
 Standard library only; exit 0 = healthy, 1 = unhealthy.
 """
 
@@ -15,7 +15,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-ROLES = ("api", "worker", "flower", "migrate")
+ROLES = ("api", "worker", "flower", "migrate", "retention")
 
 
 def role() -> str:

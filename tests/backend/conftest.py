@@ -14,7 +14,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from servicekit import ADMIN_DSN, backend_env, create_database, drop_database, migrated_database
+from servicekit import (
+    ADMIN_DSN,
+    backend_env,
+    create_database,
+    drop_database,
+    migrated_database,
+    scalar,
+)
 from serviceprocs import Worker
 
 DATA = Path(__file__).parent / "data"
@@ -50,17 +57,29 @@ def connect():
     return _connect
 
 
-@pytest.fixture(scope="session")
-def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def _new_env(tmp_path_factory: pytest.TempPathFactory, kind: str) -> dict[str, str]:
     suffix = secrets.token_hex(4)
-    env = backend_env(
-        f"dsvc_test_{suffix}",
+    return backend_env(
+        f"dsvc_{kind}_{suffix}",
         tmp_path_factory.mktemp("uploads"),
-        f"test-{suffix}",
+        f"{kind}-{suffix}",
         MAX_UPLOAD_SIZE_BYTES=str(1024 * 1024),
         TASK_TIME_LIMIT_SECONDS="120",
         FLOWER_PASSWORD="unused",
     )
+
+
+@pytest.fixture(scope="module")
+def own_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A database, upload directory and queue of this test module alone (exact counts)."""
+    env = _new_env(tmp_path_factory, "own")
+    with migrated_database(env):
+        yield env
+
+
+@pytest.fixture(scope="session")
+def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    env = _new_env(tmp_path_factory, "test")
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     _clear_caches()
@@ -110,8 +129,8 @@ class Stored:
         self.uploads = uploads
 
     def snapshot(self) -> tuple[int, int, list[str]]:
-        datasets = self.db.execute("SELECT count(*) FROM datasets").fetchone()[0]
-        tasks = self.db.execute("SELECT count(*) FROM profiling_tasks").fetchone()[0]
+        datasets = scalar(self.db, "SELECT count(*) FROM datasets")
+        tasks = scalar(self.db, "SELECT count(*) FROM profiling_tasks")
         files = sorted(str(p.relative_to(self.uploads)) for p in self.uploads.rglob("*.*"))
         return datasets, tasks, files
 

@@ -1,5 +1,6 @@
-"""The one-pass CSV check: the same answers as the whole-file check it replaced (csv_oracle.py)
-for any split of the file into blocks, on the fast path and on the csv-module path."""
+"""The one-pass CSV check: the same answers as the whole-file check it replaced
+(tests/csv_oracle.py) for any split of the file into blocks, on the fast path and on the
+csv-module path."""
 
 from __future__ import annotations
 

@@ -42,6 +42,31 @@ def test_quoted_fields_may_contain_the_separator(api) -> None:
     assert body["row_count"] == 2
 
 
+def test_has_header_reads_true_and_false_in_any_case(api) -> None:
+    """What the document's boolean is sent as; `False` is what Python's `str` makes of it."""
+    body = api.upload("nums.csv", b"1,2\n", has_header="False").json()
+
+    assert body["has_header"] is False
+    assert body["columns"] == ["0", "1"]
+
+
+def test_control_characters_are_dropped_from_the_file_name(api) -> None:
+    """PostgreSQL text cannot hold NUL; the name is for display only."""
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="ci\x00ties\x7f.csv"'
+        b"\r\n\r\n" + CITIES + b"\r\n--b--\r\n"
+    )
+
+    response = api.client.post(
+        "/api/v1/datasets",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "cities.csv"
+
+
 def test_client_file_name_is_never_used_as_a_path(api, uploads) -> None:
     body = api.upload("../../../etc/evil.csv", CITIES).json()
 
@@ -103,8 +128,12 @@ REJECTED = [
     ("empty header name", b"a,\n1,2\n", {}, 422, "column 2 has an empty name"),
     ("two-char separator", CITIES, {"separator": ";;"}, 422, "separator: must be exactly one"),
     ("quote separator", CITIES, {"separator": '"'}, 422, "separator: must be exactly one"),
+    ("NUL separator", CITIES, {"separator": "\x00"}, 422, "other than a quote, a newline or NUL"),
+    ("NUL in a column name", b"a,b\x00\n1,2\n", {}, 422, "column 2 has a NUL character"),
     ("bad has_header", CITIES, {"has_header": "maybe"}, 422, "has_header: must be a boolean"),
+    ("has_header as a number", CITIES, {"has_header": "1"}, 422, "has_header: must be a boolean"),
     ("unknown field", CITIES, {"colour": "red"}, 422, "colour: unknown form field"),
+    ("repeated field", CITIES, {"separator": [",", ";"]}, 422, "separator: given more than once"),
 ]
 
 
@@ -130,6 +159,27 @@ def test_missing_file_part(api, stored) -> None:
 
     assert response.status_code == 422
     assert response.json()["detail"] == "file: field required"
+    assert stored.snapshot() == before
+
+
+def test_a_part_without_a_name_is_rejected(api, stored) -> None:
+    before = stored.snapshot()
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.csv"\r\n\r\n'
+        b"a,b\n1,2\n\r\n"
+        b"--b\r\nContent-Disposition: form-data\r\n\r\nnull\r\n--b--\r\n"
+    )
+
+    response = api.client.post(
+        "/api/v1/datasets",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "a form part has no name; allowed: file, separator, has_header"
+    }
     assert stored.snapshot() == before
 
 
@@ -235,7 +285,7 @@ def test_fields_after_the_file_part_are_honoured(api, stored) -> None:
     """The check ran with the default separator while receiving; the file is checked again."""
     before = stored.snapshot()
     files = {"file": ("n.csv", b"a;b\n1;2\n", "text/csv")}
-    late = [("file", files["file"]), ("separator", (None, ";")), ("has_header", (None, "no"))]
+    late = [("file", files["file"]), ("separator", (None, ";")), ("has_header", (None, "false"))]
 
     accepted = api.client.post("/api/v1/datasets", files=late).json()
     wrong = api.client.post(

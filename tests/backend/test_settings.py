@@ -40,6 +40,15 @@ def test_urls_are_built_and_quoted() -> None:
     assert "p@ss" not in repr(settings)
 
 
+def test_limits_default_to_a_bounded_queue_no_rate_limit_and_no_retention() -> None:
+    settings = load_settings(BASE)
+
+    assert settings.MAX_PENDING_TASKS == 100
+    assert settings.QUEUE_FULL_RETRY_AFTER_SECONDS == 30
+    assert settings.RATE_LIMIT_PER_MINUTE == 0
+    assert settings.RETENTION_DAYS == 0
+
+
 def test_secret_from_file(tmp_path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("from-file\n")
@@ -47,6 +56,7 @@ def test_secret_from_file(tmp_path) -> None:
 
     settings = load_settings({**env, "POSTGRES_PASSWORD_FILE": str(secret)})
 
+    assert settings.POSTGRES_PASSWORD is not None
     assert settings.POSTGRES_PASSWORD.get_secret_value() == "from-file"
 
 
@@ -66,6 +76,12 @@ def test_secret_from_file(tmp_path) -> None:
             {"TASK_TIME_LIMIT_SECONDS": "10", "TASK_SOFT_TIME_LIMIT_SECONDS": "10"},
             "TASK_SOFT_TIME_LIMIT_SECONDS must be lower than TASK_TIME_LIMIT_SECONDS",
         ),
+        ({"MAX_PENDING_TASKS": "-1"}, "MAX_PENDING_TASKS: Input should be greater than or equal"),
+        ({"MAX_PENDING_TASKS": "lots"}, "MAX_PENDING_TASKS: Input should be a valid integer"),
+        ({"QUEUE_FULL_RETRY_AFTER_SECONDS": "0"}, "QUEUE_FULL_RETRY_AFTER_SECONDS: Input should"),
+        ({"RATE_LIMIT_PER_MINUTE": "-5"}, "RATE_LIMIT_PER_MINUTE: Input should be greater than"),
+        ({"RETENTION_DAYS": "-1"}, "RETENTION_DAYS: Input should be greater than or equal to 0"),
+        ({"RETENTION_DAYS": "1.5"}, "RETENTION_DAYS: Input should be a valid integer"),
     ],
 )
 def test_invalid_settings_name_the_variable(change: dict, message: str) -> None:
@@ -88,7 +104,7 @@ def test_database_settings_are_only_required_where_the_database_is_used() -> Non
         settings.require_database()
 
 
-@pytest.mark.parametrize("role", ["api", "worker", "migrate"])
+@pytest.mark.parametrize("role", ["api", "worker", "migrate", "retention"])
 def test_database_roles_stop_without_database_settings(role: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in BASE and not k.endswith("_FILE")}
     env.update({k: v for k, v in BASE.items() if k != "POSTGRES_HOST"})

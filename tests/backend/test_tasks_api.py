@@ -145,4 +145,5 @@ def test_unreachable_broker_is_503_and_keeps_no_task(app, api, dataset, stored) 
 
     assert response.status_code == 503
     assert response.json()["detail"] == "the message broker is unavailable; retry later"
+    assert response.headers["retry-after"] == "5"
     assert stored.snapshot() == before

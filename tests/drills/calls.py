@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 import psycopg
+from servicekit import scalar
 
 FINAL = ("succeeded", "failed")
 CITIES = (
@@ -55,10 +57,16 @@ def wait_final(client: httpx.Client, task_id: str, timeout: float = 120) -> dict
     raise AssertionError(f"task {task_id} not final after {timeout:.0f}s: {task}")
 
 
-def stored(db: psycopg.Connection, uploads: Path) -> dict[str, object]:
+class Stored(TypedDict):
+    rows: int
+    incoming: list[str]
+    datasets: list[str]
+
+
+def stored(db: psycopg.Connection, uploads: Path) -> Stored:
     """Rows and files: what a rejected or cancelled upload must not change."""
     return {
-        "rows": db.execute("SELECT count(*) FROM datasets").fetchone()[0],
+        "rows": scalar(db, "SELECT count(*) FROM datasets"),
         "incoming": sorted(p.name for p in (uploads / "incoming").glob("*") if p.is_file()),
         "datasets": sorted(p.name for p in (uploads / "datasets").glob("*") if p.is_file()),
     }

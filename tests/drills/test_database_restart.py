@@ -28,7 +28,9 @@ def test_database_restart_gives_503_then_recovers_and_loses_no_upload(api, dsn, 
             wait_for(lambda: traffic.count(201) >= 3, 30, "uploads before the restart")
             with postgres_stopped():
                 down = wait_for(
-                    lambda: (r := _ready(api.client)).status_code == 503 and r, 30, "503 ready"
+                    lambda: r if (r := _ready(api.client)).status_code == 503 else None,
+                    30,
+                    "503 ready",
                 )
                 stopped_at = time.monotonic()
                 wait_for(lambda: traffic.count(503, stopped_at) >= 2, 30, "503 uploads")
@@ -36,8 +38,8 @@ def test_database_restart_gives_503_then_recovers_and_loses_no_upload(api, dsn, 
             wait_for(lambda: _ready(api.client).status_code == 200, 60, "ready again")
             wait_for(lambda: traffic.count(201, restarted_at) >= 3, 60, "uploads after restart")
 
-    assert down.json()["detail"]["database"].startswith("error")
-    assert down.json()["detail"]["broker"] == "ok"
+    assert down.json()["database"].startswith("error")
+    assert down.json()["broker"] == "ok"
     assert api.alive() and api.pid == api_pid, "the API was restarted"
     assert traffic.statuses() <= {201, 503}, [a for a in traffic.answers if a.status != 201]
     unavailable = [a.body for a in traffic.answers if a.status == 503]

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -14,7 +15,7 @@ import httpx
 class Answer:
     at: float
     status: int  # 0 when no HTTP answer arrived
-    body: dict | str
+    body: Any  # the JSON answer ("" when empty), or the error when no answer arrived
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
     pytest tests/e2e                        local stack (started here, stopped if started here)
     pytest tests/e2e --target docker        containers of the built image (containers module)
-    pytest tests/e2e --env stage            URLs of env/stage.env (Flower password from the cluster
-                                            Secret, else FLOWER_PASSWORD)
+    pytest tests/e2e --env stage            URLs of env/stage.env (Flower password and, for a
+                                            restricted API, its login from the cluster Secrets,
+                                            else FLOWER_PASSWORD / API_AUTH_PASSWORD)
     pytest tests/e2e --base-url URL [--flower-url URL]   anything reachable over HTTP
 
 At the end a table lists each scenario, its result and its time.
@@ -12,7 +13,7 @@ At the end a table lists each scenario, its result and its time.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import httpx
 import pytest
@@ -61,7 +62,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
 
 @pytest.fixture(scope="session")
 def api(target: Target) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=target.api_url, timeout=60) as client:
+    with httpx.Client(base_url=target.api_url, auth=target.api_auth, timeout=60) as client:
         try:
             client.get("/health/live", timeout=10)
         except httpx.HTTPError as exc:
@@ -92,7 +93,9 @@ def _scenario(item: pytest.Item) -> str:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     entry = _RESULTS.setdefault(item.nodeid, [_scenario(item), "passed", 0.0])
     entry[2] += report.duration

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 
 from invoke import Context
 
-from desbordante_ops import stack
-from desbordante_ops.config import EnvConfig, load_config
+from desbordante_ops.cluster import edge, kube, names
+from desbordante_ops.core.settings import EnvConfig, load_config
+from desbordante_ops.local.health import flower_auth, flower_url
+from desbordante_ops.local.stack import LocalStack
+from desbordante_ops.local.stacks import open_stack
 
 OVERSIZE_TEST_MAX_BYTES = 16 * 1024 * 1024  # only send an oversize upload when this is cheap
 
@@ -26,42 +29,51 @@ class Target:
     flower_auth: tuple[str, str] | None = None
     flower_skip_reason: str = ""
     max_upload_bytes: int | None = None
-    cfg: EnvConfig | None = None
-    context: Context | None = field(default=None, repr=False)
+    stack: LocalStack | None = field(default=None, repr=False)
+    api_auth: tuple[str, str] | None = field(default=None, repr=False)  # restricted stage
 
     @property
     def restartable(self) -> bool:
         """The suite may restart it (down + up) to check persistence."""
-        return self.kind in ("local", "docker") and self.cfg is not None
+        return self.stack is not None
 
     def restart(self) -> None:
-        assert self.cfg is not None and self.context is not None
-        docker = self.kind == "docker"
-        stack.down(self.context, self.cfg, docker=docker)
-        stack.up(self.context, self.cfg, docker=docker)
+        assert self.stack is not None
+        self.stack.down(timeout=30)
+        self.stack.up(timeout=120)
 
 
 def _flower_auth_from_environment(cfg: EnvConfig | None) -> tuple[str, str] | None:
     password = os.environ.get("FLOWER_PASSWORD")
-    user = os.environ.get("FLOWER_USER") or (cfg["FLOWER_USER"] if cfg else "admin")
+    user = os.environ.get("FLOWER_USER") or (cfg.backend.FLOWER_USER if cfg else "admin")
     return (user, password) if password else None
 
 
 def _flower_auth_from_cluster(cfg: EnvConfig) -> tuple[str, str] | None:
     """Flower password from the cluster Secret, or None to fall back to the environment."""
-    from desbordante_ops import k8s_names, kube
-
     try:
         connection = kube.connect(cfg)
-        secret = connection.core.read_namespaced_secret(
-            k8s_names.FlowerSecret.NAME, cfg["K8S_NAMESPACE"]
-        )
+        secret = connection.core.read_namespaced_secret(names.FlowerSecret.NAME, cfg.namespace)
     except Exception:  # no cluster or kubeconfig (Exit), no secret, no permission
         return None
-    raw = (secret.data or {}).get(k8s_names.FlowerSecret.PASSWORD)
+    raw = (secret.data or {}).get(names.FlowerSecret.PASSWORD)
     if not raw:
         return None
-    return cfg["FLOWER_USER"], base64.b64decode(raw).decode("utf-8")
+    return cfg.backend.FLOWER_USER, base64.b64decode(raw).decode("utf-8")
+
+
+def _api_auth(cfg: EnvConfig) -> tuple[str, str] | None:
+    """The API's basic auth when API_ACCESS=restricted: from the cluster Secret, else
+    API_AUTH_PASSWORD in the environment."""
+    if not edge.restricted(cfg):
+        return None
+    try:
+        return cfg.toolkit.API_AUTH_USER, edge.api_auth_password(
+            kube.connect(cfg).core, cfg.namespace
+        )
+    except Exception:  # no cluster or kubeconfig (Exit), no secret, no permission
+        password = os.environ.get("API_AUTH_PASSWORD")
+        return (cfg.toolkit.API_AUTH_USER, password) if password else None
 
 
 def environment_target(env: str) -> Target:
@@ -70,16 +82,16 @@ def environment_target(env: str) -> Target:
     auth = _flower_auth_from_cluster(cfg) or _flower_auth_from_environment(cfg)
     return Target(
         kind=f"env:{env}",
-        api_url=cfg["API_BASE_URL"],
-        flower_url=cfg.get("FLOWER_BASE_URL"),
+        api_url=cfg.toolkit.API_BASE_URL,
+        flower_url=cfg.toolkit.FLOWER_BASE_URL or None,
         flower_auth=auth,
         flower_skip_reason=(
             ""
             if auth
             else "no Flower password: not readable from the cluster, FLOWER_PASSWORD unset"
         ),
-        max_upload_bytes=cfg.get_int("MAX_UPLOAD_SIZE_BYTES"),
-        cfg=None,
+        max_upload_bytes=cfg.backend.MAX_UPLOAD_SIZE_BYTES,
+        api_auth=_api_auth(cfg),
     )
 
 
@@ -106,21 +118,20 @@ def url_target(api_url: str, flower_url: str | None) -> Target:
 def stack_target(docker: bool) -> Iterator[Target]:
     """The local stack (processes or containers): brought up here, down only if we started it."""
     cfg = load_config("local")
-    context = Context()
-    started = docker or not stack.is_running(cfg)
+    stack = open_stack(Context(), cfg, docker)
+    started = docker or not stack.is_running()
     try:
-        stack.up(context, cfg, docker=docker)
-        auth = stack.flower_auth(cfg)
+        stack.up(timeout=120)
+        auth = flower_auth(cfg)
         yield Target(
             kind="docker" if docker else "local",
-            api_url=cfg["API_BASE_URL"],
-            flower_url=cfg["FLOWER_BASE_URL"] + cfg.get("FLOWER_URL_PREFIX", ""),
+            api_url=cfg.toolkit.API_BASE_URL,
+            flower_url=flower_url(cfg),
             flower_auth=auth,
             flower_skip_reason="" if auth else "no local Flower password file",
-            max_upload_bytes=cfg.get_int("MAX_UPLOAD_SIZE_BYTES"),
-            cfg=cfg,
-            context=context,
+            max_upload_bytes=cfg.backend.MAX_UPLOAD_SIZE_BYTES,
+            stack=stack,
         )
     finally:
         if started:
-            stack.down(context, cfg, docker=docker)
+            stack.down(timeout=30)

@@ -14,10 +14,12 @@ from collections.abc import Iterator
 import httpx
 import psutil
 import pytest
+from invoke import Context
 
-from desbordante_ops import stack
-from desbordante_ops.config import REPO_ROOT, load_config
-from desbordante_ops.localsecrets import read_secret, secret_path
+from desbordante_ops.core.settings import REPO_ROOT, load_config
+from desbordante_ops.local.processes import ProcessStack
+from desbordante_ops.local.secrets import read_secret, secret_path
+from desbordante_ops.local.supervise import SERVICES
 
 SECRETS = ("POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASSWORD", "FLOWER_PASSWORD")
 
@@ -39,7 +41,7 @@ def invoke(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
 def idle_local_stack(stack_kind: str) -> None:
     if stack_kind != "local":
         pytest.skip(f"the CLI run is for the local target, not {stack_kind}")
-    if stack.is_running(load_config("local")):
+    if ProcessStack(Context(), load_config("local")).is_running():
         pytest.skip("a local stack is already running; not stopping someone else's stack")
 
 
@@ -47,8 +49,7 @@ def idle_local_stack(stack_kind: str) -> None:
 def cleanup() -> Iterator[None]:
     """Whatever happens in the test, leave no stack behind."""
     yield
-    cfg = load_config("local")
-    if stack.is_running(cfg):
+    if ProcessStack(Context(), load_config("local")).is_running():
         invoke("down")
 
 
@@ -57,18 +58,18 @@ def test_up_status_down(idle_local_stack: None, cleanup: None) -> None:
     cfg = load_config("local")
     first = invoke("up")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
-    for expected in ("Swagger UI", f"{cfg['API_BASE_URL']}/docs", "Flower login"):
+    for expected in ("Swagger UI", f"{cfg.toolkit.API_BASE_URL}/docs", "Flower login"):
         assert expected in first.stdout
     assert str(secret_path("FLOWER_PASSWORD", root=cfg.root)) in first.stdout
 
-    sup = stack.Supervisor(stack.paths_for(cfg))
-    pids = sup.pids()
+    stack = ProcessStack(Context(), cfg)
+    pids = stack.sup.pids()
     assert len(pids) >= 4  # supervisord, api, worker (+ pool), flower
-    assert httpx.get(f"{cfg['API_BASE_URL']}/health/ready", timeout=5).status_code == 200
+    assert httpx.get(f"{cfg.toolkit.API_BASE_URL}/health/ready", timeout=5).status_code == 200
 
     again = invoke("up")
     assert again.returncode == 0, again.stdout[-3000:]
-    for service in stack.SERVICES:
+    for service in SERVICES:
         assert f"{service} already running" in again.stdout
 
     status = invoke("status")
@@ -81,7 +82,7 @@ def test_up_status_down(idle_local_stack: None, cleanup: None) -> None:
     assert down.returncode == 0, down.stdout[-3000:]
     assert "data (database, uploads) is kept" in down.stdout
     assert not [pid for pid in pids if psutil.pid_exists(pid)], "processes left after down"
-    assert not stack.is_running(cfg)
+    assert not stack.is_running()
 
     output = first.stdout + first.stderr + again.stdout + status.stdout + down.stdout
     for name in SECRETS:

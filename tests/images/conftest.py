@@ -1,14 +1,13 @@
 """Fixtures of the image tests: a real Docker engine, base image, wheelhouse, image and registry.
 
-The engine is made ready by project code (`engine.ensure_engine`: installs docker.io from
-Debian and starts `dockerd --bridge=none --iptables=false` when root and none answers). Images
-are built offline: on the local debootstrap Python 3.11 base, from the wheelhouse.
+The engine, the debootstrap base and the registry are what these CI machines need (tests/support):
+no engine runs and nothing can be pulled. The image itself is built by the toolkit's own
+`images.build` code, offline: on the local base, from the wheelhouse, on the host network.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from collections.abc import Iterator
 
@@ -16,17 +15,22 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 from invoke import Context
+from support import baseimage, dockerd, registry
 
-from desbordante_ops import baseimage, engine, images, registry, wheelhouse
+from desbordante_ops.core.settings import EnvConfig, load_config
+from desbordante_ops.image import build as images
+from desbordante_ops.image import wheelhouse
 
 TEST_IMAGE = "desbordante-test/backend"
+NETWORK = dockerd.NETWORK  # the CI engine runs without a bridge
 
 
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
-    if os.geteuid() != 0 and not engine.ping():
-        pytest.skip("no Docker engine answers and starting one needs root")
-    return engine.ensure_engine()
+    try:
+        return dockerd.ensure_engine()
+    except dockerd.Unavailable as reason:
+        pytest.skip(f"no Docker engine: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +41,21 @@ def base_image(docker_client: docker.DockerClient) -> str:
 
 @pytest.fixture(scope="session")
 def wheels() -> None:
-    wheelhouse.build()
+    wheelhouse.build(Context())
+
+
+@pytest.fixture(scope="session")
+def image_cfg() -> EnvConfig:
+    """The local settings the image tests build with (host network, the test repository)."""
+    return load_config("local", {"IMAGE_BUILD_NETWORK": NETWORK, "IMAGE_NAME": TEST_IMAGE})
 
 
 @pytest.fixture(scope="session")
 def built(
-    docker_client: docker.DockerClient, base_image: str, wheels: None
+    docker_client: docker.DockerClient, base_image: str, wheels: None, image_cfg: EnvConfig
 ) -> Iterator[images.BuildResult]:
     """The backend image, built by `images.build` exactly as the task does."""
-    result = images.build(Context(), image=TEST_IMAGE, base_image=base_image)
+    result = images.build(Context(), image_cfg, base_image=base_image)
     yield result
     for ref in result.refs:
         with contextlib.suppress(ImageNotFound):

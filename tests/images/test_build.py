@@ -11,8 +11,10 @@ import docker
 import pytest
 from invoke import Exit
 
-from desbordante_ops import images
-from desbordante_ops.config import REPO_ROOT
+from desbordante_ops.core.settings import REPO_ROOT
+from desbordante_ops.image import build as images
+
+from .conftest import NETWORK
 
 DEPS_STEP = "--requirement /build/requirements.lock"
 APP_STEP = "--target /opt/app"
@@ -35,10 +37,10 @@ def test_code_only_change_reuses_the_dependency_layer(
     args = {"BASE_IMAGE": base_image, "REVISION": "test"}
     refs = ["desbordante-test/cache:first", "desbordante-test/cache:second"]
     try:
-        first = images.build_image(docker_client, refs[:1], args, root=root)
+        first = images.build_image(docker_client, refs[:1], args, network=NETWORK, root=root)
         module = root / "backend" / "src" / "desbordante_service" / "__init__.py"
         module.write_text(module.read_text() + f"\n# code-only change {uuid.uuid4()}\n")
-        second = images.build_image(docker_client, refs[1:], args, root=root)
+        second = images.build_image(docker_client, refs[1:], args, network=NETWORK, root=root)
         first_layers = docker_client.api.inspect_image(first.image_id)["RootFS"]["Layers"]
         second_layers = docker_client.api.inspect_image(second.image_id)["RootFS"]["Layers"]
     finally:
@@ -65,7 +67,11 @@ def test_failing_build_names_the_failing_step(
     )
     with pytest.raises(Exit) as raised:
         images.build_image(
-            docker_client, ["desbordante-test/broken:x"], {"BASE_IMAGE": base_image}, root=tmp_path
+            docker_client,
+            ["desbordante-test/broken:x"],
+            {"BASE_IMAGE": base_image},
+            network=NETWORK,
+            root=tmp_path,
         )
     message = str(raised.value.message)
     assert "step 4/4" in message and "RUN echo about to fail && exit 3" in message

@@ -6,13 +6,16 @@ from datetime import datetime
 
 import docker
 import pytest
+from invoke import Context
 
-from desbordante_ops import images, imagetags
-from desbordante_ops.config import REPO_ROOT
+from desbordante_ops.core.settings import REPO_ROOT
+from desbordante_ops.image import build as images
+from desbordante_ops.image import inspect as image_inspect
+from desbordante_ops.image import tags as imagetags
 
 from .conftest import TEST_IMAGE
 
-ROLES = ("api", "worker", "flower", "migrate")
+ROLES = ("api", "worker", "flower", "migrate", "retention")
 SIZE_BUDGET_MB = 300  # debootstrap base (~123 MB) + dependencies (~107 MB) + app
 
 
@@ -27,12 +30,12 @@ def run(client: docker.DockerClient, ref: str, command: list[str], **kwargs) -> 
 
 
 def test_tags_follow_the_git_revision(built: images.BuildResult) -> None:
-    rev = imagetags.revision(REPO_ROOT)
+    rev = imagetags.revision(Context(), REPO_ROOT)
     assert built.refs == [f"{TEST_IMAGE}:{tag}" for tag in rev.tags]
 
 
 def test_runs_as_fixed_numeric_non_root_user(docker_client, built) -> None:
-    info = images.describe(docker_client, built.image_id)
+    info = image_inspect.describe(docker_client, built.image_id)
     uid, _, gid = info["user"].partition(":")
     assert uid.isdigit() and int(uid) >= 10000, info["user"]
     code, out = run(
@@ -46,8 +49,8 @@ def test_runs_as_fixed_numeric_non_root_user(docker_client, built) -> None:
 
 
 def test_oci_labels_name_source_revision_version_created(docker_client, built) -> None:
-    labels = images.describe(docker_client, built.image_id)["labels"]
-    rev = imagetags.revision(REPO_ROOT)
+    labels = image_inspect.describe(docker_client, built.image_id)["labels"]
+    rev = imagetags.revision(Context(), REPO_ROOT)
     assert labels["org.opencontainers.image.revision"] == rev.sha
     assert labels["org.opencontainers.image.version"] == rev.version
     assert labels["org.opencontainers.image.source"].startswith("https://")
@@ -56,7 +59,7 @@ def test_oci_labels_name_source_revision_version_created(docker_client, built) -
 
 
 def test_exec_form_entry_point_and_environment(docker_client, built) -> None:
-    info = images.describe(docker_client, built.image_id)
+    info = image_inspect.describe(docker_client, built.image_id)
     assert info["entrypoint"] == ["/opt/app/bin/desbordante-service"]
     assert info["cmd"] == ["api"]
     assert info["env"]["PYTHONUNBUFFERED"] == "1"
@@ -111,7 +114,7 @@ def test_uploads_directory_is_writable_by_the_user_and_code_is_not(docker_client
 
 def test_image_size_is_reported_and_within_budget(docker_client, built, capsys) -> None:
     size_mb = built.size / 1e6
-    layers = list(images.iter_layers_sizes(docker_client, built.image_id))
+    layers = list(image_inspect.layers(docker_client, built.image_id))
     with capsys.disabled():
         print(f"\nimage size: {size_mb:.1f} MB ({len(layers)} history entries)")
         for instruction, size in layers:

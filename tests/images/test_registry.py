@@ -16,9 +16,14 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 from invoke import Context, Exit
+from support import registry
 
-from desbordante_ops import containers, images, registry
-from desbordante_ops.config import REPO_ROOT, load_config
+from desbordante_ops.core.settings import REPO_ROOT, EnvConfig, load_config
+from desbordante_ops.image import build as images
+from desbordante_ops.image import push as image_push
+from desbordante_ops.image.refs import split_ref
+from desbordante_ops.local.containers import ROLES, ContainerStack
+from desbordante_ops.local.supervise import SERVICES
 
 from .conftest import TEST_IMAGE
 
@@ -30,14 +35,16 @@ def auth(reg: registry.Registry) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pushed(built: images.BuildResult, test_registry: registry.Registry) -> dict[str, str]:
+def pushed(
+    built: images.BuildResult, test_registry: registry.Registry, image_cfg: EnvConfig
+) -> dict[str, str]:
     """Every tag of the built image pushed with `images.push`: remote ref → digest."""
-    tags = [images.split_ref(ref)[1] or "" for ref in built.refs]
-    return images.push(
+    tags = [split_ref(ref)[1] or "" for ref in built.refs]
+    return image_push.push(
         Context(),
+        image_cfg,
         registry=test_registry.address,
-        tags=tags,
-        image=TEST_IMAGE,
+        push_tags=tags,
         auth=auth(test_registry),
     )
 
@@ -54,11 +61,11 @@ def pulled(
     docker_client.images.remove(built.image_id, force=True)
     with pytest.raises(ImageNotFound):
         docker_client.images.get(built.image_id)
-    repository, tag = images.split_ref(ref)
+    repository, tag = split_ref(ref)
     image = docker_client.images.pull(repository, tag=tag, auth_config=auth(test_registry))
     assert image.id == built.image_id  # content-addressed: the very same image came back
     for local in built.refs:  # later tests may still use the local tags
-        image.tag(*images.split_ref(local))
+        image.tag(*split_ref(local))
     yield ref
 
 
@@ -72,13 +79,13 @@ def test_push_sends_every_tag_and_reports_digests(pushed, test_registry, capsys)
 
 
 def test_push_with_wrong_password_fails_with_the_registry_message(
-    built, test_registry, monkeypatch, capsys
+    built, test_registry, image_cfg, monkeypatch, capsys
 ) -> None:
     monkeypatch.setenv("REGISTRY_USERNAME", test_registry.username)
     monkeypatch.setenv("REGISTRY_PASSWORD", "not-the-password")
-    tag = images.split_ref(built.refs[-1])[1] or ""
+    tag = split_ref(built.refs[-1])[1] or ""
     with pytest.raises(Exit) as raised:
-        images.push(Context(), registry=test_registry.address, tags=[tag], image=TEST_IMAGE)
+        image_push.push(Context(), image_cfg, registry=test_registry.address, push_tags=[tag])
     message = str(raised.value.message)
     assert "Push of" in message and "failed" in message
     assert "unauthorized" in message.lower() or "authentication required" in message.lower()
@@ -86,13 +93,13 @@ def test_push_with_wrong_password_fails_with_the_registry_message(
 
 
 def test_push_to_prod_refuses_a_sha_tag(built, test_registry) -> None:
-    sha_tag = images.split_ref(built.refs[-1])[1] or ""
+    sha_tag = split_ref(built.refs[-1])[1] or ""
     with pytest.raises(Exit, match="only clean"):
-        images.push(
+        image_push.push(
             Context(),
-            env="prod",
+            load_config("prod"),
             registry=test_registry.address,
-            tags=[sha_tag],
+            push_tags=[sha_tag],
             image=TEST_IMAGE,
             auth=auth(test_registry),
         )
@@ -128,15 +135,14 @@ def test_e2e_suite_passes_against_containers_of_the_pulled_image(pulled: str) ->
 def test_docker_healthcheck_turns_healthy_for_every_role(
     docker_client: docker.DockerClient, pulled: str
 ) -> None:
-    cfg = load_config("local", flags={"IMAGE_NAME": pulled})
-    context = Context()
-    containers.up(context, cfg, image=pulled)
+    stack = ContainerStack(Context(), load_config("local"), image=pulled)
+    stack.up(timeout=120)
     try:
         states: dict[str, str] = {}
         deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            for role in containers.SERVICES:
-                found = containers.find(docker_client, cfg, role)
+            for role in SERVICES:
+                found = stack.find(role)
                 assert found is not None
                 states[role] = found.attrs["State"].get("Health", {}).get("Status", "none")
             if all(state == "healthy" for state in states.values()):
@@ -145,6 +151,6 @@ def test_docker_healthcheck_turns_healthy_for_every_role(
             time.sleep(1)
         assert all(state == "healthy" for state in states.values()), states
     finally:
-        containers.down(context, cfg)
-    for role in containers.ROLES:
-        assert containers.find(docker_client, cfg, role) is None
+        stack.down(timeout=30)
+    for role in ROLES:
+        assert stack.find(role) is None

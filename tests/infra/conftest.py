@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from desbordante_ops import k8s_names as names
-from desbordante_ops.config import load_config
+from desbordante_ops.core.settings import load_config
 
 SKIP_REASON = "needs a bootstrapped k3s host: nox -s infra -- --hosts=ssh://root@server"
 
@@ -51,7 +50,7 @@ def infra_env(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def namespace(infra_env: str) -> str:
-    return names.namespace_for(infra_env)
+    return f"desbordante-{infra_env}"
 
 
 @pytest.fixture(scope="session")

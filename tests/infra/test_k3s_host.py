@@ -60,7 +60,7 @@ def test_volume_claims_are_bound(kubectl_json: Any, namespace: str) -> None:
 
 
 def test_ingress_answers_for_the_api_host(host: Any, cfg: Any) -> None:
-    api_host = cfg["API_HOST"]
+    api_host = cfg.value("API_HOST")
     code = host.check_output(
         f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {api_host}' "
         "--max-time 10 http://127.0.0.1/health/ready"
@@ -69,7 +69,7 @@ def test_ingress_answers_for_the_api_host(host: Any, cfg: Any) -> None:
 
 
 def test_flower_behind_basic_auth(host: Any, cfg: Any) -> None:
-    flower_host = cfg["FLOWER_INGRESS_HOST"]
+    flower_host = cfg.value("FLOWER_INGRESS_HOST")
     code = host.check_output(
         f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {flower_host}' "
         "--max-time 10 http://127.0.0.1/"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from support.fakeapi import fake_api, fake_api_tls  # noqa: F401 - pytest fixtures
+from support.fakeapi_kube import admin, admin_kubeconfig  # noqa: F401 - pytest fixtures
 
-from desbordante_ops import k8s_names as names
-from desbordante_ops.render import Rendered, render
+from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.core.settings import CLUSTER_ENVS
 
-from .kube_objects import TEST_TAG
+from .kube_objects import render_env
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,9 +24,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def all_rendered() -> dict[str, Rendered]:
-    return {env: render(env, TEST_TAG) for env in names.KUBE_ENVS}
+    return {env: render_env(env) for env in CLUSTER_ENVS}
 
 
-@pytest.fixture(params=names.KUBE_ENVS)
+@pytest.fixture(params=CLUSTER_ENVS)
 def rendered(request: pytest.FixtureRequest, all_rendered: dict[str, Rendered]) -> Rendered:
     return all_rendered[request.param]

@@ -8,12 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from desbordante_ops.config import REPO_ROOT, env_file, read_env_file
+from invoke import Context
+
+from desbordante_ops.cluster.render import Rendered, render
+from desbordante_ops.core.settings import REPO_ROOT, EnvConfig, load_config
 
 # The release tag the tests render (dots become dashes in the migrate Job name).
 TEST_TAG = "1.2.3-rc.1"
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 LONG_RUNNING_KINDS = ("Deployment", "StatefulSet")
+JOB_KINDS = ("Job", "CronJob")  # run to completion: no Service, selector or probes
 MIB = 1024 * 1024
 _BINARY = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB}
 _DECIMAL = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9}
@@ -24,8 +28,16 @@ def workloads(docs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     return (doc for doc in docs if doc["kind"] in WORKLOAD_KINDS)
 
 
+def pod_template(workload: dict[str, Any]) -> dict[str, Any]:
+    """The pod template of a workload (a CronJob's is inside its jobTemplate)."""
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]
+
+
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
-    return workload["spec"]["template"]["spec"]
+    return pod_template(workload)["spec"]
 
 
 def containers(spec: dict[str, Any], *, init: bool = True) -> list[dict[str, Any]]:
@@ -57,6 +69,8 @@ def memory_request(spec: dict[str, Any]) -> int:
 def replicas(workload: dict[str, Any]) -> int:
     if workload["kind"] == "Job":
         return int(workload["spec"].get("parallelism", 1))
+    if workload["kind"] == "CronJob":  # concurrencyPolicy Forbid: one Job at a time
+        return int(workload["spec"]["jobTemplate"]["spec"].get("parallelism", 1))
     return int(workload["spec"].get("replicas", 1))
 
 
@@ -68,9 +82,21 @@ def overlay_memory_requests(docs: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
+def settings(env: str, flags: dict[str, str] | None = None, root: Path = REPO_ROOT) -> EnvConfig:
+    """The settings of ENV from its env file and FLAGS only (not this process's environment)."""
+    return load_config(env, flags, environ={}, root=root)
+
+
+def render_env(
+    env: str, tag: str = TEST_TAG, flags: dict[str, str] | None = None, **kwargs: Any
+) -> Rendered:
+    """ENV's manifests for TAG, rendered by the toolkit's own render path."""
+    return render(Context(), settings(env, flags, kwargs.pop("root", REPO_ROOT)), tag, **kwargs)
+
+
 def env_values(env: str) -> dict[str, str]:
-    """env/<env>.env as the configMapGenerator reads it."""
-    return read_env_file(env_file(env))
+    """The backend settings of ENV, as the ConfigMap must carry them."""
+    return settings(env).backend_env()
 
 
 def backend_constant(relative: str, name: str, root: Path = REPO_ROOT) -> int:

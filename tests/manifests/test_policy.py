@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
-from desbordante_ops import k8s_names as names
-from desbordante_ops.config import REPO_ROOT
-from desbordante_ops.render import Rendered, render
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.core.settings import REPO_ROOT
 
 from .kube_objects import (
+    JOB_KINDS,
     LONG_RUNNING_KINDS,
     MIB,
     backend_constant,
@@ -21,7 +22,10 @@ from .kube_objects import (
     env_values,
     overlay_memory_requests,
     pod_spec,
+    pod_template,
     quantity_bytes,
+    render_env,
+    settings,
     workloads,
 )
 from .netpol import Pod, allowed, egress_allows, ingress_allows
@@ -37,7 +41,7 @@ RESTRICTED_VOLUME_TYPES = {
     "projected",
     "secret",
 }
-BACKEND_COMPONENTS = (names.API, names.WORKER, names.FLOWER, names.MIGRATE)
+BACKEND_COMPONENTS = (names.API, names.WORKER, names.FLOWER, names.MIGRATE, names.RETENTION)
 
 
 def all_containers(rendered: Rendered) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -54,7 +58,7 @@ def long_running(rendered: Rendered) -> list[dict[str, Any]]:
 
 
 def component_of(workload: dict[str, Any]) -> str:
-    return workload["spec"]["template"]["metadata"]["labels"][names.COMPONENT_LABEL]
+    return pod_template(workload)["metadata"]["labels"][names.COMPONENT_LABEL]
 
 
 def prestop_seconds(container: dict[str, Any]) -> int:
@@ -193,11 +197,11 @@ def test_workload_and_service_names_and_labels_match_k8s_names(rendered: Rendere
         names.UPLOADS_PVC
     ]
     for workload in workloads(rendered.docs):
-        labels = workload["spec"]["template"]["metadata"]["labels"]
+        labels = pod_template(workload)["metadata"]["labels"]
         assert labels[names.NAME_LABEL] == names.APP_NAME
         assert labels[names.COMPONENT_LABEL] in names.COMPONENTS
         assert labels[names.INSTANCE_LABEL] == rendered.namespace
-        if workload["kind"] != "Job":
+        if workload["kind"] not in JOB_KINDS:
             want = dict(kv.split("=") for kv in names.selector(component_of(workload)).split(","))
             assert workload["spec"]["selector"]["matchLabels"] == want
             assert workload["metadata"]["name"] == component_of(workload)
@@ -217,7 +221,8 @@ def test_config_map_is_generated_from_the_env_file(rendered: Rendered) -> None:
     config = config_maps[0]
     assert config["metadata"]["name"] != names.CONFIG_MAP, "needs its content-hash suffix"
     assert config["data"] == env_values(rendered.env)
-    assert config["data"]["K8S_NAMESPACE"] == rendered.namespace
+    toolkit_only = {"IMAGE_NAME", "API_HOST", "K8S_NAMESPACE", "API_BASE_URL", "KUBECONFIG_PATH"}
+    assert not toolkit_only & set(config["data"]), "toolkit settings must not reach pods"
     for workload in workloads(rendered.docs):
         if component_of(workload) in BACKEND_COMPONENTS:
             for c in containers(pod_spec(workload)):
@@ -228,38 +233,54 @@ def test_config_map_is_generated_from_the_env_file(rendered: Rendered) -> None:
 def test_a_config_change_renames_the_config_map_so_pods_roll(tmp_path: Path) -> None:
     for part in ("k8s", "env"):
         shutil.copytree(REPO_ROOT / part, tmp_path / part)
-    before = render("stage", "1.0.0", image_name="img", root=tmp_path)
+    before = render_env("stage", "1.0.0", image_name="img", root=tmp_path)
     env_file = tmp_path / "env" / "stage.env"
     changed = env_file.read_text().replace("LOG_LEVEL=INFO", "LOG_LEVEL=DEBUG")
     assert "LOG_LEVEL=DEBUG" in changed
     env_file.write_text(changed)
-    after = render("stage", "1.0.0", image_name="img", root=tmp_path)
-
-    def api_config(rendered: Rendered) -> str:
-        api = pod_spec(rendered.find("Deployment", names.API))
-        return api["containers"][0]["envFrom"][0]["configMapRef"]["name"]
-
+    after = render_env("stage", "1.0.0", image_name="img", root=tmp_path)
     assert api_config(before) != api_config(after)
 
 
-def test_replicas_and_hosts_come_from_the_env_file(rendered: Rendered) -> None:
-    env = env_values(rendered.env)
-    assert rendered.find("Deployment", names.API)["spec"]["replicas"] == int(env["API_REPLICAS"])
+def api_config(rendered: Rendered) -> str:
+    api = pod_spec(rendered.find("Deployment", names.API))
+    return str(api["containers"][0]["envFrom"][0]["configMapRef"]["name"])
+
+
+def test_overrides_that_invoke_config_shows_reach_the_manifests() -> None:
+    """`--set` (and the process environment) win over the env file in the pods too."""
+    plain = render_env("stage")
+    changed = render_env(
+        "stage", flags={"LOG_LEVEL": "DEBUG", "API_HOST": "api.example.org", "API_REPLICAS": "2"}
+    )
+    config = next(
+        c for c in changed.of_kind("ConfigMap") if c["metadata"]["name"] == api_config(changed)
+    )
+    assert config["data"]["LOG_LEVEL"] == "DEBUG"
+    assert api_config(plain) != api_config(changed)
+    assert changed.find("Ingress", names.API)["spec"]["rules"][0]["host"] == "api.example.org"
+    assert changed.find("Deployment", names.API)["spec"]["replicas"] == 2
+
+
+def test_replicas_and_hosts_come_from_the_settings(rendered: Rendered) -> None:
+    toolkit = settings(rendered.env).toolkit
+    assert rendered.find("Deployment", names.API)["spec"]["replicas"] == toolkit.API_REPLICAS
     worker = rendered.find("Deployment", names.WORKER)
-    assert worker["spec"]["replicas"] == int(env["WORKER_REPLICAS"])
+    assert worker["spec"]["replicas"] == toolkit.WORKER_REPLICAS
     hosts = {
         i["metadata"]["name"]: i["spec"]["rules"][0]["host"] for i in rendered.of_kind("Ingress")
     }
-    assert hosts == {names.API: env["API_HOST"], names.FLOWER: env["FLOWER_INGRESS_HOST"]}
+    assert hosts[names.API] == toolkit.API_HOST
+    assert hosts[names.FLOWER] == toolkit.FLOWER_INGRESS_HOST
+    assert set(hosts.values()) == {toolkit.API_HOST, toolkit.FLOWER_INGRESS_HOST}
 
 
 def test_environments_do_not_share_hosts(all_rendered: dict[str, Rendered]) -> None:
     hosts = [
-        i["spec"]["rules"][0]["host"]
+        {i["spec"]["rules"][0]["host"] for i in rendered.of_kind("Ingress")}
         for rendered in all_rendered.values()
-        for i in rendered.of_kind("Ingress")
     ]
-    assert len(hosts) == len(set(hosts))
+    assert sum(map(len, hosts)) == len(set().union(*hosts)) == 2 * len(hosts)
 
 
 # --- Secrets -----------------------------------------------------------------------------------
@@ -323,7 +344,7 @@ def test_secrets_are_known_and_mounted_as_files_behind_file_variables(rendered: 
             for var in c.get("env", []):
                 if var["name"].endswith("_FILE"):
                     assert files.get(var["value"]) == expected[var["name"]], var
-            if component_of(workload) in (names.API, names.WORKER, names.MIGRATE):
+            if component_of(workload) in (names.API, names.WORKER, names.MIGRATE, names.RETENTION):
                 file_vars = {v["name"] for v in c.get("env", [])}
                 assert {"POSTGRES_PASSWORD_FILE", "RABBITMQ_DEFAULT_PASSWORD_FILE"} <= file_vars
     flower_spec = pod_spec(rendered.find("Deployment", names.FLOWER))
@@ -349,7 +370,7 @@ def test_namespace_enforces_restricted(rendered: Rendered) -> None:
 
 def _pods(rendered: Rendered) -> dict[str, Pod]:
     return {
-        component_of(w): Pod(rendered.namespace, w["spec"]["template"]["metadata"]["labels"])
+        component_of(w): Pod(rendered.namespace, pod_template(w)["metadata"]["labels"])
         for w in workloads(rendered.docs)
     }
 
@@ -377,6 +398,7 @@ def test_network_policies_allow_exactly_the_needed_connections(rendered: Rendere
         (names.WORKER, names.RABBITMQ),
         (names.FLOWER, names.RABBITMQ),
         (names.MIGRATE, names.POSTGRES),
+        (names.RETENTION, names.POSTGRES),
     }
     actual = {
         (src, dst)
@@ -433,7 +455,7 @@ def test_ingresses_use_traefik_and_flower_only_behind_basic_auth(rendered: Rende
         "traefik.ingress.kubernetes.io/router.middlewares"
     ]
     auth = rendered.find("Middleware", "flower-auth")["spec"]["basicAuth"]
-    assert flower_refs == f"{rendered.namespace}-flower-auth@kubernetescrd"
+    assert flower_refs.split(",")[-1] == f"{rendered.namespace}-flower-auth@kubernetescrd"
     assert auth["secret"] == names.FlowerSecret.NAME
     # The only way to Flower is its Ingress (its Service is ClusterIP, no NodePort).
     assert rendered.find("Service", names.FLOWER)["spec"].get("type", "ClusterIP") == "ClusterIP"
@@ -445,10 +467,11 @@ def test_edge_body_limit_matches_what_the_api_accepts(rendered: Rendered) -> Non
     envelope = backend_constant("datasets/upload.py", "ENVELOPE_ALLOWANCE")
     limit = rendered.find("Middleware", "upload-limit")["spec"]["buffering"]
     assert limit["maxRequestBodyBytes"] == max_file + envelope
-    api_refs = rendered.find("Ingress", names.API)["metadata"]["annotations"][
-        "traefik.ingress.kubernetes.io/router.middlewares"
-    ]
-    assert api_refs == f"{rendered.namespace}-upload-limit@kubernetescrd"
+    for ingress in (names.API, "api-limited"):  # the last step before the API, on every route
+        api_refs = rendered.find("Ingress", ingress)["metadata"]["annotations"][
+            "traefik.ingress.kubernetes.io/router.middlewares"
+        ]
+        assert api_refs.split(",")[-1] == f"{rendered.namespace}-upload-limit@kubernetescrd"
 
 
 # --- Memory budget -----------------------------------------------------------------------------
@@ -470,4 +493,8 @@ def test_memory_requests_of_both_overlays_fit_the_budget(
             f"\nmemory requests: total {total // MIB}Mi of {MEMORY_BUDGET_BYTES // MIB}Mi; {report}"
         )
     assert total <= MEMORY_BUDGET_BYTES, report
-    assert set(per_env["prod"]) == set(per_env["stage"])  # same workloads, nothing forgotten
+
+    def kinds(requests: dict[str, int]) -> set[str]:  # the migrate Job's name differs per env
+        return {name.rpartition("-")[0] if name.startswith("Job/") else name for name in requests}
+
+    assert kinds(per_env["prod"]) == kinds(per_env["stage"])  # same workloads, none forgotten

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
-from invoke import Exit
+from invoke import Context, Exit
 
-from desbordante_ops import k8s_names as names
-from desbordante_ops.render import (
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.render import (
     BACKEND_IMAGE_PLACEHOLDER,
     Rendered,
     kustomize,
     overlay_dir,
-    render,
+    with_pull_secret,
 )
+from desbordante_ops.core.settings import REPO_ROOT
+from desbordante_ops.tasks import deploy as deploy_tasks
 
-from .kube_objects import TEST_TAG, containers, pod_spec, workloads
+from .kube_objects import TEST_TAG, containers, pod_spec, render_env, workloads
 
 
 def backend_images(rendered: Rendered) -> set[str]:
@@ -33,23 +37,34 @@ def test_release_image_is_set_on_every_backend_container(rendered: Rendered) -> 
 
 
 def test_image_name_can_be_overridden() -> None:
-    out = render("stage", "abc1234", image_name="127.0.0.1:5000/desbordante-backend")
+    out = render_env("stage", "abc1234", image_name="127.0.0.1:5000/desbordante-backend")
     assert backend_images(out) == {"127.0.0.1:5000/desbordante-backend:abc1234"}
 
 
-def test_migrate_job_is_named_per_release(rendered: Rendered) -> None:
+def test_migrate_job_is_named_per_release_and_spec(rendered: Rendered) -> None:
     jobs = rendered.of_kind("Job")
-    assert [j["metadata"]["name"] for j in jobs] == ["migrate-1-2-3-rc-1"]
-    assert rendered.migrate_job == names.migrate_job_name(TEST_TAG) == "migrate-1-2-3-rc-1"
+    assert [j["metadata"]["name"] for j in jobs] == [rendered.migrate_job]
+    assert re.fullmatch(r"migrate-1-2-3-rc-1-[0-9a-f]{8}", rendered.migrate_job)
     assert pod_spec(jobs[0])["containers"][0]["args"] == ["migrate"]
 
 
 def test_two_releases_get_different_migrate_jobs() -> None:
-    assert render("prod", "2.0.0").migrate_job != render("prod", "2.0.1").migrate_job
+    assert render_env("prod", "2.0.0").migrate_job != render_env("prod", "2.0.1").migrate_job
+
+
+def test_a_config_change_of_the_same_release_gets_a_new_migrate_job() -> None:
+    """A Job's template is immutable: the same name with a new ConfigMap would be refused
+    ("spec.template: field is immutable") on the second deploy of a tag."""
+    first = render_env("stage", "v0.2.0")
+    again = render_env("stage", "v0.2.0")
+    changed = render_env("stage", "v0.2.0", flags={"LOG_LEVEL": "DEBUG"})
+    assert first.migrate_job == again.migrate_job  # a redeploy of nothing new changes nothing
+    assert changed.migrate_job != first.migrate_job
+    assert changed.migrate_job.startswith("migrate-v0-2-0-")
 
 
 def test_namespace_and_every_namespaced_object_match_k8s_names(rendered: Rendered) -> None:
-    namespace = names.namespace_for(rendered.env)
+    namespace = f"desbordante-{rendered.env}"
     assert rendered.namespace == namespace
     assert [n["metadata"]["name"] for n in rendered.of_kind("Namespace")] == [namespace]
     for doc in rendered.docs:
@@ -60,17 +75,19 @@ def test_namespace_and_every_namespaced_object_match_k8s_names(rendered: Rendere
 @pytest.mark.parametrize("tag", ["latest", "", "-bad", "has space", "x" * 129])
 def test_unusable_tags_are_refused(tag: str) -> None:
     with pytest.raises(Exit):
-        render("stage", tag)
+        render_env("stage", tag)
 
 
 @pytest.mark.parametrize("env", ["local", "dev", "../base"])
 def test_environments_without_overlay_are_refused(env: str) -> None:
     with pytest.raises(Exit):
-        overlay_dir(env)
+        overlay_dir(env, REPO_ROOT)
 
 
 def test_raw_overlay_keeps_the_placeholder_image_so_only_render_deploys() -> None:
-    docs = [d for d in yaml.safe_load_all(kustomize(overlay_dir("stage"))) if d]
+    docs = [
+        d for d in yaml.safe_load_all(kustomize(Context(), overlay_dir("stage", REPO_ROOT))) if d
+    ]
     images = {c["image"] for w in workloads(docs) for c in containers(pod_spec(w))}
     assert BACKEND_IMAGE_PLACEHOLDER in images
 
@@ -78,13 +95,42 @@ def test_raw_overlay_keeps_the_placeholder_image_so_only_render_deploys() -> Non
 def test_kustomize_errors_become_one_clear_exit(tmp_path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
     with pytest.raises(Exit, match=r"kubectl kustomize .* failed"):
-        kustomize(tmp_path)
+        kustomize(Context(), tmp_path)
 
 
 def test_migrate_job_names_are_dns_labels() -> None:
+    assert len(render_env("stage", "v" * 120).migrate_job) <= 63
     assert names.migrate_job_name("1.4.0") == "migrate-1-4-0"
     assert names.migrate_job_name("Sha_ABC") == "migrate-sha-abc"
     long = names.migrate_job_name("v" * 200)
     assert len(long) <= 63 and not long.endswith("-")
     with pytest.raises(ValueError):
         names.migrate_job_name("...")
+
+
+def test_a_pull_secret_reaches_every_pod_of_the_backend_image_only() -> None:
+    plain = render_env("stage")
+    secret = render_env("stage", pull_secret="desbordante-registry")
+    for w in workloads(secret.docs):
+        spec = pod_spec(w)
+        runs_backend = any(c["image"] == secret.image for c in containers(spec))
+        wanted = [{"name": "desbordante-registry"}] if runs_backend else None
+        assert spec.get("imagePullSecrets") == wanted, w["metadata"]["name"]
+    with_secret = {
+        w["metadata"]["name"] for w in workloads(secret.docs) if "imagePullSecrets" in pod_spec(w)
+    }
+    assert with_secret == {"api", "worker", "flower", "retention", secret.migrate_job}
+    # the Job's template changed, so it is a new Job (templates are immutable)
+    assert secret.migrate_job != plain.migrate_job
+    assert with_pull_secret(plain, "desbordante-registry").docs == secret.docs
+
+
+def test_deploy_render_shows_the_pull_secret_when_registry_credentials_are_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REGISTRY_USERNAME", "robot")
+    monkeypatch.setenv("REGISTRY_PASSWORD", "s3cret-registry-token")
+    deploy_tasks.render(Context(), env="stage", tag="abc1234")
+    out = capsys.readouterr().out
+    assert "imagePullSecrets" in out and "desbordante-registry" in out
+    assert "s3cret-registry-token" not in out

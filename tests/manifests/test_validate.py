@@ -11,8 +11,8 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 
-from desbordante_ops.config import REPO_ROOT
-from desbordante_ops.render import Rendered
+from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.core.settings import REPO_ROOT
 
 TRAEFIK_API = "traefik.io/v1alpha1"
 MIDDLEWARES_ANNOTATION = "traefik.ingress.kubernetes.io/router.middlewares"
@@ -30,7 +30,15 @@ MIDDLEWARE_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "removeHeader": bool,
         "headerField": str,
     },
+    # Traefik v3 (k3s's bundled chart): rate and concurrency limits, headers, redirect, allow-list.
+    "rateLimit": {"average": int, "period": (str, int), "burst": int, "sourceCriterion": dict},
+    "inFlightReq": {"amount": int, "sourceCriterion": dict},
+    "headers": {"stsSeconds": int, "stsIncludeSubdomains": bool, "stsPreload": bool},
+    "redirectScheme": {"scheme": str, "permanent": bool, "port": str},
+    "ipAllowList": {"sourceRange": list, "ipStrategy": dict},
 }
+# In every environment (k8s/base/middlewares.yaml); k8s/components add others as configured.
+BASE_MIDDLEWARES = {"upload-limit", "flower-auth", "rate-limit", "in-flight"}
 
 
 def k3s_kubernetes_version() -> str:
@@ -89,7 +97,7 @@ def test_only_expected_kinds_are_rendered(rendered: Rendered) -> None:
 
 def test_traefik_middlewares_have_a_known_shape(rendered: Rendered) -> None:
     middlewares = rendered.of_kind("Middleware")
-    assert {m["metadata"]["name"] for m in middlewares} == {"upload-limit", "flower-auth"}
+    assert {m["metadata"]["name"] for m in middlewares} >= BASE_MIDDLEWARES
     for middleware in middlewares:
         assert middleware["apiVersion"] == TRAEFIK_API
         assert set(middleware) == {"apiVersion", "kind", "metadata", "spec"}

@@ -1,128 +1,185 @@
-"""access.grant / access.revoke against in-memory RBAC and CoreV1Api fakes (no cluster)."""
+"""access.grant / access.revoke through the real kubernetes client against the fake API server.
+
+tests/support/fakeapi.py enforces authentication (client certificates, bearer tokens) and RBAC
+like kube-apiserver; the kubeconfigs are the files access.grant writes.
+"""
 
 from __future__ import annotations
 
-import copy
+import json
 import stat
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import yaml
 from invoke import Exit
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from support.fakeapi import FakeApiServer
+from support.fakeapi_kube import config_for, connect, grant
 
-from desbordante_ops import access, kube
-from desbordante_ops import k8s_names as names
+from desbordante_ops.cluster import access, kube
+from desbordante_ops.cluster import secrets as cluster_secrets
+from desbordante_ops.cluster.releases import LEDGER, SYSTEM_NAMESPACE
+from desbordante_ops.core.files import write_private
 
-NS = names.namespace_for("stage")
-
-
-class Store:
-    """Objects by (kind, namespace, name) with 404 on missing ones."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str, str], Any] = {}
-        self.tokens: list[tuple[str, Any]] = []
-
-    def _get(self, kind: str, name: str, namespace: str) -> Any:
-        try:
-            return copy.deepcopy(self.objects[(kind, namespace, name)])
-        except KeyError:
-            raise ApiException(status=404, reason="NotFound") from None
-
-    def _delete(self, kind: str, name: str, namespace: str) -> None:
-        self._get(kind, name, namespace)
-        del self.objects[(kind, namespace, name)]
-
-    # core
-    def read_namespaced_service_account(self, name: str, namespace: str) -> Any:
-        return self._get("sa", name, namespace)
-
-    def create_namespaced_service_account(self, namespace: str, body: Any) -> None:
-        self.objects[("sa", namespace, body.metadata.name)] = body
-
-    def patch_namespaced_service_account(self, name: str, namespace: str, body: Any) -> None:
-        self.objects[("sa", namespace, name)].metadata.labels = body["metadata"]["labels"]
-
-    def delete_namespaced_service_account(self, name: str, namespace: str) -> None:
-        self._delete("sa", name, namespace)
-
-    def create_namespaced_service_account_token(self, name: str, namespace: str, body: Any) -> Any:
-        self._get("sa", name, namespace)
-        self.tokens.append((name, body))
-        return SimpleNamespace(
-            status=SimpleNamespace(token=f"tok-{name}-SECRET", expiration_timestamp="2027-02-23")
-        )
-
-    # rbac
-    def read_namespaced_role_binding(self, name: str, namespace: str) -> Any:
-        return self._get("rb", name, namespace)
-
-    def create_namespaced_role_binding(self, namespace: str, body: Any) -> None:
-        self.objects[("rb", namespace, body.metadata.name)] = body
-
-    def delete_namespaced_role_binding(self, name: str, namespace: str) -> None:
-        self._delete("rb", name, namespace)
+NS = "desbordante-stage"
+OTHER_NS = "desbordante-prod"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> tuple[kube.Kube, Store]:
-    store = Store()
-    ca = tmp_path / "ca.crt"
-    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n")
-    configuration = SimpleNamespace(host="https://server.example:6443", ssl_ca_cert=str(ca))
-    k = kube.Kube(
-        api_client=SimpleNamespace(configuration=configuration),
-        core=store,
-        apps=None,
-        batch=None,
-        rbac=store,
-    )
-    return k, store
+def granted(admin: kube.Kube, tmp_path: Path, role: str, user: str = "jane") -> kube.Kube:
+    return connect(grant(admin, tmp_path, role, user))
 
 
-@pytest.mark.parametrize(("role", "cluster_role"), [("viewer", "view"), ("devops", "admin")])
-def test_grant_binds_role_and_writes_private_kubeconfig(
-    cluster: tuple[kube.Kube, Store], tmp_path: Path, role: str, cluster_role: str
+def forbidden(call: object, *args: object) -> str:
+    with pytest.raises(ApiException) as info:
+        call(*args)  # type: ignore[operator]
+    assert info.value.status == 403, info.value.body
+    status = json.loads(info.value.body)
+    assert (status["kind"], status["reason"], status["code"]) == ("Status", "Forbidden", 403)
+    return str(status["message"])
+
+
+def configmap(name: str) -> k8s.V1ConfigMap:
+    return k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name=name), data={"k": "v"})
+
+
+def test_token_kubeconfig_puts_the_bearer_token_on_the_wire(
+    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path
 ) -> None:
-    k, store = cluster
-    out = tmp_path / "jane-stage.kubeconfig"
-    access.grant(k, "stage", "jane", role, out, days=30)
-    binding = store.objects[("rb", NS, "access-jane")]
-    assert binding.role_ref.kind == "ClusterRole" and binding.role_ref.name == cluster_role
-    assert binding.subjects[0].name == "access-jane" and binding.subjects[0].namespace == NS
+    """kubernetes==36.0.0 sent no Authorization header: every token user was anonymous."""
+    fake_api.add_token("t0ken-of-jane", "jane")
+    config = access.kubeconfig_for(fake_api.url, fake_api.ca_data, NS, "jane", "t0ken-of-jane", NS)
+    path = tmp_path / "jane.kubeconfig"
+    write_private(path, yaml.safe_dump(config))
+    before = len(fake_api.requests)
+    k = connect(path)  # GET /version
+    forbidden(k.core.list_namespaced_secret, NS)  # authenticated as jane, who may not read
+    seen = fake_api.requests[before:]
+    assert [r.path.split("?")[0] for r in seen] == ["/version/", f"/api/v1/namespaces/{NS}/secrets"]
+    assert [r.headers.get("authorization") for r in seen] == ["Bearer t0ken-of-jane"] * 2
+    assert [r.user for r in seen] == ["jane", "jane"]
+
+
+def test_granted_devops_kubeconfig_authenticates_as_its_service_account(
+    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path
+) -> None:
+    out = grant(admin, tmp_path, "devops")
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     config = yaml.safe_load(out.read_text())
-    assert config["users"][0]["user"]["token"] == "tok-access-jane-SECRET"
     assert config["contexts"][0]["context"]["namespace"] == NS
-    assert config["clusters"][0]["cluster"]["server"] == "https://server.example:6443"
-    ((_, request),) = store.tokens
-    assert request.spec.expiration_seconds == 30 * 86400
+    assert config["clusters"][0]["cluster"]["server"] == fake_api.url
+    token = config["users"][0]["user"]["token"]
+    jane = connect(out)
+    assert jane.core.list_namespaced_secret(NS).items == []
+    assert fake_api.requests[-1].headers["authorization"] == f"Bearer {token}"
+    assert fake_api.requests[-1].user == f"system:serviceaccount:{NS}:access-jane"
 
 
-def test_changing_role_replaces_the_binding(
-    cluster: tuple[kube.Kube, Store], tmp_path: Path
+def test_viewer_reads_but_cannot_read_secrets_or_write(admin: kube.Kube, tmp_path: Path) -> None:
+    viewer = granted(admin, tmp_path, "viewer")
+    assert viewer.core.list_namespaced_pod(NS).items == []
+    assert forbidden(viewer.core.list_namespaced_secret, NS) == (
+        f'secrets is forbidden: User "system:serviceaccount:{NS}:access-jane" cannot list '
+        f'resource "secrets" in API group "" in the namespace "{NS}"'
+    )
+    forbidden(viewer.core.create_namespaced_config_map, NS, configmap("x"))
+    binding = admin.rbac.read_namespaced_role_binding("access-jane", NS)
+    assert (binding.role_ref.kind, binding.role_ref.name) == ("ClusterRole", "view")
+
+
+def test_devops_deploys_its_namespace_and_nothing_beyond(admin: kube.Kube, tmp_path: Path) -> None:
+    devops = granted(admin, tmp_path, "devops")
+    devops.core.create_namespaced_config_map(NS, configmap("settings"))
+    devops.core.patch_namespaced_config_map("settings", NS, {"data": {"k": "w"}})
+    assert devops.core.list_namespaced_secret(NS).items == []
+    # another environment, cluster-scoped objects, RBAC and tokens are out of reach
+    forbidden(devops.core.create_namespaced_config_map, OTHER_NS, configmap("x"))
+    assert devops.core.read_namespace(NS).metadata.name == NS  # its own, read only
+    forbidden(devops.core.read_namespace, OTHER_NS)
+    forbidden(devops.core.patch_namespace, NS, {"metadata": {"labels": {"a": "b"}}})
+    forbidden(devops.core.list_namespace)
+    forbidden(devops.core.create_namespace, k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="n")))
+    forbidden(devops.core.list_node)
+    forbidden(devops.rbac.list_namespaced_role_binding, NS)
+    forbidden(
+        devops.core.create_namespaced_service_account_token,
+        "access-jane",
+        NS,
+        k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[])),
+    )
+
+
+def test_devops_generates_and_lists_the_secrets_of_its_environment(
+    admin: kube.Kube, tmp_path: Path
 ) -> None:
-    k, store = cluster
-    access.grant(k, "stage", "jane", "viewer", tmp_path / "a")
-    access.grant(k, "stage", "jane", "devops", tmp_path / "a")
-    assert store.objects[("rb", NS, "access-jane")].role_ref.name == "admin"
-    sa = store.objects[("sa", NS, "access-jane")]
-    assert sa.metadata.labels[access.ROLE_LABEL] == "devops"
+    path = grant(admin, tmp_path, "devops")
+    rows = cluster_secrets.ensure_secrets(config_for(path), connect(path))
+    assert [name for name, _ in rows] == [spec.name for spec in cluster_secrets.SPECS]
+    assert len(cluster_secrets.listing(connect(path).core, NS)) == len(cluster_secrets.SPECS)
 
 
-def test_revoke_removes_binding_and_account(
-    cluster: tuple[kube.Kube, Store], tmp_path: Path
+def test_devops_reads_the_release_ledger_but_cannot_write_it(
+    admin: kube.Kube, tmp_path: Path
 ) -> None:
-    k, store = cluster
-    access.grant(k, "stage", "jane", "viewer", tmp_path / "a")
-    prod = names.namespace_for("prod")
-    assert access.revoke(k, "jane", [NS, prod]) == [NS]
-    assert store.objects == {}
-    assert access.revoke(k, "jane", [NS]) == []
+    devops = granted(admin, tmp_path, "devops")  # creates the namespace of the ledger
+    admin.core.create_namespaced_config_map(SYSTEM_NAMESPACE, configmap(LEDGER))
+    admin.core.create_namespaced_config_map(SYSTEM_NAMESPACE, configmap("other"))
+    assert devops.core.read_namespaced_config_map(LEDGER, SYSTEM_NAMESPACE).data == {"k": "v"}
+    message = forbidden(devops.core.patch_namespaced_config_map, LEDGER, SYSTEM_NAMESPACE, {})
+    assert message == (
+        f'configmaps "{LEDGER}" is forbidden: User "system:serviceaccount:{NS}:access-jane" '
+        f'cannot patch resource "configmaps" in API group "" in the namespace "{SYSTEM_NAMESPACE}"'
+    )
+    forbidden(devops.core.read_namespaced_config_map, "other", SYSTEM_NAMESPACE)
+    forbidden(devops.core.list_namespaced_config_map, SYSTEM_NAMESPACE)
+
+
+def test_changing_role_replaces_the_bindings(admin: kube.Kube, tmp_path: Path) -> None:
+    granted(admin, tmp_path, "devops")
+    viewer = granted(admin, tmp_path, "viewer")
+    binding = admin.rbac.read_namespaced_role_binding("access-jane", NS)
+    assert (binding.role_ref.kind, binding.role_ref.name) == ("ClusterRole", "view")
+    sa = admin.core.read_namespaced_service_account("access-jane", NS)
+    assert sa.metadata.labels[access.ROLE_LABEL] == "viewer"
+    forbidden(viewer.core.read_namespaced_config_map, LEDGER, SYSTEM_NAMESPACE)
+    devops = granted(admin, tmp_path, "devops")
+    binding = admin.rbac.read_namespaced_role_binding("access-jane", NS)
+    assert (binding.role_ref.kind, binding.role_ref.name) == ("Role", access.DEVOPS_ROLE)
+    assert devops.core.list_namespaced_secret(NS).items == []
+
+
+def test_grant_repairs_a_devops_role_that_drifted(admin: kube.Kube, tmp_path: Path) -> None:
+    granted(admin, tmp_path, "devops")
+    role = admin.rbac.read_namespaced_role(access.DEVOPS_ROLE, NS)
+    role.rules = role.rules[:1]
+    admin.rbac.replace_namespaced_role(access.DEVOPS_ROLE, NS, role)
+    granted(admin, tmp_path, "devops", user="joe")
+    rules = admin.rbac.read_namespaced_role(access.DEVOPS_ROLE, NS).rules
+    assert len(rules) == len(access.DEVOPS_RULES)
+
+
+def test_revoke_invalidates_the_token_at_once(admin: kube.Kube, tmp_path: Path) -> None:
+    kubeconfig = grant(admin, tmp_path, "devops")
+    devops = connect(kubeconfig)
+    assert access.revoke(admin, "jane", [NS, OTHER_NS]) == [NS]
+    with pytest.raises(ApiException) as info:
+        devops.core.list_namespaced_secret(NS)
+    assert info.value.status == 401
+    with pytest.raises(Exit, match=r"refused the credentials .* \(401\): the token expired"):
+        connect(kubeconfig)  # one clear line, not "is k3s running?"
+    assert admin.rbac.list_namespaced_role_binding(NS).items == []
+    assert admin.rbac.list_namespaced_role_binding(SYSTEM_NAMESPACE).items == []
+    assert access.revoke(admin, "jane", [NS]) == []
+
+
+def test_accounts_lists_who_has_which_role(admin: kube.Kube, tmp_path: Path) -> None:
+    granted(admin, tmp_path, "devops", user="jane")
+    granted(admin, tmp_path, "viewer", user="joe")
+    assert sorted((n, r) for n, r, _ in access.accounts(admin, NS)) == [
+        ("jane", "devops"),
+        ("joe", "viewer"),
+    ]
 
 
 @pytest.mark.parametrize("bad", ["Jane", "jane_doe", "-x", "a" * 60])
@@ -131,17 +188,6 @@ def test_bad_names_are_refused(bad: str) -> None:
         access.account_name(bad)
 
 
-def test_unknown_role_is_refused(cluster: tuple[kube.Kube, Store], tmp_path: Path) -> None:
+def test_unknown_role_is_refused(admin: kube.Kube, tmp_path: Path) -> None:
     with pytest.raises(Exit, match="viewer, devops"):
-        access.grant(cluster[0], "stage", "jane", "root", tmp_path / "a")
-
-
-def test_kubeconfig_shape_is_loadable_by_the_client(tmp_path: Path) -> None:
-    config = access.kubeconfig_for("https://s:6443", "Y2E=", NS, "jane", "t", "desbordante-stage")
-    path = tmp_path / "k"
-    access.write_private(path, yaml.safe_dump(config))
-    from kubernetes import config as k8s_config
-
-    api_client = k8s_config.new_client_from_config(config_file=str(path))
-    assert api_client.configuration.host == "https://s:6443"
-    assert isinstance(api_client, k8s.ApiClient)
+        access.grant(admin, NS, "jane", "root", tmp_path / "a")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import tomllib
 
-from desbordante_ops.config import REPO_ROOT
-from desbordante_ops.wheelhouse import BUILD_REQUIREMENTS, lock_path, requirements
+from desbordante_ops.core.settings import REPO_ROOT
+from desbordante_ops.image.wheelhouse import BUILD_REQUIREMENTS, lock_path, requirements
 
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;]+)$")
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from invoke import Exit, MockContext
+from invoke import Exit, MockContext, Result
+from support.fake_engine import FakeDocker, FakeImage
 
-from desbordante_ops import bootstrap as bs
-from desbordante_ops.config import load_config
+from desbordante_ops.cluster import bootstrap as bs
+from desbordante_ops.cluster import k3s
+from desbordante_ops.core.settings import load_config
+from desbordante_ops.tasks import bootstrap as bootstrap_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP_NAMES = ("doctor", "k3s.install", "namespace", "secrets.generate", "images.build")
@@ -42,47 +47,47 @@ def test_dry_run_prints_the_whole_plan_and_exits_zero(tmp_path: Path) -> None:
 def test_second_run_reports_nothing_changed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ctx = bs.Context(
-        c=MockContext(), cfg=load_config("stage", environ={}), tag="abc1234", push=False
-    )
+    ctx = bs.Run(c=MockContext(), cfg=load_config("stage", environ={}), tag="abc1234", push=False)
     rounds = iter([True, False])
     ran: list[str] = []
 
-    def fake_steps(context: bs.Context) -> list[bs.Step]:
+    def step_of(name: str, changed: bool) -> Callable[[], bool]:
+        def run() -> bool:
+            ran.append(name)
+            return changed
+
+        return run
+
+    def fake_steps(run: bs.Run) -> list[bs.Step]:
         changed = next(rounds)
-        return [
-            bs.Step(name, "plan", lambda n=name, ch=changed: ran.append(n) or ch)
-            for name in STEP_NAMES
-        ]
+        return [bs.Step(name, "plan", step_of(name, changed)) for name in STEP_NAMES]
 
     monkeypatch.setattr(bs, "steps", fake_steps)
-    assert bs.run(ctx, dry_run=False) is True
+    assert bs.bootstrap(ctx, dry_run=False) is True
     assert "changed: doctor" in capsys.readouterr().out
-    assert bs.run(ctx, dry_run=False) is False
+    assert bs.bootstrap(ctx, dry_run=False) is False
     assert "nothing changed" in capsys.readouterr().out
     assert ran == [*STEP_NAMES, *STEP_NAMES]  # in order, every time
 
 
 def test_dry_run_runs_no_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    ctx = bs.Context(
-        c=MockContext(), cfg=load_config("stage", environ={}), tag="abc1234", push=False
-    )
+    ctx = bs.Run(c=MockContext(), cfg=load_config("stage", environ={}), tag="abc1234", push=False)
 
     def boom() -> bool:
         raise AssertionError("a step ran during --dry-run")
 
     monkeypatch.setattr(bs, "steps", lambda context: [bs.Step("x", "plan", boom)])
-    assert bs.run(ctx, dry_run=True) is False
+    assert bs.bootstrap(ctx, dry_run=True) is False
 
 
 def test_local_env_and_push_without_registry_are_user_errors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with pytest.raises(Exit, match="stage"):
-        bs.bootstrap(MockContext(), env="local")
+        bootstrap_tasks.bootstrap(MockContext(), env="local")
     monkeypatch.setenv("IMAGE_REGISTRY", "")
     with pytest.raises(Exit, match="IMAGE_REGISTRY"):
-        bs.bootstrap(MockContext(), env="stage", push=True)
+        bootstrap_tasks.bootstrap(MockContext(), env="stage", push=True)
 
 
 class Api:
@@ -132,3 +137,32 @@ def test_smoke_gives_up_after_bounded_polls() -> None:
 def test_smoke_reports_a_failed_task() -> None:
     with pytest.raises(Exit, match="the task failed"):
         bs.smoke(client(Api(polls_until_done=1, final="failed")))
+
+
+def test_second_run_reports_nothing_changed_through_the_image_id_comparison(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real images.load step: k3s answers with the same image ID (pinned) the second time."""
+    docker = FakeDocker()
+    monkeypatch.setattr(k3s, "is_root", lambda: True)
+    monkeypatch.setattr(k3s.engine, "connect", lambda: docker)
+    only_load = bs.steps
+    monkeypatch.setattr(
+        bs, "steps", lambda run: [s for s in only_load(run) if s.name == "images.load"]
+    )
+
+    def run_with(inspect: Result) -> bs.Run:
+        c = MockContext(
+            run={
+                re.compile(r".*crictl inspecti .*"): inspect,
+                re.compile(r".*ctr -n k8s\.io images (import|label) .*"): Result(""),
+            },
+            repeat=True,
+        )
+        return bs.Run(c=c, cfg=load_config("stage", environ={}), tag="abc1234", push=False)
+
+    assert bs.bootstrap(run_with(Result("", exited=1)), dry_run=False) is True
+    assert "changed: images.load" in capsys.readouterr().out
+    assert bs.bootstrap(run_with(Result(f"{FakeImage.id} true\n")), dry_run=False) is False
+    assert "nothing changed" in capsys.readouterr().out
+    assert docker.image.named == [True]  # saved and imported once

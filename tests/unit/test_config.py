@@ -6,23 +6,32 @@ import re
 from pathlib import Path
 
 import pytest
-from invoke import Exit
+from invoke import Context, Exit
 
-from desbordante_ops.config import (
-    BACKEND_DEFAULTS,
+from desbordante_ops.core.settings import (
+    BACKEND_KEYS,
     DEFAULTS,
     MASK,
     REPO_ROOT,
     SECRET_KEYS,
+    TOOLKIT_KEYS,
+    cluster_config,
     load_config,
+    parse_sets,
     read_env_file,
 )
-from desbordante_ops.core_tasks import parse_sets, show_config
+from desbordante_ops.tasks.config import config as config_task
+from desbordante_service.settings import SECRET_FIELDS, Settings
+
+# The keys the backend requires (no default) in every environment.
+REQUIRED = (
+    "POSTGRES_USER=u\nPOSTGRES_HOST=h\nPOSTGRES_DB=d\nRABBITMQ_DEFAULT_USER=r\nRABBITMQ_HOST=q\n"
+)
 
 
 def make_root(tmp_path: Path, text: str, name: str = "local") -> Path:
     (tmp_path / "env").mkdir()
-    (tmp_path / "env" / f"{name}.env").write_text(text)
+    (tmp_path / "env" / f"{name}.env").write_text(REQUIRED + text)
     return tmp_path
 
 
@@ -30,15 +39,15 @@ def test_precedence_flag_environment_file_default(tmp_path: Path) -> None:
     root = make_root(tmp_path, "POSTGRES_HOST=file-host\nPOSTGRES_PORT=6000\nPOSTGRES_DB=file-db\n")
     cfg = load_config(
         "local",
-        flags={"POSTGRES_HOST": "flag-host", "POSTGRES_DB": None},
+        flags={"POSTGRES_HOST": "flag-host"},
         environ={"POSTGRES_HOST": "env-host", "POSTGRES_PORT": "7000", "PATH": "/bin"},
         root=root,
     )
-    assert (cfg["POSTGRES_HOST"], cfg.source("POSTGRES_HOST")) == ("flag-host", "flag")
-    assert (cfg["POSTGRES_PORT"], cfg.source("POSTGRES_PORT")) == ("7000", "environment")
-    assert (cfg["POSTGRES_DB"], cfg.source("POSTGRES_DB")) == ("file-db", "env/local.env")
-    assert (cfg["LOG_LEVEL"], cfg.source("LOG_LEVEL")) == ("INFO", "default")
-    assert cfg.get_int("POSTGRES_PORT") == 7000
+    assert (cfg.value("POSTGRES_HOST"), cfg.source("POSTGRES_HOST")) == ("flag-host", "flag")
+    assert (cfg.value("POSTGRES_PORT"), cfg.source("POSTGRES_PORT")) == ("7000", "environment")
+    assert (cfg.value("POSTGRES_DB"), cfg.source("POSTGRES_DB")) == ("file-db", "env/local.env")
+    assert (cfg.value("LOG_LEVEL"), cfg.source("LOG_LEVEL")) == ("INFO", "default")
+    assert cfg.backend.POSTGRES_PORT == 7000
     assert "PATH" not in cfg  # only known keys come from the process environment
 
 
@@ -69,34 +78,80 @@ def test_env_file_errors(tmp_path: Path) -> None:
         read_env_file(secret)
 
 
+def test_a_missing_required_key_says_where_to_set_it(tmp_path: Path) -> None:
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "local.env").write_text("POSTGRES_HOST=h\n")
+    with pytest.raises(Exit, match=r"RABBITMQ_DEFAULT_USER is not set; set it in env/local.env"):
+        load_config("local", root=tmp_path, environ={})
+
+
 def test_unknown_environment_and_bad_values(tmp_path: Path) -> None:
     with pytest.raises(Exit, match="Unknown environment 'qa'"):
         load_config("qa")
-    cfg = load_config("local", root=make_root(tmp_path, "POSTGRES_PORT=abc\n"), environ={})
+    root = make_root(tmp_path, "POSTGRES_PORT=abc\n")
     with pytest.raises(Exit, match=re.escape("POSTGRES_PORT='abc' (from env/local.env)")):
-        cfg.get_int("POSTGRES_PORT")
+        load_config("local", root=root, environ={})
+    with pytest.raises(Exit, match=re.escape("API_REPLICAS='-1' (from flag)")):
+        load_config("local", {"API_REPLICAS": "-1"}, root=root, environ={"POSTGRES_PORT": "1"})
+    cfg = load_config("local", root=root, environ={"POSTGRES_PORT": "1"})
     with pytest.raises(Exit, match="NOPE"):
-        cfg["NOPE"]
+        cfg.value("NOPE")
+
+
+def test_unknown_keys_are_refused_with_where_to_look(tmp_path: Path) -> None:
+    with pytest.raises(Exit, match="unknown key POSTGRES_HOTS"):
+        load_config("local", root=make_root(tmp_path, "POSTGRES_HOTS=x\n"), environ={})
+    with pytest.raises(Exit, match="--set NOPE: unknown key"):
+        parse_sets(["NOPE=1"])
+
+
+def test_cluster_config_refuses_local() -> None:
+    with pytest.raises(Exit, match="use one of stage, prod"):
+        cluster_config("local")
+    assert cluster_config("prod").namespace == "desbordante-prod"
+
+
+def test_keys_come_from_the_backend_settings_and_the_toolkit_model() -> None:
+    assert set(BACKEND_KEYS) == set(Settings.model_fields) - set(SECRET_FIELDS)
+    assert set(SECRET_KEYS) == set(SECRET_FIELDS)
+    assert not set(TOOLKIT_KEYS) & set(Settings.model_fields)
+    assert set(DEFAULTS) == {*BACKEND_KEYS, *TOOLKIT_KEYS, *SECRET_KEYS}
+    assert {"TASK_QUEUE", "SHUTDOWN_GRACE_SECONDS"} <= set(BACKEND_KEYS)
+    assert DEFAULTS["TASK_QUEUE"] == str(Settings.model_fields["TASK_QUEUE"].default)
+
+
+def test_kubeconfig_follows_the_kubeconfig_variable(tmp_path: Path) -> None:
+    root = make_root(tmp_path, "", "stage")
+    cfg = load_config("stage", environ={"KUBECONFIG": "/x/a.yaml:/x/b.yaml"}, root=root)
+    assert (cfg.toolkit.KUBECONFIG_PATH, cfg.source("KUBECONFIG_PATH")) == (
+        "/x/a.yaml",
+        "environment (KUBECONFIG)",
+    )
+    assert load_config("stage", environ={}, root=root).toolkit.KUBECONFIG_PATH.endswith(
+        ".kube/config"
+    )
 
 
 def test_derived_values(tmp_path: Path) -> None:
     root = make_root(tmp_path, "APPLICATION_SERVER_PORT=9100\nUPLOADED_FILES_DIR_PATH=up\n")
     cfg = load_config("local", environ={"FLOWER_PORT": "9200"}, root=root)
-    assert cfg["API_BASE_URL"] == "http://127.0.0.1:9100"
-    assert cfg["FLOWER_BASE_URL"] == "http://127.0.0.1:9200"
-    assert cfg["UPLOADED_FILES_DIR_PATH"] == str(root / "up")
-    assert cfg["LOCAL_RUN_DIR"] == str(root / ".run" / "local")
-    assert cfg["K8S_NAMESPACE"] == "desbordante-local"
+    assert cfg.value("API_BASE_URL") == "http://127.0.0.1:9100"
+    assert cfg.value("FLOWER_BASE_URL") == "http://127.0.0.1:9200"
+    assert cfg.value("UPLOADED_FILES_DIR_PATH") == str(root / "up")
+    assert cfg.value("LOCAL_RUN_DIR") == str(root / ".run" / "local")
+    assert cfg.namespace == "desbordante-local"
     explicit = load_config("local", flags={"API_BASE_URL": "http://x:1"}, environ={}, root=root)
-    assert explicit["API_BASE_URL"] == "http://x:1"
+    assert explicit.value("API_BASE_URL") == "http://x:1"
 
 
 def test_stage_urls_derive_from_hosts(tmp_path: Path) -> None:
     root = make_root(tmp_path, "API_HOST=api.example\nFLOWER_INGRESS_HOST=fl.example\n", "stage")
     cfg = load_config("stage", environ={}, root=root)
-    assert cfg["API_BASE_URL"] == "http://api.example"
-    assert cfg["FLOWER_BASE_URL"] == "http://fl.example"
-    assert cfg["K8S_NAMESPACE"] == "desbordante-stage"
+    assert cfg.value("API_BASE_URL") == "https://api.example"
+    assert cfg.value("FLOWER_BASE_URL") == "https://fl.example"
+    assert cfg.namespace == "desbordante-stage"
+    plain = load_config("stage", flags={"TLS_MODE": "off"}, environ={}, root=root)
+    assert plain.value("API_BASE_URL") == "http://api.example"
 
 
 def test_backend_env_has_no_secrets_or_toolkit_keys(tmp_path: Path) -> None:
@@ -104,27 +159,31 @@ def test_backend_env_has_no_secrets_or_toolkit_keys(tmp_path: Path) -> None:
         "local", environ={"POSTGRES_PASSWORD": "hunter2"}, root=make_root(tmp_path, "")
     )
     env = cfg.backend_env()
-    assert set(env) <= set(BACKEND_DEFAULTS)
+    assert set(env) <= set(BACKEND_KEYS)
     assert "hunter2" not in env.values()
     assert "IMAGE_NAME" not in env
 
 
-def test_show_config_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = load_config(
-        "local",
-        environ={"FLOWER_PASSWORD": "s3cr3t-value", "POSTGRES_HOST": "dbhost"},
-        root=make_root(tmp_path, "POSTGRES_DB=filedb\n"),
-    )
-    show_config(cfg)
+def test_config_task_masks_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FLOWER_PASSWORD", "s3cr3t-value")
+    monkeypatch.setenv("POSTGRES_HOST", "dbhost")
+    config_task(Context(), env="local", set_=["LOG_LEVEL=DEBUG"])
     out = capsys.readouterr().out
     assert "s3cr3t-value" not in out
     assert MASK in out
-    for text in ("dbhost", "environment", "filedb", "env/local.env", "default"):
+    for text in ("dbhost", "environment", "DEBUG", "flag", "env/local.env", "default"):
         assert text in out
 
 
 def test_parse_sets() -> None:
-    assert parse_sets(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
+    pairs = ["LOG_LEVEL=DEBUG", "FLOWER_URL_PREFIX=x=y", "IMAGE_REGISTRY="]
+    assert parse_sets(pairs) == {
+        "LOG_LEVEL": "DEBUG",
+        "FLOWER_URL_PREFIX": "x=y",
+        "IMAGE_REGISTRY": "",
+    }
     assert parse_sets(None) == {}
     with pytest.raises(Exit, match="KEY=VALUE"):
         parse_sets(["novalue"])
@@ -160,11 +219,11 @@ def test_every_setting_is_documented() -> None:
 )
 def test_cluster_env_values(name: str, host: str) -> None:
     cfg = load_config(name, environ={})
-    assert cfg["POSTGRES_HOST"] == "postgres"
-    assert cfg["RABBITMQ_HOST"] == "rabbitmq"
-    assert cfg["API_HOST"] == host
-    assert cfg["API_BASE_URL"] == f"http://{host}"
-    assert cfg["UPLOADED_FILES_DIR_PATH"] == "/data/uploads"
-    assert cfg["WORKER_CONCURRENCY"] == "1"
-    assert cfg["FLOWER_HOST"] == "0.0.0.0"  # noqa: S104 - bind address, not a host name
-    assert cfg["K8S_NAMESPACE"] == f"desbordante-{name}"
+    assert cfg.value("POSTGRES_HOST") == "postgres"
+    assert cfg.value("RABBITMQ_HOST") == "rabbitmq"
+    assert cfg.value("API_HOST") == host
+    assert cfg.value("API_BASE_URL") == f"https://{host}"
+    assert cfg.value("UPLOADED_FILES_DIR_PATH") == "/data/uploads"
+    assert cfg.value("WORKER_CONCURRENCY") == "1"
+    assert cfg.value("FLOWER_HOST") == "0.0.0.0"  # noqa: S104 - bind address, not a host name
+    assert cfg.namespace == f"desbordante-{name}"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from invoke import Exit
 
-from desbordante_ops import images, wheelhouse
+from desbordante_ops.image import build, push, wheelhouse
 
-BUILD_OK = [
+Stream = list[dict[str, Any]]  # the engine's JSON messages
+
+BUILD_OK: Stream = [
     {"stream": "Step 1/3 : FROM base\n"},
     {"stream": " ---> 1234\n"},
     {"stream": "Step 2/3 : RUN pip install deps\n"},
@@ -22,13 +25,13 @@ BUILD_OK = [
 
 
 def test_build_stream_gives_image_id_and_cached_steps() -> None:
-    image_id, cached = images.follow_build(BUILD_OK)
+    image_id, cached = build.follow_build(BUILD_OK)
     assert image_id == "sha256:abc"
     assert cached == ["RUN pip install deps"]
 
 
 def test_build_error_names_the_failing_step() -> None:
-    stream = [
+    stream: Stream = [
         {"stream": "Step 1/2 : FROM base\n"},
         {"stream": "Step 2/2 : RUN make everything\n"},
         {"stream": "make: *** no rule\n"},
@@ -40,13 +43,13 @@ def test_build_error_names_the_failing_step() -> None:
         },
     ]
     with pytest.raises(Exit) as raised:
-        images.follow_build(stream)
+        build.follow_build(stream)
     assert "step 2/2 `RUN make everything`" in str(raised.value.message)
     assert "non-zero code: 2" in str(raised.value.message)
 
 
 def test_push_error_inside_the_stream_fails() -> None:
-    stream = [
+    stream: Stream = [
         {"status": "The push refers to repository [127.0.0.1:5000/o/n]"},
         {"status": "Preparing", "progressDetail": {}, "id": "0123456789ab"},
         {
@@ -55,32 +58,32 @@ def test_push_error_inside_the_stream_fails() -> None:
         },
     ]
     with pytest.raises(Exit, match="unauthorized: authentication required"):
-        images.follow_push(stream, "127.0.0.1:5000/o/n:t")
+        push.follow_push(stream, "127.0.0.1:5000/o/n:t")
 
 
 def test_push_stream_gives_digest() -> None:
-    stream = [
+    stream: Stream = [
         {"status": "Pushing", "progressDetail": {"current": 5, "total": 10}, "id": "0123456789ab"},
         {"status": "Pushed", "progressDetail": {}, "id": "0123456789ab"},
         {"status": "t: digest: sha256:d size: 1"},
         {"progressDetail": {}, "aux": {"Tag": "t", "Digest": "sha256:d", "Size": 1}},
     ]
-    assert images.follow_push(stream, "r/o/n:t") == "sha256:d"
+    assert push.follow_push(stream, "r/o/n:t") == "sha256:d"
 
 
 def test_push_stream_without_digest_fails() -> None:
     with pytest.raises(Exit, match="without a digest"):
-        images.follow_push([{"status": "Preparing", "id": "0123456789ab"}], "r/o/n:t")
+        push.follow_push([{"status": "Preparing", "id": "0123456789ab"}], "r/o/n:t")
 
 
 def test_credentials_from_environment_only_when_complete(tmp_path: Path) -> None:
-    assert images.auth_from_environment({}) is None
+    assert push.auth_from_environment({}) is None
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     env = {"REGISTRY_USERNAME": "u", "REGISTRY_PASSWORD_FILE": str(secret)}
-    assert images.auth_from_environment(env) == {"username": "u", "password": "s3cret"}
+    assert push.auth_from_environment(env) == {"username": "u", "password": "s3cret"}
     with pytest.raises(Exit, match="Set both"):
-        images.auth_from_environment({"REGISTRY_USERNAME": "u"})
+        push.auth_from_environment({"REGISTRY_USERNAME": "u"})
 
 
 def test_wheelhouse_is_for_cp311_manylinux_binary_wheels(tmp_path: Path) -> None:

@@ -6,13 +6,16 @@ import hashlib
 import re
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from invoke import Exit, MockContext, Result
+from support.fake_engine import FakeDocker, FakeImage
+from support.mockrun import calls
+from support.mockrun import commands as run_commands
 
-from desbordante_ops import k3s
+from desbordante_ops.cluster import k3s
+from desbordante_ops.tasks import k3s as k3s_tasks
 
 BINARY = b"\x7fELF pretend k3s binary"
 SCRIPT = b"#!/bin/sh\necho pretend install.sh\n"
@@ -41,7 +44,8 @@ class FakeDownloads:
     """Serves fixed bytes per URL and records what was fetched."""
 
     def __init__(self, content: dict[str, bytes]) -> None:
-        self.content, self.fetched = content, []
+        self.content = content
+        self.fetched: list[str] = []
 
     def __call__(self, url: str, dest: Path) -> None:
         self.fetched.append(url)
@@ -101,10 +105,10 @@ def test_install_verifies_checksums_before_running_anything(host: Path) -> None:
 
     assert k3s.install(c, lock, kubeconfig=host / "home/.kube/config", download=downloads)
 
-    commands = [call.args[0] for call in c.run.call_args_list]
+    commands = run_commands(c)
     assert commands[0] == version_cmd()  # read-only probe, then the verified script:
     assert commands[-1].startswith("sh ") and commands[-1].endswith("install.sh")
-    (script_call,) = [call for call in c.run.call_args_list if call.args[0].startswith("sh ")]
+    (script_call,) = [call for call in calls(c) if call.args[0].startswith("sh ")]
     env = script_call.kwargs["env"]
     assert env["INSTALL_K3S_SKIP_DOWNLOAD"] == "true"
     assert env["INSTALL_K3S_VERSION"] == lock.version
@@ -129,7 +133,7 @@ def test_checksum_mismatch_runs_nothing_and_installs_nothing(host: Path, bad: st
     c = fresh_host_context()
     with pytest.raises(Exit, match="Checksum verification failed, nothing was run"):
         k3s.install(c, lock, download=FakeDownloads(content))
-    commands = [call.args[0] for call in c.run.call_args_list]
+    commands = run_commands(c)
     assert commands == [version_cmd()]  # only the read-only version probe ran
     assert not k3s.BIN_PATH.exists()
     assert not k3s.CONFIG_PATH.exists()
@@ -174,12 +178,12 @@ def test_dry_run_downloads_and_runs_nothing(host: Path) -> None:
     c = fresh_host_context()
     assert k3s.install(c, make_lock(), dry_run=True, download=downloads) is False
     assert downloads.fetched == []
-    assert [call.args[0] for call in c.run.call_args_list] == [version_cmd()]
+    assert run_commands(c) == [version_cmd()]
 
 
 def test_unpinned_version_flag_is_refused() -> None:
     with pytest.raises(Exit, match="is not pinned"):
-        k3s.install_task(MockContext(), version="v1.30.0+k3s1")
+        k3s_tasks.install(MockContext(), version="v1.30.0+k3s1")
 
 
 def test_server_config_is_merged_and_idempotent(tmp_path: Path) -> None:
@@ -204,50 +208,80 @@ def test_existing_different_kubeconfig_is_not_overwritten(host: Path) -> None:
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
 
 
-class FakeImage:
-    id = "sha256:" + "ab" * 32
-
-    def __init__(self) -> None:
-        self.named: list[Any] = []
-
-    def save(self, named: Any = False) -> list[bytes]:
-        self.named.append(named)
-        return [b"tar-part-1", b"tar-part-2"]
+INSPECT = re.compile(r".*crictl inspecti.*")
+LABEL = re.compile(r".*ctr -n k8s\.io images label .*")
 
 
-class FakeDocker:
-    def __init__(self) -> None:
-        self.image = FakeImage()
-        self.images = self
-
-    def get(self, ref: str) -> FakeImage:
-        return self.image
-
-
-def test_images_load_saves_with_tag_and_imports_into_k8s_namespace(host: Path) -> None:
-    ref = "ghcr.io/desbordante/desbordante-backend:1.2.3"
-    docker = FakeDocker()
-    c = MockContext(
+def load_context(inspect: Result) -> MockContext:
+    return MockContext(
         run={
-            re.compile(r".*crictl inspecti.*"): Result("", exited=1),
+            INSPECT: inspect,
             re.compile(r".*ctr -n k8s\.io images import .*\.tar$"): Result(""),
+            LABEL: Result(""),
         },
         repeat=True,
     )
+
+
+def test_images_load_saves_with_tag_imports_into_k8s_namespace_and_pins(host: Path) -> None:
+    ref = "ghcr.io/desbordante/desbordante-backend:1.2.3"
+    docker = FakeDocker()
+    c = load_context(Result("", exited=1))
     assert k3s.load_into_k3s(c, ref, docker_client=docker) is True
     assert docker.image.named == [True]  # the tag is kept in the archive
-    commands = [call.args[0] for call in c.run.call_args_list]
+    commands = run_commands(c)
     assert commands[0].endswith(
-        f"crictl inspecti -o go-template --template '{{{{.status.id}}}}' {ref}"
+        f"crictl inspecti -o go-template --template '{{{{.status.id}}}} {{{{.status.pinned}}}}' "
+        f"{ref}"
     )
     assert re.search(r"k3s ctr -n k8s\.io images import /\S+\.tar$", commands[1])
+    # pinned: the kubelet's image GC must not delete the only copy of the tag
+    assert commands[2].endswith(
+        f"k3s ctr -n k8s.io images label {ref} io.cri-containerd.pinned=pinned"
+    )
+    assert len(commands) == 3
 
 
-def test_images_load_skips_an_image_already_in_k3s(host: Path) -> None:
+def test_images_load_skips_an_image_already_in_k3s_and_pinned(host: Path) -> None:
     docker = FakeDocker()
-    c = MockContext(run={re.compile(r".*crictl inspecti.*"): Result(FakeImage.id + "\n")})
+    c = load_context(Result(f"{FakeImage.id} true\n"))
     assert k3s.load_into_k3s(c, "img:1", docker_client=docker) is False
     assert docker.image.named == []
+    assert len(calls(c)) == 1
+
+
+def test_an_image_loaded_before_pinning_existed_is_pinned_without_a_new_import(
+    host: Path,
+) -> None:
+    docker = FakeDocker()
+    c = load_context(Result(f"{FakeImage.id} false\n"))
+    assert k3s.load_into_k3s(c, "img:1", docker_client=docker) is True
+    commands = run_commands(c)
+    assert docker.image.named == []  # no docker save, no import
+    assert commands[-1].endswith(
+        "ctr -n k8s.io images label docker.io/library/img:1 io.cri-containerd.pinned=pinned"
+    )
+
+
+def test_another_image_under_the_tag_is_imported_again(host: Path) -> None:
+    docker = FakeDocker()
+    c = load_context(Result("sha256:" + "cd" * 32 + " true\n"))
+    assert k3s.load_into_k3s(c, "img:1", docker_client=docker) is True
+    assert docker.image.named == [True]
+
+
+@pytest.mark.parametrize(
+    ("ref", "name"),
+    [
+        ("desbordante-backend:1", "docker.io/library/desbordante-backend:1"),
+        ("desbordante/backend:1", "docker.io/desbordante/backend:1"),
+        ("ghcr.io/desbordante/backend:1", "ghcr.io/desbordante/backend:1"),
+        ("127.0.0.1:5000/backend:1", "127.0.0.1:5000/backend:1"),
+        ("localhost/backend:1", "localhost/backend:1"),
+    ],
+)
+def test_containerd_names_images_with_their_registry(ref: str, name: str) -> None:
+    assert k3s.containerd_name(ref) == name
 
 
 def test_registries_yaml_mirrors_registry() -> None:
@@ -260,7 +294,7 @@ def test_registry_task_writes_mirror_and_restarts_once(
 ) -> None:
     monkeypatch.setattr(k3s, "REGISTRIES_PATH", host / "etc/rancher/k3s/registries.yaml")
     c = MockContext(run={"systemctl restart k3s": Result("")})
-    k3s.registry_task(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
-    k3s.registry_task(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
-    assert [call.args[0] for call in c.run.call_args_list] == ["systemctl restart k3s"]
+    k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
+    k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
+    assert run_commands(c) == ["systemctl restart k3s"]
     assert stat.S_IMODE(k3s.REGISTRIES_PATH.stat().st_mode) == 0o600

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from invoke import Exit
 
-from desbordante_ops.localsecrets import (
+from desbordante_ops.local.secrets import (
     ensure_secret,
     ensure_secrets,
     file_env,

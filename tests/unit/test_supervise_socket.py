@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from desbordante_ops.supervise import SOCKET_PATH_MAX, StackPaths
+from desbordante_ops.local.supervise import SOCKET_PATH_MAX, StackPaths
 
 
 def test_socket_lives_in_the_run_directory_when_the_path_is_short() -> None:

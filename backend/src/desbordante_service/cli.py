@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 
 from desbordante_service.settings import Settings, SettingsError, get_settings
 
 EXIT_CONFIG = 2
-DATABASE_ROLES = {"api", "worker", "migrate"}
+DATABASE_ROLES = {"api", "worker", "migrate", "retention"}
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -148,8 +150,7 @@ def run_migrate(settings: Settings, args: argparse.Namespace) -> int:
     try:
         before, after = migrate.upgrade()
     except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        print(f"migrate: failed: {reason}", file=sys.stderr)
+        print(f"migrate: failed: {_reason(exc)}", file=sys.stderr)
         return 1
     if before == after:
         print(f"migrate: already at revision {after}")
@@ -158,12 +159,61 @@ def run_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _reason(exc: Exception) -> str:
+    """The first line of a database or OS error, without the traceback."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def run_retention(settings: Settings, args: argparse.Namespace) -> int:
+    """One retention pass (exit 1 if it failed), or one every --interval seconds until SIGTERM."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from desbordante_service import retention
+    from desbordante_service.db import session_scope
+    from desbordante_service.storage import Storage
+
+    log = logging.getLogger(retention.__name__)
+    if not settings.RETENTION_DAYS:
+        log.info("retention: off (RETENTION_DAYS=0): nothing is deleted")
+    stop = threading.Event()
+    if args.interval is not None:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    storage = Storage(settings.UPLOADED_FILES_DIR_PATH)
+    while True:
+        status = 0
+        try:
+            with session_scope() as session:
+                report = retention.run_pass(session, storage, settings.RETENTION_DAYS, stop)
+            if settings.RETENTION_DAYS:
+                log.info("%s", report)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("retention: failed: %s", _reason(exc))
+            status = 1
+        if args.interval is None:
+            return status
+        if stop.wait(args.interval):
+            return 0
+
+
+def _interval(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
 ROLES: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "api": run_api,
     "worker": run_worker,
     "worker-ping": run_worker_ping,
     "flower": run_flower,
     "migrate": run_migrate,
+    "retention": run_retention,
 }
 
 
@@ -184,6 +234,15 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--check", action="store_true", help="only check the schema is current")
     migrate.add_argument(
         "--wait", type=float, default=0.0, help="with --check: seconds to wait for the schema"
+    )
+    retention = roles.add_parser(
+        "retention", help="delete datasets, tasks and files older than RETENTION_DAYS"
+    )
+    retention.add_argument(
+        "--interval",
+        type=_interval,
+        metavar="SECONDS",
+        help="repeat the pass every SECONDS until SIGTERM (default: one pass, then exit)",
     )
     return parser
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any, cast
 
-from sqlalchemy import Engine, MetaData, create_engine
+from sqlalchemy import CursorResult, Engine, Executable, MetaData, create_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from desbordante_service.settings import get_settings
@@ -53,3 +54,12 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def changed_rows(session: Session, statement: Executable) -> int:
+    """Execute an UPDATE or DELETE without RETURNING; how many rows it changed.
+
+    `Session.execute` returns a `CursorResult` for such a statement but is typed as returning
+    any `Result` (sqlalchemy#12913); SQLAlchemy's advice is this cast.
+    """
+    return cast(CursorResult[Any], session.execute(statement)).rowcount

@@ -19,6 +19,8 @@ SECRET_FIELDS = ("POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASSWORD", "FLOWER_PASSW
 DATABASE_FIELDS = ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_HOST", "POSTGRES_DB")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+INT4_MAX = 2**31 - 1  # PostgreSQL integer (e.g. a task's time_limit column)
+LONG_POLL_LIMIT_SECONDS = 600  # the largest LONG_POLL_MAX_SECONDS, and of a request's `wait`
 
 
 class SettingsError(Exception):
@@ -58,11 +60,17 @@ class Settings(BaseSettings):
 
     MAX_UPLOAD_SIZE_BYTES: int = Field(default=100 * 1024 * 1024, ge=1)
     UPLOAD_QUOTA_BYTES: int = Field(default=0, ge=0)  # all datasets together; 0: no quota
-    TASK_TIME_LIMIT_SECONDS: int = Field(default=600, ge=1)
-    TASK_SOFT_TIME_LIMIT_SECONDS: int | None = Field(default=None, ge=1)
+    TASK_TIME_LIMIT_SECONDS: int = Field(default=600, ge=1, le=INT4_MAX)
+    TASK_SOFT_TIME_LIMIT_SECONDS: int | None = Field(default=None, ge=1, le=INT4_MAX)
     WORKER_CONCURRENCY: int = Field(default=1, ge=1, le=64)
-    LONG_POLL_MAX_SECONDS: int = Field(default=60, ge=0, le=600)
+    LONG_POLL_MAX_SECONDS: int = Field(default=60, ge=0, le=LONG_POLL_LIMIT_SECONDS)
     SHUTDOWN_GRACE_SECONDS: int = Field(default=20, ge=1, le=3600)
+
+    # Bounded work: 0 turns a limit off.
+    MAX_PENDING_TASKS: int = Field(default=100, ge=0, le=1_000_000)
+    QUEUE_FULL_RETRY_AFTER_SECONDS: int = Field(default=30, ge=1, le=3600)
+    RATE_LIMIT_PER_MINUTE: int = Field(default=0, ge=0, le=1_000_000)
+    RETENTION_DAYS: int = Field(default=0, ge=0, le=36_500)
     LOG_LEVEL: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 
     @model_validator(mode="after")

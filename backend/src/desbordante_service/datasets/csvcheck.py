@@ -101,6 +101,8 @@ def _header(record: list[str]) -> list[str]:
     for position, name in enumerate(names, start=1):
         if not name:
             raise CsvError(f"line 1: column {position} has an empty name")
+        if "\x00" in name:  # column names are stored in PostgreSQL, whose text cannot hold NUL
+            raise CsvError(f"line 1: column {position} has a NUL character in its name")
         if name in seen:
             raise CsvError(f"line 1: duplicate column name {name!r}")
         seen.add(name)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from desbordante_service.errors import Invalid
 
-TRUE = {"true", "1", "yes", "on"}
-FALSE = {"false", "0", "no", "off"}
 DEFAULT_SEPARATOR = ","
+# PostgreSQL text cannot hold NUL, and the separator is stored with the dataset.
+NOT_SEPARATORS = '\r\n"\x00'
+# What the document's boolean is sent as in a form; any case ("False" is what Python's str gives).
+BOOLEANS = {"true": True, "false": False}
 
 
 def parse_separator(fields: dict[str, str]) -> str:
     separator = fields.get("separator", DEFAULT_SEPARATOR)
-    if len(separator) != 1 or separator in '\r\n"':
-        raise Invalid("separator: must be exactly one character other than a quote or newline")
+    if len(separator) != 1 or separator in NOT_SEPARATORS:
+        raise Invalid(
+            "separator: must be exactly one character other than a quote, a newline or NUL"
+        )
     return separator
 
 
@@ -22,7 +26,7 @@ def parse_form(fields: dict[str, str]) -> tuple[str, bool]:
     if unknown:
         raise Invalid(f"{unknown[0]}: unknown form field; allowed: file, separator, has_header")
     separator = parse_separator(fields)
-    raw = fields.get("has_header", "true").strip().lower()
-    if raw not in TRUE | FALSE:
-        raise Invalid("has_header: must be a boolean (true or false)")
-    return separator, raw in TRUE
+    has_header = BOOLEANS.get(fields.get("has_header", "true").strip().lower())
+    if has_header is None:
+        raise Invalid("has_header: must be a boolean: true or false")
+    return separator, has_header

@@ -9,6 +9,7 @@ partial file is removed.
 from __future__ import annotations
 
 import errno
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,13 +104,15 @@ class _Receiver:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        if not self._name:
+            raise UploadError(422, "a form part has no name; allowed: file, separator, has_header")
         if self._name == "file":
             if self.file_seen:
                 raise UploadError(422, "file: only one file may be uploaded")
             self.file_seen = True
             self._is_file = True
             filename = options.get(b"filename", b"").decode("utf-8", "replace")
-            self.result.filename = Path(filename.replace("\\", "/")).name[:255] or "dataset.csv"
+            self.result.filename = _display_name(filename)
             self.spool = Spool(self.path, _separator(self.result.fields))
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -125,7 +128,7 @@ class _Receiver:
         else:
             self._field_value += data[start:end]
             if len(self._field_value) > MAX_FIELD_BYTES:
-                raise UploadError(422, f"{self._name or 'field'}: value is too long")
+                raise UploadError(422, f"{self._name}: value is too long")
 
     def _flush(self) -> None:
         if self._parts:
@@ -136,7 +139,9 @@ class _Receiver:
     def on_part_end(self) -> None:
         if self._is_file:
             self._flush()
-        elif self._name:
+        elif self._name in self.result.fields:
+            raise UploadError(422, f"{self._name}: given more than once")
+        else:
             self.result.fields[self._name] = self._field_value.decode("utf-8", "replace")
 
     def on_end(self) -> None:
@@ -162,6 +167,13 @@ def _separator(fields: dict[str, str]) -> str | None:
         return parse_separator(fields)
     except Invalid:  # reported with the other form errors once the body is complete
         return None
+
+
+def _display_name(filename: str) -> str:
+    """The client's file name without any directory or control character (NUL cannot be stored)."""
+    name = Path(filename.replace("\\", "/")).name
+    name = "".join(char for char in name if unicodedata.category(char) != "Cc")
+    return name[:255] or "dataset.csv"
 
 
 def _too_large(limit: int) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, ForeignKey, Integer, String, Text, func
+from sqlalchemy import ColumnElement, DateTime, Enum, ForeignKey, Integer, String, Text, and_, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -22,6 +22,8 @@ class TaskStatus(enum.StrEnum):
 
 
 ACTIVE = (TaskStatus.queued, TaskStatus.running)
+# A running task whose worker vanished is failed this long after its hard time limit.
+STALE_GRACE = timedelta(seconds=60)
 
 
 class ProfilingTask(Base):
@@ -45,3 +47,14 @@ class ProfilingTask(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+def stale_running() -> ColumnElement[bool]:
+    """SQL: the task is `running` but its hard time limit plus the grace ran out (worker lost)."""
+    limit = func.make_interval(
+        0, 0, 0, 0, 0, 0, ProfilingTask.time_limit + STALE_GRACE.total_seconds()
+    )
+    return and_(
+        ProfilingTask.status == TaskStatus.running,
+        ProfilingTask.started_at < func.now() - limit,
+    )

@@ -7,15 +7,39 @@ and bound every value, so a bad request is a 422 naming the field, never a surpr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-MaxLhs = Annotated[int, Field(ge=1, le=64, description="largest left-hand side considered")]
-Threads = Annotated[int, Field(ge=1, le=16, description="worker threads of the algorithm")]
-Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="random seed")]
+
+def _integral(value: object) -> object:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A strict integer that also takes an integral float (3.0), as JSON Schema's `integer` does;
+# 3.5, "3" and true stay errors. Written `Annotated[int, Field(strict=True, ...), INTEGRAL]`:
+# the constraints come before the validator, so the document shows them as `minimum`/`maximum`.
+INTEGRAL = BeforeValidator(_integral)
+
+MaxLhs = Annotated[
+    int, Field(strict=True, ge=1, le=64, description="largest left-hand side considered"), INTEGRAL
+]
+Threads = Annotated[
+    int, Field(strict=True, ge=1, le=16, description="worker threads of the algorithm"), INTEGRAL
+]
+Seed = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1, description="random seed"), INTEGRAL]
 Error = Annotated[float, Field(ge=0.0, le=1.0, description="error threshold in [0, 1]")]
-Arity = Annotated[int, Field(ge=1, le=16, description="largest IND arity considered")]
+Arity = Annotated[
+    int, Field(strict=True, ge=1, le=16, description="largest IND arity considered"), INTEGRAL
+]
+SampleSize = Annotated[int, Field(strict=True, ge=1, le=10_000), INTEGRAL]
+
+
+def json_int(**constraints: Any) -> Any:
+    """The integer type above with CONSTRAINTS known only at run time (typed `Any` for that)."""
+    return Annotated[int, Field(strict=True, **constraints), INTEGRAL]
 
 
 class Options(BaseModel):
@@ -82,7 +106,7 @@ class MindOptions(Options):
 
 class FaidaOptions(Options):
     max_arity: Arity = 1
-    sample_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    sample_size: SampleSize = 500
     hll_accuracy: Annotated[float, Field(gt=0.0, le=1.0)] = 0.001
     ignore_constant_cols: bool = False
     ignore_null_cols: bool = False

@@ -4,22 +4,41 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from desbordante_service.api.deps import PublishDep, SessionDep, SettingsDep
+from desbordante_service.api.errors import CREATE_TASK, READ_MANY, READ_ONE
+from desbordante_service.api.openapi import link
+from desbordante_service.api.params import Limit, Offset, Wait
+from desbordante_service.api.ratelimit import RATE_LIMITED
 from desbordante_service.db import session_scope
 from desbordante_service.profiling import service
+from desbordante_service.profiling.backlog import Backlog
 from desbordante_service.profiling.primitives import PRIMITIVES
 from desbordante_service.profiling.schemas import TaskCreate, TaskOut
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
+CREATED = {
+    "links": {
+        "GetTask": link(
+            "GET", "/tasks/{task_id}", "poll it", parameters={"task_id": "$response.body#/id"}
+        ),
+    }
+}
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut, summary="Create")
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskOut,
+    summary="Create",
+    responses={202: CREATED, **CREATE_TASK},
+    dependencies=RATE_LIMITED,
+)
 def create_task(
     body: TaskCreate,
     request: Request,
@@ -28,18 +47,19 @@ def create_task(
     settings: SettingsDep,
     publish: PublishDep,
 ) -> TaskOut:
-    """Validate the primitive, algorithm and config, store the task and enqueue it."""
-    task = service.create_task(session, body, settings.TASK_TIME_LIMIT_SECONDS, publish)
+    """Validate the primitive, algorithm and config, store the task and enqueue it.
+
+    503 with `Retry-After` while MAX_PENDING_TASKS tasks are queued or running.
+    """
+    backlog = Backlog(settings.MAX_PENDING_TASKS, settings.QUEUE_FULL_RETRY_AFTER_SECONDS)
+    task = service.create_task(session, body, settings.TASK_TIME_LIMIT_SECONDS, publish, backlog)
     response.headers["Location"] = str(request.url_for("get_task", task_id=task.id))
     return TaskOut.model_validate(task)
 
 
-@router.get("", response_model=list[TaskOut], summary="List tasks")
+@router.get("", response_model=list[TaskOut], summary="List tasks", responses=READ_MANY)
 def list_tasks(
-    session: SessionDep,
-    dataset_id: uuid.UUID | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    session: SessionDep, dataset_id: uuid.UUID | None = None, limit: Limit = 100, offset: Offset = 0
 ) -> list[TaskOut]:
     tasks = service.list_tasks(session, dataset_id, limit, offset)
     return [TaskOut.model_validate(t) for t in tasks]
@@ -59,12 +79,13 @@ def primitives() -> dict[str, dict]:
     }
 
 
-@router.get("/{task_id}", response_model=TaskOut, summary="Get a task (optionally long-poll)")
-async def get_task(
-    task_id: uuid.UUID,
-    settings: SettingsDep,
-    wait: Annotated[float, Query(ge=0, description="seconds to wait for a final status")] = 0,
-) -> TaskOut:
+@router.get(
+    "/{task_id}",
+    response_model=TaskOut,
+    summary="Get a task (optionally long-poll)",
+    responses=READ_ONE,
+)
+async def get_task(task_id: uuid.UUID, settings: SettingsDep, wait: Wait = 0) -> TaskOut:
     """Return the task; with `wait`, block until it is final or the time runs out."""
     deadline = time.monotonic() + min(wait, settings.LONG_POLL_MAX_SECONDS)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import tempfile
+from contextlib import chdir
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,15 @@ def run(
     desbordante = importlib.import_module("desbordante")
     module = getattr(desbordante, PRIMITIVES[primitive].module)
     algo = getattr(module.algorithms, algorithm)()
-    table = (str(path), separator, has_header)
-    if primitive == "ind":
-        algo.load_data(tables=[table])
-    else:
-        algo.load_data(table=table)
-    algo.execute(**config)
+    table = (str(path.resolve()), separator, has_header)
+    # Some algorithms (Faida) write scratch files under ./temp: keep them in a directory of the
+    # system's temporary space (writable in the read-only image too) that is removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="desbordante-") as scratch, chdir(scratch):
+        if primitive == "ind":
+            algo.load_data(tables=[table])
+        else:
+            algo.load_data(table=table)
+        algo.execute(**config)
     if primitive in ("fd", "afd"):
         return {"fds": _fds(algo.get_fds(), columns)}
     if primitive == "ucc":

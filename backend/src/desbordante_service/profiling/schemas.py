@@ -4,25 +4,78 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from desbordante_service.errors import Invalid
 from desbordante_service.profiling.models import TaskStatus
-from desbordante_service.profiling.primitives import PRIMITIVES
+from desbordante_service.profiling.primitives import (
+    INTEGRAL,
+    PRIMITIVES,
+    Options,
+    Primitive,
+    json_int,
+)
+from desbordante_service.settings import INT4_MAX
+
+TIME_LIMIT_HELP = "seconds; at most TASK_TIME_LIMIT_SECONDS (default: that limit)"
+TimeLimit = Annotated[  # the column's integer
+    int, Field(strict=True, ge=1, le=INT4_MAX, description=TIME_LIMIT_HELP), INTEGRAL
+]
 
 
 class TaskCreate(BaseModel):
+    """What `POST /tasks` reads; `resolve` then checks primitive, algorithm and config.
+
+    The OpenAPI document describes the same rules precisely with `documented_variants`.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     dataset_id: uuid.UUID
     primitive: str = Field(description=f"one of: {', '.join(sorted(PRIMITIVES))}")
     algorithm: str | None = Field(default=None, description="defaults per primitive")
     config: dict[str, Any] = Field(default_factory=dict)
-    time_limit: int | None = Field(
-        default=None, ge=1, description="seconds; at most TASK_TIME_LIMIT_SECONDS"
+    time_limit: TimeLimit | None = None
+
+
+def documented_variants(max_time_limit: int) -> list[type[BaseModel]]:
+    """`TaskCreate` as the API documents it: one model per primitive and algorithm.
+
+    Each names its primitive and algorithm as constants (the default algorithm may be left out)
+    and its config as the algorithm's options model, so the schema accepts exactly what
+    `TaskCreate` and `resolve` accept with TASK_TIME_LIMIT_SECONDS = `max_time_limit`.
+    """
+    return [
+        _variant(spec, name, options, max_time_limit)
+        for spec in PRIMITIVES.values()
+        for name, options in spec.algorithms.items()
+    ]
+
+
+def _variant(
+    spec: Primitive, algorithm: str, options: type[Options], max_time_limit: int
+) -> type[BaseModel]:
+    if algorithm == spec.default:
+        chosen: Any = (_constant(algorithm) | None, Field(default=None, description="the default"))
+    else:
+        chosen = (_constant(algorithm), ...)
+    return create_model(
+        f"Task{spec.name.capitalize()}{algorithm}",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"{algorithm}: {spec.description}",
+        dataset_id=(uuid.UUID, ...),
+        primitive=(_constant(spec.name), ...),
+        algorithm=chosen,
+        config=(options, Field(default_factory=options)),
+        time_limit=(json_int(ge=1, le=max_time_limit, description=TIME_LIMIT_HELP) | None, None),
     )
+
+
+def _constant(value: str) -> Any:
+    """`Literal[VALUE]`, a type made at run time (so typed `Any`)."""
+    return Literal[value]
 
 
 class TaskOut(BaseModel):
@@ -61,7 +114,9 @@ def resolve(primitive: str, algorithm: str | None, config: dict[str, Any]) -> tu
     return name, options.model_dump(exclude_none=True)
 
 
-def _config_error(exc: ValidationError, primitive: str, algorithm: str, model: type) -> str:
+def _config_error(
+    exc: ValidationError, primitive: str, algorithm: str, model: type[BaseModel]
+) -> str:
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"])
     allowed = ", ".join(sorted(model.model_fields)) or "none"

@@ -17,9 +17,17 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from desbordante_service.datasets.models import Dataset
+from desbordante_service.db import changed_rows
 from desbordante_service.errors import Invalid, NotFound, Unavailable
 from desbordante_service.profiling import runner
-from desbordante_service.profiling.models import ACTIVE, ProfilingTask, TaskStatus
+from desbordante_service.profiling.backlog import Backlog
+from desbordante_service.profiling.models import (
+    ACTIVE,
+    STALE_GRACE,
+    ProfilingTask,
+    TaskStatus,
+    stale_running,
+)
 from desbordante_service.profiling.schemas import TaskCreate, resolve
 from desbordante_service.storage import Storage
 
@@ -27,15 +35,22 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[uuid.UUID, int], None]
 FINAL = (TaskStatus.succeeded, TaskStatus.failed)
-# A running task whose worker vanished is failed this long after its hard time limit.
-STALE_GRACE = timedelta(seconds=60)
 TIME_LIMIT_MESSAGE = "time limit exceeded ({seconds} s)"
+WORKER_LOST_MESSAGE = "worker lost: no result within the time limit"
+NO_LIMIT = Backlog(limit=0, retry_after=1)
 
 
 def create_task(
-    session: Session, request: TaskCreate, max_time_limit: int, publish: Publish
+    session: Session,
+    request: TaskCreate,
+    max_time_limit: int,
+    publish: Publish,
+    backlog: Backlog = NO_LIMIT,
 ) -> ProfilingTask:
-    """Validate, store as `queued`, then enqueue; if the broker refuses, nothing is kept."""
+    """Validate, admit under the backlog limit, store as `queued`, then enqueue.
+
+    If the broker refuses, nothing is kept.
+    """
     algorithm, config = resolve(request.primitive, request.algorithm, request.config)
     time_limit = request.time_limit or max_time_limit
     if time_limit > max_time_limit:
@@ -43,6 +58,7 @@ def create_task(
     dataset = session.get(Dataset, request.dataset_id, with_for_update={"read": True})
     if dataset is None:
         raise NotFound(f"dataset {request.dataset_id} not found")
+    backlog.admit(session)  # holds the backlog lock until the commit below
     task = ProfilingTask(
         id=uuid.uuid4(),
         dataset_id=dataset.id,
@@ -80,7 +96,7 @@ def get_task(session: Session, task_id: uuid.UUID) -> ProfilingTask:
     if task is None:
         raise NotFound(f"task {task_id} not found")
     if task.status == TaskStatus.running and _is_stale(task):
-        fail_if_running(session, task_id, "worker lost: no result within the time limit")
+        fail_if_running(session, task_id, WORKER_LOST_MESSAGE)
         session.refresh(task)
     return task
 
@@ -90,6 +106,19 @@ def _is_stale(task: ProfilingTask) -> bool:
         return False
     limit = timedelta(seconds=task.time_limit) + STALE_GRACE
     return datetime.now(UTC) - task.started_at > limit
+
+
+def fail_stale(session: Session) -> int:
+    """Fail every running task whose worker vanished (as reading it would); returns how many."""
+    done = changed_rows(
+        session,
+        update(ProfilingTask)
+        .where(stale_running())
+        .values(status=TaskStatus.failed, error=WORKER_LOST_MESSAGE, finished_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False),
+    )
+    session.commit()
+    return done
 
 
 def claim(session: Session, task_id: uuid.UUID) -> int | None:
@@ -118,28 +147,30 @@ def finish(
 ) -> bool:
     """Record the outcome of `attempt`; False if a newer attempt or a final state won."""
     status = TaskStatus.failed if error is not None else TaskStatus.succeeded
-    done = session.execute(
+    done = changed_rows(
+        session,
         update(ProfilingTask)
         .where(
             ProfilingTask.id == task_id,
             ProfilingTask.attempts == attempt,
             ProfilingTask.status == TaskStatus.running,
         )
-        .values(status=status, result=result, error=error, finished_at=datetime.now(UTC))
+        .values(status=status, result=result, error=error, finished_at=datetime.now(UTC)),
     )
     session.commit()
-    return bool(done.rowcount)
+    return bool(done)
 
 
 def fail_if_running(session: Session, task_id: uuid.UUID, error: str) -> bool:
     """Fail a task that is still running (hard time limit, lost worker)."""
-    done = session.execute(
+    done = changed_rows(
+        session,
         update(ProfilingTask)
         .where(ProfilingTask.id == task_id, ProfilingTask.status == TaskStatus.running)
-        .values(status=TaskStatus.failed, error=error, finished_at=datetime.now(UTC))
+        .values(status=TaskStatus.failed, error=error, finished_at=datetime.now(UTC)),
     )
     session.commit()
-    return bool(done.rowcount)
+    return bool(done)
 
 
 def execute(

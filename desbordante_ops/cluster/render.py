@@ -1,0 +1,274 @@
+"""Render one environment's manifests for a release: `kubectl kustomize` of a release layer.
+
+This is the single render path (deploy applies its output; the manifest tests check it). A
+throw-away kustomization on top of `k8s/overlays/<env>` adds what comes from the effective
+settings (env file, process environment and `--set`, exactly what `invoke config` shows):
+- the ConfigMap `desbordante-config` from the backend's keys only (toolkit keys such as
+  IMAGE_NAME never reach a pod); its name gets a content hash, so a change rolls the pods;
+- the backend image `IMAGE_NAME:<tag>` (`images:`), the namespace and replicas;
+- the edge (cluster/edge.py): optional components of k8s/components, ingress hosts, TLS,
+  the Traefik middleware chain of every router and the middlewares' values;
+then `kubectl kustomize` runs through the Invoke context. With an image pull Secret (see
+cluster/registry.py) every pod that runs the backend image gets `imagePullSecrets`. Finally the
+migrate Job is named `migrate-<tag>-<hash of its spec>`: a Job's template is immutable, so any
+change of what the Job would run (config, image, pull secret) is a new Job rather than a
+rejected update.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from invoke import Context, Exit
+
+from desbordante_ops.cluster import edge, names
+from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig
+
+KUBECTL = "kubectl"
+# The backend image's name in k8s/base; every render replaces it with IMAGE_NAME:<tag>.
+BACKEND_IMAGE_PLACEHOLDER = "desbordante-backend"
+# Docker's tag grammar; `latest` is refused: tags must be unique per release.
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+KUSTOMIZE_TIMEOUT_SECONDS = 120
+CONFIG_FILE = "desbordante-config.env"
+POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
+
+
+def overlay_dir(env: str, root: Path) -> Path:
+    """k8s/overlays/<env>; Exit when ENV has no overlay."""
+    path = root / "k8s" / "overlays" / env
+    if env not in CLUSTER_ENVS or not (path / "kustomization.yaml").is_file():
+        raise Exit(f"No Kubernetes overlay for {env!r}: use one of {', '.join(CLUSTER_ENVS)}.")
+    return path
+
+
+def check_tag(tag: str) -> str:
+    """TAG if it is a valid, release-unique image tag; Exit otherwise."""
+    if not TAG_PATTERN.match(tag):
+        raise Exit(f"Image tag {tag!r} is not a valid Docker tag; use e.g. a version or git sha.")
+    if tag == "latest":
+        raise Exit("Image tag 'latest' is not allowed: deploy a unique tag (version or git sha).")
+    return tag
+
+
+def kustomize(c: Context, path: Path) -> str:
+    """`kubectl kustomize` of the kustomization at PATH; Exit with kustomize's message on error."""
+    if shutil.which(KUBECTL) is None:
+        raise Exit("kubectl not found on PATH: install kubectl 1.27+ (it embeds kustomize v5).")
+    result = c.run(
+        shlex.join([KUBECTL, "kustomize", str(path)]),
+        hide=True,
+        warn=True,
+        in_stream=False,
+        timeout=KUSTOMIZE_TIMEOUT_SECONDS,
+    )
+    if not result.ok:
+        lines = (result.stderr or "").strip().splitlines() or ["no output"]
+        message = lines[-1].partition(' err="')[2].rstrip('"') or lines[-1]
+        raise Exit(f"kubectl kustomize {path} failed: {message}")
+    return str(result.stdout)
+
+
+def _json_patch(*ops: dict[str, Any]) -> str:
+    return yaml.safe_dump(list(ops))
+
+
+def _replace(path: str, value: Any) -> dict[str, Any]:
+    return {"op": "replace", "path": path, "value": value}
+
+
+def release_kustomization(
+    cfg: EnvConfig, overlay: Path, workdir: Path, image_name: str, tag: str, digest: str = ""
+) -> dict[str, Any]:
+    """The kustomization that turns OVERLAY into the release IMAGE_NAME:TAG of CFG
+    (IMAGE_NAME@DIGEST when DIGEST is given)."""
+    toolkit, namespace = cfg.toolkit, cfg.namespace
+    patches = edge.release_patches(cfg)
+    patches += [
+        {
+            "target": {"kind": "Deployment", "name": name},
+            "patch": _json_patch(_replace("/spec/replicas", replicas)),
+        }
+        for name, replicas in (
+            (names.API, toolkit.API_REPLICAS),
+            (names.WORKER, toolkit.WORKER_REPLICAS),
+        )
+    ]
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": namespace,
+        "resources": [os.path.relpath(overlay, workdir)],
+        "components": edge.release_components(cfg, workdir),
+        "images": [
+            {
+                "name": BACKEND_IMAGE_PLACEHOLDER,
+                "newName": image_name,
+                **({"digest": digest} if digest else {"newTag": tag}),
+            }
+        ],
+        "configMapGenerator": [
+            {
+                "name": names.CONFIG_MAP,
+                "envs": [CONFIG_FILE],
+                "options": {
+                    "labels": {
+                        names.PART_OF_LABEL: names.APP_NAME,
+                        names.INSTANCE_LABEL: namespace,
+                        **names.MANAGED_BY,
+                    }
+                },
+            }
+        ],
+        "patches": patches,
+    }
+
+
+def config_env_file(cfg: EnvConfig) -> str:
+    """The ConfigMap's env file: the backend's keys only, as `invoke config` shows them."""
+    lines = []
+    for key, value in sorted(cfg.backend_env().items()):
+        if "\n" in value or "\r" in value:
+            raise Exit(f"{key} contains a line break, which a ConfigMap env file cannot hold.")
+        lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def job_spec_hash(job: dict[str, Any]) -> str:
+    """8 hex digits of the Job's spec."""
+    return hashlib.sha256(json.dumps(job["spec"], sort_keys=True).encode()).hexdigest()[:8]
+
+
+def migrate_job_name(tag: str, job: dict[str, Any]) -> str:
+    """`migrate-<tag>-<hash>`: changes whenever the Job's (immutable) spec would change."""
+    digest = job_spec_hash(job)
+    prefix = names.migrate_job_name(tag)[: 63 - len(digest) - 1].rstrip("-")
+    return f"{prefix}-{digest}"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The rendered manifests of one environment and release."""
+
+    env: str
+    namespace: str
+    image: str
+    migrate_job: str
+    text: str
+    docs: list[dict[str, Any]] = field(repr=False)
+
+    def find(self, kind: str, name: str) -> dict[str, Any]:
+        """The object KIND/NAME (KeyError when absent)."""
+        for doc in self.docs:
+            if doc["kind"] == kind and doc["metadata"]["name"] == name:
+                return doc
+        raise KeyError(f"{kind}/{name}")
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        """Every object of KIND."""
+        return [doc for doc in self.docs if doc["kind"] == kind]
+
+
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod spec of a workload (a CronJob's is inside its jobTemplate); None for others."""
+    if doc["kind"] not in POD_TEMPLATE_KINDS:
+        return None
+    workload = doc["spec"]["jobTemplate"] if doc["kind"] == "CronJob" else doc
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def _runs_image(spec: dict[str, Any], image: str) -> bool:
+    containers = [*spec.get("initContainers", []), *spec["containers"]]
+    return any(c.get("image") == image for c in containers)
+
+
+def _assemble(
+    env: str,
+    namespace: str,
+    image: str,
+    docs: list[dict[str, Any]],
+    name_job: Callable[[dict[str, Any]], str],
+    job: str,
+    pull_secret: str | None,
+) -> Rendered:
+    """The Rendered release: pull secret on the pods of IMAGE, migrate Job JOB renamed by
+    NAME_JOB (after the pull secret: it is part of the Job's spec)."""
+    for doc in docs:
+        spec = _pod_spec(doc)
+        if pull_secret and spec is not None and _runs_image(spec, image):
+            spec["imagePullSecrets"] = [{"name": pull_secret}]
+    job_name = ""
+    for doc in docs:
+        if doc["kind"] == "Job" and doc["metadata"]["name"] == job:
+            job_name = doc["metadata"]["name"] = name_job(doc)
+    return Rendered(
+        env=env,
+        namespace=namespace,
+        image=image,
+        migrate_job=job_name,
+        text=yaml.safe_dump_all(docs, sort_keys=False),
+        docs=docs,
+    )
+
+
+def with_pull_secret(rendered: Rendered, secret: str) -> Rendered:
+    """RENDERED with SECRET in `imagePullSecrets` of every pod running the backend image."""
+    prefix = rendered.migrate_job.rpartition("-")[0]
+    return _assemble(
+        rendered.env,
+        rendered.namespace,
+        rendered.image,
+        copy.deepcopy(rendered.docs),
+        lambda job: f"{prefix}-{job_spec_hash(job)}",
+        rendered.migrate_job,
+        secret,
+    )
+
+
+def render(
+    c: Context,
+    cfg: EnvConfig,
+    tag: str,
+    *,
+    image_name: str | None = None,
+    digest: str = "",
+    pull_secret: str | None = None,
+) -> Rendered:
+    """Render CFG's overlay for image tag TAG (IMAGE_NAME from the settings by default).
+
+    DIGEST (`sha256:...`) pins the backend image to IMAGE_NAME@DIGEST instead of the tag (prod
+    runs exactly the image stage ran); TAG still names the release and its migrate Job.
+    PULL_SECRET names an image pull Secret for the pods that run the backend image.
+    """
+    overlay = overlay_dir(cfg.name, cfg.root)
+    check_tag(tag)
+    image_name = image_name or cfg.toolkit.IMAGE_NAME
+    with tempfile.TemporaryDirectory(prefix="desbordante-render-") as tmp:
+        workdir = Path(tmp)
+        layer = release_kustomization(cfg, overlay, workdir, image_name, tag, digest)
+        (workdir / "kustomization.yaml").write_text(yaml.safe_dump(layer, sort_keys=False))
+        (workdir / CONFIG_FILE).write_text(config_env_file(cfg))
+        docs = [doc for doc in yaml.safe_load_all(kustomize(c, workdir)) if doc]
+    image = f"{image_name}@{digest}" if digest else f"{image_name}:{tag}"
+    return _assemble(
+        cfg.name,
+        cfg.namespace,
+        image,
+        docs,
+        lambda job: migrate_job_name(tag, job),
+        names.MIGRATE,
+        pull_secret,
+    )

@@ -1,0 +1,1 @@
+"""Shared by every area: settings, console output, polling, files, host checks."""

@@ -1,0 +1,116 @@
+"""`deploy`, `deploy.render`, `deploy.rollback`, `deploy.teardown`: one release to stage or prod."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invoke import Context, Exit, task
+
+from desbordante_ops.cluster import deploy as cluster_deploy
+from desbordante_ops.cluster import kube, lock, traefik
+from desbordante_ops.cluster import rollback as cluster_rollback
+from desbordante_ops.cluster import teardown as cluster_teardown
+from desbordante_ops.cluster.bootstrap import default_tag
+from desbordante_ops.cluster.registry import PULL_SECRET
+from desbordante_ops.cluster.render import render as render_release
+from desbordante_ops.core.settings import EnvConfig, cluster_config, load_config
+from desbordante_ops.image.push import auth_from_environment
+from desbordante_ops.image.tags import is_release_tag
+from desbordante_ops.tasks import options
+
+TIMEOUT = (
+    "Seconds to wait for prerequisites, migration and rollouts together (default 600); also the "
+    "longest wait for another deploy's lock"
+)
+YES = "Skip the prod confirmation prompt"
+
+
+def check_prod_tag(env: str, tag: str) -> None:
+    if env == "prod" and not is_release_tag(tag):
+        raise Exit(f"prod takes only a release tag vX.Y.Z; {tag!r} is not one (tag a release).")
+
+
+def release_options(cfg: EnvConfig, yes: bool, timeout: int) -> dict[str, Any]:
+    """What deploy_release needs besides the release: prod's view of stage, timeout, registry."""
+    stage = load_config("stage")
+    return {
+        "yes": yes,
+        "timeout": timeout,
+        "stage_core": kube.connect(stage).core if cfg.name == "prod" else None,
+        "stage_namespace": stage.namespace,
+        "registry_auth": auth_from_environment(),
+    }
+
+
+@task(
+    default=True,
+    help={"env": options.CLUSTER_ENV, "tag": options.TAG, "yes": YES, "timeout": TIMEOUT},
+)
+def deploy(
+    c: Context,
+    env: str = "stage",
+    tag: str | None = None,
+    yes: bool = False,
+    timeout: int = cluster_deploy.ROLLOUT_TIMEOUT_SECONDS,
+) -> None:
+    """Render, diff, apply (with prune), migrate and wait for one release; then Traefik."""
+    cfg = cluster_config(env)
+    cluster_deploy.check_timeout(timeout)
+    tag = tag or default_tag(c, cfg)
+    check_prod_tag(env, tag)
+    rendered = render_release(c, cfg, tag)
+    k = kube.connect(cfg)
+    with lock.exclusive(k.coordination, cfg.namespace, f"deploy {tag}", wait=timeout):
+        options = release_options(cfg, yes, timeout)
+        cluster_deploy.deploy_release(c, cfg, k, rendered, tag, **options)
+    traefik.apply_traefik_config(c, cfg)
+
+
+@task(help={"env": options.CLUSTER_ENV, "tag": options.TAG})
+def render(c: Context, env: str = "stage", tag: str | None = None) -> None:
+    """Print the manifests of an environment as they would be applied."""
+    cfg = cluster_config(env)
+    pull_secret = PULL_SECRET if auth_from_environment() else None
+    rendered = render_release(c, cfg, tag or default_tag(c, cfg), pull_secret=pull_secret)
+    print(rendered.text, end="")
+
+
+@task(
+    help={
+        "env": options.CLUSTER_ENV,
+        "to": "Release tag to go back to (default: the one recorded before the live release)",
+        "yes": YES,
+        "timeout": TIMEOUT,
+    },
+)
+def rollback(
+    c: Context,
+    env: str = "stage",
+    to: str | None = None,
+    yes: bool = False,
+    timeout: int = cluster_deploy.ROLLOUT_TIMEOUT_SECONDS,
+) -> None:
+    """Go back to an earlier release; refused when the database is migrated past it."""
+    cfg = cluster_config(env)
+    cluster_deploy.check_timeout(timeout)
+    k = kube.connect(cfg)
+    with lock.exclusive(k.coordination, cfg.namespace, f"rollback to {to or 'previous'}", timeout):
+        recorded = cluster_rollback.history(k.core, cfg.namespace)
+        live = cluster_rollback.live_tag(k.apps, cfg.namespace, cfg.toolkit.IMAGE_NAME, recorded)
+        tag = cluster_rollback.choose_target([entry.tag for entry in recorded], live, to)
+        check_prod_tag(env, tag)
+        rendered = render_release(c, cfg, tag)
+        options = release_options(cfg, yes, timeout)
+        cluster_rollback.rollback(c, cfg, k, rendered, tag, live, **options)
+
+
+@task(
+    help={
+        "env": options.CLUSTER_ENV,
+        "purge_data": "Also delete the namespace with its volumes and Secrets (asks first)",
+        "yes": "Do not ask before purging data",
+    }
+)
+def teardown(c: Context, env: str = "stage", purge_data: bool = False, yes: bool = False) -> None:
+    """Remove the workloads of an environment; data stays unless --purge-data is confirmed."""
+    cluster_teardown.teardown(c, cluster_config(env), purge_data=purge_data, yes=yes)

@@ -1,0 +1,27 @@
+"""`doctor --env`'s memory and disk rows count the real overlays as the budget test does."""
+
+from __future__ import annotations
+
+from desbordante_ops.cluster.checks import rendered_needs
+from desbordante_ops.cluster.render import Rendered
+
+from .kube_objects import LONG_RUNNING_KINDS, overlay_memory_requests, quantity_bytes
+
+
+def test_doctor_needs_are_the_long_running_requests_and_every_claim(
+    all_rendered: dict[str, Rendered],
+) -> None:
+    for rendered in all_rendered.values():
+        memory, storage = rendered_needs(rendered)
+        requests = overlay_memory_requests(rendered.docs)
+        assert memory == sum(
+            value for name, value in requests.items() if name.split("/")[0] in LONG_RUNNING_KINDS
+        )
+        claims = [doc["spec"] for doc in rendered.of_kind("PersistentVolumeClaim")]
+        claims += [
+            template["spec"]
+            for doc in rendered.of_kind("StatefulSet")
+            for template in doc["spec"].get("volumeClaimTemplates", [])
+        ]
+        assert storage == sum(quantity_bytes(c["resources"]["requests"]["storage"]) for c in claims)
+        assert storage > 0 and memory > 0

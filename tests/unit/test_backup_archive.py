@@ -1,0 +1,202 @@
+"""The backup archive (manifest, checksums, damage) and the uploads tar (pack, unpack)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from invoke import Exit
+
+from desbordante_ops.backup import archive, files, schema
+from desbordante_ops.backup.archive import DATABASE, MANIFEST, UPLOADS, Manifest
+
+
+def manifest(revision: str | None = "0001") -> Manifest:
+    return Manifest(
+        env="local",
+        source="test",
+        release="abc1234",
+        schema_revision=revision,
+        created_at="2026-11-26T12:00:00Z",
+    )
+
+
+@pytest.fixture
+def staged(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "staged").mkdir()
+    dump = tmp_path / "staged" / DATABASE
+    dump.write_bytes(b"PGDMP" + bytes(range(256)) * 64)
+    uploads = tmp_path / "staged" / UPLOADS
+    with tarfile.open(uploads, "w") as tar:
+        tar.add(__file__, arcname="datasets/x.csv")
+    return {DATABASE: dump, UPLOADS: uploads}
+
+
+def test_archive_round_trip_with_checksums(tmp_path: Path, staged: dict[str, Path]) -> None:
+    path = tmp_path / "a.tar"
+    written = archive.write_archive(path, manifest(), staged)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob(".*.part"))
+    assert archive.read_manifest(path) == written
+    assert written.members[DATABASE].size == staged[DATABASE].stat().st_size
+    out = tmp_path / "out"
+    out.mkdir()
+    found = archive.extract_verified(path, written, out)
+    for name in (DATABASE, UPLOADS):
+        assert found[name].read_bytes() == staged[name].read_bytes()
+    with tarfile.open(path) as tar:
+        assert tar.getnames()[-1] == MANIFEST
+
+
+def rewrite(path: Path, change: dict[str, bytes | None]) -> None:
+    """Copy the archive with members replaced (bytes) or dropped (None)."""
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    names = {m.name for m, _ in members}
+    with tarfile.open(path, "w") as tar:
+        for member, data in members:
+            new = change.get(member.name, data)
+            if new is None:
+                continue
+            member.size = len(new)
+            tar.addfile(member, io.BytesIO(new))
+        for name, data in change.items():
+            if name not in names and data is not None:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({DATABASE: b"PGDMP changed"}, "database.dump does not match its checksum"),
+        ({"../../etc/passwd": b"x"}, "unexpected member '../../etc/passwd'"),
+        ({UPLOADS: None}, "uploads.tar is missing"),
+    ],
+)
+def test_a_damaged_archive_is_refused(
+    tmp_path: Path, staged: dict[str, Path], change: dict[str, bytes | None], message: str
+) -> None:
+    path = tmp_path / "a.tar"
+    written = archive.write_archive(path, manifest(), staged)
+    rewrite(path, change)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(Exit, match=message.replace("(", r"\(").replace(".", r"\.")):
+        archive.extract_verified(path, written, tmp_path / "out")
+    assert not (tmp_path / "etc").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "has no manifest.json; it is not an archive of `invoke backup`"),
+        (b"{not json", "manifest.json is not valid"),
+        (b'{"format": 2, "env": "local"}', "manifest.json is not valid"),
+    ],
+)
+def test_manifest_problems_are_one_line(
+    tmp_path: Path, staged: dict[str, Path], content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "a.tar"
+    archive.write_archive(path, manifest(), staged)
+    rewrite(path, {MANIFEST: content})
+    with pytest.raises(Exit) as raised:
+        archive.read_manifest(path)
+    assert message in str(raised.value.message) and "\n" not in str(raised.value.message)
+
+
+def test_other_format_and_non_archives_are_refused(tmp_path: Path, staged: dict[str, Path]) -> None:
+    path = tmp_path / "a.tar"
+    written = archive.write_archive(path, manifest(), staged)
+    newer = written.model_copy(update={"format": 2}).model_dump_json().encode()
+    rewrite(path, {MANIFEST: newer})
+    with pytest.raises(Exit, match="archive format 2; this toolkit reads format 1"):
+        archive.read_manifest(path)
+    (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(Exit, match="is not a backup archive"):
+        archive.read_manifest(tmp_path / "junk.tar")
+    with pytest.raises(Exit, match="not found; pass the archive"):
+        archive.read_manifest(tmp_path / "missing.tar")
+
+
+def test_schema_plan_same_older_and_newer() -> None:
+    head = schema.plan("0001")
+    assert head.head == "0001" and not head.migrate
+    empty = schema.plan(None)
+    assert empty.migrate and "older than the code's head 0001" in empty.summary
+    with pytest.raises(Exit, match="ffff is newer than this code's head 0001: restore it with"):
+        schema.plan("ffff")
+
+
+# --- uploads tar -----------------------------------------------------------------------------
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_pack_leaves_out_uploads_in_progress_and_unpack_replaces(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    (source / "datasets").mkdir(parents=True)
+    (source / "datasets" / "a.csv").write_text("a\n1\n")
+    (source / "datasets" / "b.csv").write_text("b\n2\n")
+    (source / "incoming").mkdir()
+    (source / "incoming" / "c.part").write_text("partial")
+    packed = tmp_path / "uploads.tar"
+    assert files.pack(source, packed) == (2, 8)
+    with tarfile.open(packed) as tar:
+        assert sorted(tar.getnames()) == ["datasets", "datasets/a.csv", "datasets/b.csv"]
+
+    target = tmp_path / "target"
+    (target / "datasets").mkdir(parents=True)
+    (target / "datasets" / "new.csv").write_text("created after the backup")
+    (target / "incoming").mkdir()
+    (target / "incoming" / "d.lease").write_text("")
+    (target / "stray").write_text("x")
+    assert files.unpack(packed, target) == 2
+    assert tree(target) == {
+        "datasets/a.csv": b"a\n1\n",
+        "datasets/b.csv": b"b\n2\n",
+        "incoming/d.lease": b"",  # uploads in progress are left alone
+    }
+
+
+def test_unpack_reads_gnu_tar_of_a_pod_and_refuses_escapes(tmp_path: Path) -> None:
+    source = tmp_path / "pod"
+    (source / "datasets").mkdir(parents=True)
+    (source / "datasets" / "a.csv").write_text("a\n")
+    (source / "incoming").mkdir()
+    tar_binary = shutil.which("tar")
+    assert tar_binary
+    packed = tmp_path / "gnu.tar"
+    subprocess.run(
+        [tar_binary, "-C", str(source), "--exclude=incoming", "-cf", str(packed), "."], check=True
+    )
+    target = tmp_path / "target"
+    assert files.unpack(packed, target) == 1
+    assert tree(target) == {"datasets/a.csv": b"a\n"}
+
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../outside.csv")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(tarfile.OutsideDestinationError):
+        files.unpack(evil, target)
+    assert not (tmp_path / "outside.csv").exists()
+    assert tree(target) == {"datasets/a.csv": b"a\n"}  # nothing replaced
+
+
+def test_pack_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
+    assert files.pack(tmp_path / "never-created", tmp_path / "u.tar") == (0, 0)
+    with tarfile.open(tmp_path / "u.tar") as tar:
+        assert tar.getnames() == []

@@ -1,0 +1,348 @@
+"""The edge outside the render: Traefik's HelmChartConfig and who may apply it
+(cluster/traefik.py), pruning, the API's basic-auth Secret and the smoke test's client
+(cluster/edge.py), the doctor's TLS rows against a real TLS server on loopback
+(cluster/certificates.py), the edge settings, and the local retention program."""
+
+from __future__ import annotations
+
+import configparser
+import datetime as dt
+import json
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+import yaml
+from invoke import Exit, MockContext, Result
+from supervisor.options import ServerOptions
+from support.fake_kube import FakeApps, FakeCore
+from support.fakeapi_tls import Tls, make_tls
+
+from desbordante_ops.cluster import certificates, edge, kube, names, traefik
+from desbordante_ops.cluster import secrets as cs
+from desbordante_ops.core.settings import EnvConfig, load_config
+from desbordante_ops.local.supervise import (
+    RETENTION,
+    SERVICES,
+    StackPaths,
+    programs,
+    render_conf,
+)
+from desbordante_ops.tasks.config import config
+
+ACCEPT_TIMEOUT_SECONDS = 30.0
+MAX_HANDSHAKES = 10
+
+
+def stage(**flags: str) -> EnvConfig:
+    return load_config("stage", flags=flags, environ={})
+
+
+def prod(**flags: str) -> EnvConfig:
+    return load_config("prod", flags=flags, environ={})
+
+
+class Kubectl(MockContext):
+    """Answers kubectl like an admin (or a devops user) of a cluster with CURRENT values, and
+    keeps every command and the applied file's content."""
+
+    # Declared on the class: invoke's Context turns unknown attribute sets into config entries.
+    admin: bool = True
+    current: dict[str, Any] | None = None
+    commands: list[str] = []  # noqa: RUF012 - replaced per instance
+    applied: list[dict[str, Any]] = []  # noqa: RUF012 - replaced per instance
+
+    def __init__(self, admin: bool = True, current: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.admin, self.current = admin, current
+        self.commands: list[str] = []
+        self.applied: list[dict[str, Any]] = []
+
+    def run(self, command: str, *args: Any, **kw: Any) -> Result:
+        assert kw.get("in_stream") is False
+        self.commands.append(command)
+        verb = command.split()[3]
+        if verb == "auth":
+            return Result("yes" if self.admin else "no", exited=0 if self.admin else 1)
+        if verb == "get":
+            if self.current is None:
+                return Result("")
+            return Result(json.dumps(traefik.traefik_config(self.current)))
+        if verb == "apply":
+            with open(command.split()[-1]) as fh:
+                self.applied.append(yaml.safe_load(fh))
+        return Result("")
+
+
+# --- Traefik's HelmChartConfig ----------------------------------------------------------------
+
+
+def test_acme_values_set_the_resolver_a_volume_and_client_ips() -> None:
+    values = traefik.traefik_values(prod())
+    acme = values["certificatesResolvers"][edge.RESOLVER]["acme"]
+    assert acme["email"] == prod().toolkit.ACME_EMAIL
+    assert acme["httpChallenge"] == {"entryPoint": edge.WEB}
+    assert acme["storage"].startswith(values["persistence"]["path"] + "/")
+    assert values["persistence"]["enabled"] is True
+    assert values["podSecurityContext"]["fsGroup"] == traefik.TRAEFIK_UID
+    assert values["service"]["spec"]["externalTrafficPolicy"] == "Local"
+    config = traefik.traefik_config(values)
+    assert (config["kind"], config["metadata"]["namespace"]) == ("HelmChartConfig", "kube-system")
+    assert config["apiVersion"] == "helm.cattle.io/v1" and set(config["spec"]) == {"valuesContent"}
+    assert yaml.safe_load(config["spec"]["valuesContent"]) == values
+
+
+def test_other_modes_keep_what_the_cluster_has() -> None:
+    """Traefik is shared: stage on selfsigned must not drop prod's resolver or an admin's
+    own values."""
+    current = traefik.traefik_values(prod())
+    current["logs"] = {"access": {"enabled": True}}
+    values = traefik.traefik_values(stage(TLS_MODE="selfsigned"), current)
+    assert values == current
+    assert traefik.traefik_values(stage(TLS_MODE="off")) == {
+        "service": {"spec": {"externalTrafficPolicy": "Local"}}
+    }
+
+
+def test_admin_applies_the_config_once() -> None:
+    c = Kubectl(admin=True, current=None)
+    assert traefik.apply_traefik_config(c, prod()) is True
+    (applied,) = c.applied
+    assert applied == traefik.traefik_config(traefik.traefik_values(prod()))
+    assert [cmd.split()[3] for cmd in c.commands] == ["auth", "get", "apply"]
+    assert all("--kubeconfig" in cmd for cmd in c.commands)
+    again = Kubectl(admin=True, current=traefik.traefik_values(prod()))
+    assert traefik.apply_traefik_config(again, prod()) is False
+    assert [cmd.split()[3] for cmd in again.commands] == ["auth", "get"]
+
+
+def test_devops_skips_the_cluster_wide_config_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    c = Kubectl(admin=False)
+    assert traefik.apply_traefik_config(c, prod()) is False
+    assert [cmd.split()[3] for cmd in c.commands] == ["auth"]
+    assert "a cluster admin runs `invoke deploy`" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_cluster_without_helmchartconfig_is_skipped_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missing = 'error: the server doesn\'t have a resource type "helmchartconfig"'
+    c = MockContext(run=[Result("yes"), Result(stderr=missing, exited=1)])
+    assert traefik.apply_traefik_config(c, prod()) is False
+    assert "not k3s's bundled Traefik" in " ".join(capsys.readouterr().out.split())
+    refused = MockContext(run=[Result("yes"), Result(stderr="error: Unauthorized", exited=1)])
+    with pytest.raises(Exit, match="Cannot read Traefik's HelmChartConfig: error: Unauthorized"):
+        traefik.apply_traefik_config(refused, prod())
+
+
+def test_acme_for_names_without_public_dns_warns() -> None:
+    warnings = traefik.acme_warnings(prod())  # the env files ship *.desbordante.local
+    assert len(warnings) == 2 and "desbordante.local is not a public DNS name" in warnings[0]
+    assert traefik.acme_warnings(prod(API_HOST="203.0.113.7", FLOWER_INGRESS_HOST="f.example.org"))
+    public = prod(API_HOST="api.example.org", FLOWER_INGRESS_HOST="flower.example.org")
+    assert traefik.acme_warnings(public) == []
+    assert traefik.acme_warnings(prod(TLS_MODE="selfsigned")) == []
+
+
+# --- The API's basic auth -----------------------------------------------------------------------
+
+
+def no_store(spec: cs.SecretSpec) -> kube.PodExec:
+    """A pod exec that must never run: the api-auth password lives in its Secret only."""
+
+    def run(argv: list[str], stdin: str) -> tuple[int, str]:
+        raise AssertionError(f"{spec.name} is stored nowhere else, yet {argv} ran")
+
+    return run
+
+
+def test_generate_makes_the_api_auth_secret_with_a_bcrypt_line() -> None:
+    core, cfg = FakeCore(), stage(API_AUTH_USER="team")
+    cs.generate(core, FakeApps(names.DEPLOYMENTS), cfg, cfg.namespace)
+    password = core.value(cfg.namespace, names.ApiAuthSecret.NAME, names.ApiAuthSecret.PASSWORD)
+    users = core.value(cfg.namespace, names.ApiAuthSecret.NAME, names.ApiAuthSecret.USERS)
+    user, hashed = users.split(":", 1)
+    assert user == "team" and len(password) >= 43 and password not in users
+    assert bcrypt.checkpw(password.encode(), hashed.encode())
+    apps = FakeApps(names.DEPLOYMENTS)
+    rows = cs.generate(core, apps, cfg, cfg.namespace, rotate="api-auth", exec_for=no_store)
+    assert (names.ApiAuthSecret.NAME, "rotated") in rows
+    assert apps.patches == []  # Traefik reads the Secret live: nothing restarts
+
+
+def test_smoke_client_reaches_the_api_through_traefik_with_credentials() -> None:
+    core, cfg = FakeCore(), stage()
+    cs.generate(core, FakeApps(), cfg, cfg.namespace)
+    options = edge.ingress_client_options(cfg, core)
+    password = core.value(cfg.namespace, names.ApiAuthSecret.NAME, names.ApiAuthSecret.PASSWORD)
+    assert options["base_url"] == "https://127.0.0.1"
+    assert options["headers"] == {"Host": cfg.toolkit.API_HOST}
+    assert options["auth"] == (cfg.toolkit.API_AUTH_USER, password)
+    public = edge.ingress_client_options(prod(TLS_MODE="off"), core)
+    assert public["base_url"] == "http://127.0.0.1" and "auth" not in public
+    with pytest.raises(Exit, match="desbordante-api-auth is missing"):
+        edge.ingress_client_options(cfg, FakeCore())
+
+
+# --- Doctor: TLS mode and certificates ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def tls_server(tls_files: Tls) -> Iterator[int]:
+    """A TLS server on a free loopback port serving the test certificate (IP SAN 127.0.0.1):
+    at most MAX_HANDSHAKES handshakes, for at most ACCEPT_TIMEOUT_SECONDS in all."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files.server_cert, tls_files.server_key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    deadline = time.monotonic() + ACCEPT_TIMEOUT_SECONDS
+
+    def serve() -> None:
+        handshakes = 0
+        while handshakes < MAX_HANDSHAKES and not stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            handshakes += 1
+            conn.settimeout(2)
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (OSError, ssl.SSLError):
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(timeout=ACCEPT_TIMEOUT_SECONDS)
+    listener.close()
+
+
+def test_served_certificate_says_when_it_expires(tls_server: int, tls_files: Tls) -> None:
+    served = certificates.served_certificate(
+        "127.0.0.1", port=tls_server, cafile=str(tls_files.ca_cert)
+    )
+    assert served.problem == "" and served.issuer == "fake-apiserver-ca"
+    assert served.not_after is not None
+    left = served.not_after - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(days=1) < left <= dt.timedelta(days=2, minutes=5)  # openssl -days 2
+    result = certificates.certificate_result(served)
+    assert not result.ok and "renewal is failing" in result.detail  # < CERT_MIN_DAYS left
+    later = served.not_after - dt.timedelta(days=60)
+    assert certificates.certificate_result(served, now=later).ok
+
+
+def test_an_untrusted_or_missing_certificate_is_a_problem(tls_server: int, tls_files: Tls) -> None:
+    untrusted = certificates.served_certificate("127.0.0.1", port=tls_server)  # system CAs only
+    assert untrusted.not_after is None and "not trusted" in untrusted.problem
+    wrong_name = certificates.served_certificate(
+        "api.example.org", port=tls_server, cafile=str(tls_files.ca_cert)
+    )
+    assert "not trusted" in wrong_name.problem
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    nothing = certificates.served_certificate("127.0.0.1", port=closed_port, timeout=2)
+    assert f"no TLS answer on 127.0.0.1:{closed_port}" in nothing.problem
+    assert not certificates.certificate_result(nothing).ok
+
+
+def test_doctor_rows_name_the_mode_and_each_hosts_certificate() -> None:
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=80)
+    asked: list[str] = []
+
+    def probe(host: str) -> certificates.Served:
+        asked.append(host)
+        return certificates.Served(host, not_after=future, issuer="Let's Encrypt")
+
+    checks = certificates.tls_checks(prod(), probe)
+    results = [check.run() for check in checks]
+    assert results[0].ok and results[0].detail.startswith("acme: Let's Encrypt")
+    assert asked == [prod().toolkit.API_HOST, prod().toolkit.FLOWER_INGRESS_HOST]
+    assert all(r.ok and "days left" in r.detail for r in results[1:])
+    (only,) = certificates.tls_checks(stage(TLS_MODE="off"), probe)
+    assert "plain HTTP" in only.run().detail
+
+
+# --- Settings -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"TLS_MODE": "https"}, "TLS_MODE='https'"),
+        ({"API_ACCESS": "private"}, "API_ACCESS='private'"),
+        ({"EDGE_RATE_PERIOD": "1 minute"}, "EDGE_RATE_PERIOD='1 minute'"),
+        ({"EDGE_INFLIGHT": "0"}, "EDGE_INFLIGHT='0'"),
+        ({"API_AUTH_USER": "a:b"}, "API_AUTH_USER='a:b'"),
+    ],
+)
+def test_unusable_edge_settings_are_one_clear_error(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(Exit, match=message):
+        stage(**flags)
+
+
+def test_acme_needs_an_email_and_hosts() -> None:
+    with pytest.raises(Exit, match="TLS_MODE=acme needs ACME_EMAIL"):
+        edge.check(prod(ACME_EMAIL=""))
+    with pytest.raises(Exit, match="API_HOST is not set"):
+        edge.check(prod(API_HOST=""))
+    edge.check(prod(ACME_EMAIL="", TLS_MODE="selfsigned"))
+
+
+def test_invoke_config_shows_the_edge_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    config(MockContext(), env="stage")
+    out = capsys.readouterr().out
+    for key in ("TLS_MODE", "ACME_EMAIL", "API_ACCESS", "EDGE_RATE_AVERAGE", "EDGE_INFLIGHT"):
+        assert key in out
+
+
+# --- Local retention program ----------------------------------------------------------------
+
+
+def parsed_conf(tmp_path: Path, env: dict[str, str]) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    parser.read_string(render_conf(StackPaths(tmp_path), env, "/venv/bin/python", tmp_path))
+    return parser
+
+
+def test_retention_runs_hourly_under_supervisord_when_enabled(tmp_path: Path) -> None:
+    assert programs({"RETENTION_DAYS": "30"}) == (*SERVICES, RETENTION)
+    conf = parsed_conf(tmp_path, {"RETENTION_DAYS": "30"})
+    section = f"program:{RETENTION}"
+    assert conf.get(section, "command") == (
+        "/venv/bin/python -m desbordante_service retention --interval 3600"
+    )
+    assert conf.get(section, "stopasgroup") == "true"
+    assert conf.get(section, "autostart") == "false"  # `up` starts it like the services
+    for off in ({}, {"RETENTION_DAYS": "0"}, {"RETENTION_DAYS": ""}):
+        assert programs(off) == SERVICES
+        assert not parsed_conf(tmp_path, off).has_section(section)
+
+
+def test_supervisord_accepts_the_retention_program(tmp_path: Path) -> None:
+    paths = StackPaths(tmp_path / "run")
+    paths.prepare()
+    paths.conf.write_text(render_conf(paths, {"RETENTION_DAYS": "7"}, "/venv/bin/python", tmp_path))
+    options = ServerOptions()
+    options.realize(args=["-c", str(paths.conf)])
+    found = {group.name: group.process_configs[0] for group in options.process_group_configs}
+    assert set(found) == {*SERVICES, RETENTION}
+    assert found[RETENTION].environment["RETENTION_DAYS"] == "7"
+    assert found[RETENTION].stopsignal == 15  # SIGTERM ends the loop between passes
