@@ -23,6 +23,9 @@ from desbordante_ops.core.settings import EnvConfig
 SIZES = {"100MB": 100 * 10**6, "1GB": 10**9}
 RSS_TARGET_MB = 50
 THROUGHPUT_FACTOR = 3
+# Issue 12: at least 3x the throughput measured before the one-pass upload (2026-11-25).
+BEFORE_ONE_PASS_MB_S = {"100MB": 85, "1GB": 90}
+GAIN_TARGET = 3
 SAMPLE_SECONDS = 0.02
 
 
@@ -90,7 +93,8 @@ def timed_upload(http: httpx.Client, path: Path, api: psutil.Process) -> tuple[f
 
 
 def csv_check_seconds(path: Path) -> float:
-    """Seconds of the backend's CSV validation pass alone, in this process (a breakdown)."""
+    """Seconds of the backend's CSV check alone over the stored file, in this process (the
+    upload runs it while receiving; this is what reading the file again would cost)."""
     from desbordante_service.datasets.csvcheck import inspect_csv
 
     started = time.perf_counter()
@@ -135,7 +139,7 @@ def run(cfg: EnvConfig, runs: int) -> Result:
                     f"{mb / served:.0f} MB/s",
                     f"{factor:.1f}x",
                     f"{growth:.1f} MiB",
-                    f"{check_s:.1f} s of {served:.1f} s",
+                    f"{check_s:.2f} s",
                 ]
             )
             checks.append(
@@ -143,6 +147,14 @@ def run(cfg: EnvConfig, runs: int) -> Result:
                     f"{label}: RSS growth < {RSS_TARGET_MB} MB",
                     f"{growth:.1f} MiB (max)",
                     growth < RSS_TARGET_MB,
+                )
+            )
+            before = BEFORE_ONE_PASS_MB_S[label]
+            checks.append(
+                Check(
+                    f"{label}: >= {GAIN_TARGET}x the {before} MB/s before the one-pass upload",
+                    f"{mb / served:.0f} MB/s ({mb / served / before:.1f}x)",
+                    mb / served >= GAIN_TARGET * before,
                 )
             )
             checks.append(
@@ -158,6 +170,6 @@ def run(cfg: EnvConfig, runs: int) -> Result:
         "upload",
         "slowdown",
         "API RSS growth (max)",
-        "CSV check (in-process)",
+        "CSV check alone (in-process)",
     ]
     return Result("upload", columns, rows, checks, data)

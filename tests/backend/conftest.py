@@ -181,6 +181,19 @@ def api(client) -> Api:
 
 
 @pytest.fixture
+def settings_with(app) -> Iterator:
+    """Override settings of the in-process API for one test, e.g. `settings_with(X=1)`."""
+    from desbordante_service.settings import get_settings
+
+    def _override(**values: object) -> None:
+        changed = get_settings().model_copy(update=values)
+        app.dependency_overrides[get_settings] = lambda: changed
+
+    yield _override
+    app.dependency_overrides.pop(get_settings, None)
+
+
+@pytest.fixture
 def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator:
     workers: list[Worker] = []
 

@@ -244,3 +244,130 @@ def test_truncated_multipart_body_is_rejected(api, stored) -> None:
     assert response.status_code == 400
     assert response.json()["detail"] == "the multipart body is incomplete"
     assert stored.snapshot() == before
+
+
+def _chunked(boundary: str, head_fields: dict[str, str], content: bytes, piece: int):
+    """A multipart body as a generator of PIECE-byte chunks (no Content-Length: chunked)."""
+    fields = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in head_fields.items()
+    )
+    body = (
+        (
+            f'{fields}--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="c.csv"'
+            "\r\nContent-Type: text/csv\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return (body[i : i + piece] for i in range(0, len(body), piece))
+
+
+def _post_chunked(api, content: bytes, piece: int, **fields: str):
+    return api.client.post(
+        "/api/v1/datasets",
+        content=_chunked("pieces", fields, content, piece),
+        headers={"content-type": "multipart/form-data; boundary=pieces"},
+    )
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+def test_a_body_in_small_pieces_gives_the_same_dataset(api, piece) -> None:
+    content = 'id;name\n1;"a;b"\n2;é\n'.encode()
+
+    body = _post_chunked(api, content, piece, separator=";").json()
+
+    assert (body["columns"], body["row_count"], body["size"]) == (["id", "name"], 2, len(content))
+    assert body["sha256"] == hashlib.sha256(content).hexdigest()
+
+
+def test_fields_after_the_file_part_are_honoured(api, stored) -> None:
+    """The check ran with the default separator while receiving; the file is checked again."""
+    before = stored.snapshot()
+    files = {"file": ("n.csv", b"a;b\n1;2\n", "text/csv")}
+    late = [("file", files["file"]), ("separator", (None, ";")), ("has_header", (None, "false"))]
+
+    accepted = api.client.post("/api/v1/datasets", files=late).json()
+    wrong = api.client.post(
+        "/api/v1/datasets",
+        files=[("file", ("w.csv", b"a;b\n1;2;3\n", "text/csv")), ("separator", (None, ";"))],
+    )
+
+    assert (accepted["columns"], accepted["row_count"]) == (["0", "1"], 2)
+    assert wrong.status_code == 422
+    assert wrong.json() == {"detail": "file: line 2 has 3 columns, expected 2"}
+    api.client.delete(f"/api/v1/datasets/{accepted['id']}")
+    assert stored.snapshot() == before
+
+
+def test_files_over_several_blocks_are_checked_while_streaming(api, settings_with) -> None:
+    settings_with(MAX_UPLOAD_SIZE_BYTES=8 * 1024 * 1024)
+    rows = b"".join(b"%d,%d,%d\n" % (i, i * 7 % 1000, i % 13) for i in range(400_000))
+    content = b"a,b,c\n" + rows  # about 5 MB: several 1 MiB blocks
+
+    good = api.upload("big.csv", content)
+    bad = api.upload("bad.csv", content + b"1,2\n")
+
+    assert good.status_code == 201, good.text
+    assert good.json()["row_count"] == 400_000
+    assert bad.status_code == 422
+    assert bad.json() == {"detail": "file: line 400002 has 2 columns, expected 3"}
+
+
+def _stored_bytes(db) -> int:
+    return db.execute("SELECT coalesce(sum(size), 0) FROM datasets").fetchone()[0]
+
+
+def test_upload_over_the_quota_answers_507_and_leaves_nothing(api, stored, db, settings_with):
+    quota = _stored_bytes(db) + 1000
+    settings_with(UPLOAD_QUOTA_BYTES=quota)
+    before = stored.snapshot()
+    content = b"a,b\n" + b"1,2\n" * 500  # 2004 bytes
+
+    honest = api.upload("q.csv", content)
+    chunked = _post_chunked(api, content, 100)  # no Content-Length: cut on the running count
+
+    for response in (honest, chunked):
+        assert response.status_code == 507, response.text
+        detail = response.json()["detail"]
+        assert detail.startswith(f"file: the upload does not fit into the storage quota of {quota}")
+        assert detail.endswith("delete datasets or raise UPLOAD_QUOTA_BYTES")
+    assert stored.snapshot() == before
+
+
+def test_uploads_within_the_quota_are_accepted_until_it_is_used_up(api, db, settings_with):
+    quota = _stored_bytes(db) + 3 * len(CITIES)
+    settings_with(UPLOAD_QUOTA_BYTES=quota)
+
+    answers = [api.upload("cities.csv", CITIES).status_code for _ in range(4)]
+    assert answers == [201, 201, 201, 507]
+    assert _stored_bytes(db) == quota
+    some = api.client.get("/api/v1/datasets", params={"limit": 1}).json()[0]
+    api.client.delete(f"/api/v1/datasets/{some['id']}")  # deleting makes room again
+    assert api.upload("cities.csv", CITIES).status_code == 201
+
+
+def test_the_quota_is_checked_again_when_the_dataset_is_stored(service_env, db, uploads) -> None:
+    """Two uploads that each fitted when they began cannot both be stored past the quota."""
+    from desbordante_service.datasets import service
+    from desbordante_service.datasets.upload import ReceivedUpload, UploadError
+    from desbordante_service.db import session_scope
+    from desbordante_service.storage import Storage
+
+    storage = Storage(uploads)
+    storage.ensure()
+    dataset_id = uuid.uuid4()
+    part = storage.part_path(dataset_id)
+    part.write_bytes(CITIES)
+    received = ReceivedUpload(path=part, filename="c.csv", size=len(CITIES), sha256="0" * 64)
+    quota = _stored_bytes(db) + len(CITIES) - 1
+
+    with session_scope() as session, pytest.raises(UploadError) as refused:
+        service.accept(session, storage, dataset_id, received, quota)
+
+    assert refused.value.status == 507
+    assert not part.exists()
+    assert not storage.dataset_path(dataset_id).exists()
+    assert db.execute("SELECT count(*) FROM datasets WHERE id = %s", (dataset_id,)).fetchone() == (
+        0,
+    )

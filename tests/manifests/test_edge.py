@@ -363,8 +363,6 @@ def test_upload_quota_stays_below_the_uploads_volume(rendered: Rendered) -> None
     """UPLOAD_QUOTA_BYTES (backend, 507 before the disk is full) must be set per environment
     and leave room on the uploads volume for files being written and the database's margin."""
     cfg = settings(rendered.env)
-    if not hasattr(cfg.backend, "UPLOAD_QUOTA_BYTES"):
-        pytest.skip("the backend has no UPLOAD_QUOTA_BYTES yet (branch upload-stream)")
     quota = int(cfg.backend.UPLOAD_QUOTA_BYTES)
     size = rendered.find("PersistentVolumeClaim", names.UPLOADS_PVC)["spec"]["resources"]
     volume = _bytes(size["requests"]["storage"])

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     FLOWER_URL_PREFIX: str = ""
 
     MAX_UPLOAD_SIZE_BYTES: int = Field(default=100 * 1024 * 1024, ge=1)
+    UPLOAD_QUOTA_BYTES: int = Field(default=0, ge=0)  # all datasets together; 0: no quota
     TASK_TIME_LIMIT_SECONDS: int = Field(default=600, ge=1, le=INT4_MAX)
     TASK_SOFT_TIME_LIMIT_SECONDS: int | None = Field(default=None, ge=1, le=INT4_MAX)
     WORKER_CONCURRENCY: int = Field(default=1, ge=1, le=64)

@@ -37,7 +37,7 @@ DESCRIPTIONS = {
     422: "A parameter, a field or the uploaded file is invalid; `detail` names it first",
     429: "Too many uploads and task creations from this client; retry later",
     503: "A service is unavailable (database, message broker or task queue); retry later",
-    507: "Not enough storage space for this upload",
+    507: "Not enough storage space for this upload: UPLOAD_QUOTA_BYTES or the disk is full",
 }
 
 

@@ -13,7 +13,7 @@ from desbordante_service.api.errors import READ_MANY, READ_ONE, errors
 from desbordante_service.api.openapi import link
 from desbordante_service.api.params import Limit, Offset
 from desbordante_service.api.ratelimit import RATE_LIMITED
-from desbordante_service.datasets import service, upload
+from desbordante_service.datasets import form, service, upload
 from desbordante_service.datasets.schemas import DatasetOut
 from desbordante_service.datasets.upload import UploadError
 from desbordante_service.db import session_scope
@@ -31,7 +31,7 @@ FILE_RULES = (
     "client's file name is kept as `name` (without control characters), never used as a path. "
     "A file breaking a rule is 422 naming the first bad line."
 )
-SEPARATOR_PATTERN = "^[^" + "".join(f"\\u{ord(char):04x}" for char in service.NOT_SEPARATORS) + "]$"
+SEPARATOR_PATTERN = "^[^" + "".join(f"\\u{ord(char):04x}" for char in form.NOT_SEPARATORS) + "]$"
 CREATED_ID = "$response.body#/id"
 UPLOADED = {
     "links": {
@@ -54,8 +54,9 @@ UPLOAD_BODY = {
                     "type": "object",
                     "required": ["file"],
                     "additionalProperties": False,
+                    # The small fields first: a client sending them before the file lets the
+                    # CSV check run while the file arrives (else the file is read once more).
                     "properties": {
-                        "file": {"type": "string", "format": "binary", "description": FILE_RULES},
                         "separator": {
                             "type": "string",
                             "minLength": 1,
@@ -69,6 +70,7 @@ UPLOAD_BODY = {
                             "default": True,
                             "description": "whether the first record names the columns",
                         },
+                        "file": {"type": "string", "format": "binary", "description": FILE_RULES},
                     },
                 }
             }
@@ -89,22 +91,29 @@ UPLOAD_BODY = {
 async def upload_dataset(
     request: Request, settings: SettingsDep, storage: StorageDep
 ) -> DatasetOut:
-    """Stream the `file` part to disk (size-capped), check the CSV and store its metadata."""
-    await run_in_threadpool(storage.ensure)
+    """Stream the `file` part to disk (size-capped, checked on the way) and store its metadata."""
+    quota = settings.UPLOAD_QUOTA_BYTES
     dataset_id = uuid.uuid4()
-    lease = await run_in_threadpool(_lease, storage, dataset_id)
+
+    def _begin() -> tuple[upload.Room, UploadLease]:
+        storage.ensure()
+        with session_scope() as session:
+            room = service.room(session, storage, settings.MAX_UPLOAD_SIZE_BYTES, quota)
+        return room, _lease(storage, dataset_id)
+
+    room, lease = await run_in_threadpool(_begin)
     try:  # the lease tells retention that this upload is in progress
         received = await upload.receive(
             request.stream(),
             content_type=request.headers.get("content-type"),
             content_length=request.headers.get("content-length"),
             path=storage.part_path(dataset_id),
-            max_file_bytes=settings.MAX_UPLOAD_SIZE_BYTES,
+            room=room,
         )
 
         def _accept() -> DatasetOut:
             with session_scope() as session:
-                dataset = service.accept(session, storage, dataset_id, received)
+                dataset = service.accept(session, storage, dataset_id, received, quota)
                 return DatasetOut.model_validate(dataset)
 
         try:
@@ -120,7 +129,7 @@ def _lease(storage: Storage, dataset_id: uuid.UUID) -> UploadLease:
         return storage.lease_upload(dataset_id)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UploadError(507, "not enough storage space for this upload") from None
+            raise UploadError(507, upload.NO_SPACE) from None
         raise
 
 

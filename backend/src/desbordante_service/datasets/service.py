@@ -1,45 +1,53 @@
-"""Dataset logic: accept a received upload, list, get, delete."""
+"""Dataset logic: room for an upload, accept a received upload, list, get, delete."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from desbordante_service.datasets.csvcheck import CsvError, inspect_csv
+from desbordante_service.datasets.csvcheck import CsvError, CsvOutcome, read_blocks, scan
+from desbordante_service.datasets.form import parse_form
 from desbordante_service.datasets.models import Dataset
-from desbordante_service.datasets.upload import ReceivedUpload
+from desbordante_service.datasets.upload import ReceivedUpload, Room, UploadError
 from desbordante_service.errors import Conflict, Invalid, NotFound
 from desbordante_service.profiling.models import ACTIVE, ProfilingTask
 from desbordante_service.storage import Storage
 
-# PostgreSQL text cannot hold NUL, and the separator is stored with the dataset.
-NOT_SEPARATORS = '\r\n"\x00'
-# What the document's boolean is sent as in a form; any case ("False" is what Python's str gives).
-BOOLEANS = {"true": True, "false": False}
+QUOTA_LOCK = 0x5155_4F54_4120_4453  # pg_advisory_xact_lock key: one quota check at a time
 
 
-def parse_form(fields: dict[str, str]) -> tuple[str, bool]:
-    """Validate the `separator` and `has_header` form fields."""
-    unknown = sorted(set(fields) - {"separator", "has_header"})
-    if unknown:
-        raise Invalid(f"{unknown[0]}: unknown form field; allowed: file, separator, has_header")
-    separator = fields.get("separator", ",")
-    if len(separator) != 1 or separator in NOT_SEPARATORS:
-        raise Invalid(
-            "separator: must be exactly one character other than a quote, a newline or NUL"
-        )
-    has_header = BOOLEANS.get(fields.get("has_header", "true").strip().lower())
-    if has_header is None:
-        raise Invalid("has_header: must be a boolean: true or false")
-    return separator, has_header
+def stored_bytes(session: Session) -> int:
+    """Bytes of all datasets (each stored file has its row, with its size)."""
+    return session.scalar(select(func.coalesce(func.sum(Dataset.size), 0))) or 0
+
+
+def quota_detail(quota: int, stored: int) -> str:
+    return (
+        f"file: the upload does not fit into the storage quota of {quota} bytes "
+        f"({stored} bytes stored); delete datasets or raise UPLOAD_QUOTA_BYTES"
+    )
+
+
+def room(session: Session, storage: Storage, max_file_bytes: int, quota: int) -> Room:
+    """What the next upload may take: size cap, the rest of the quota (0: none), free disk."""
+    free = shutil.disk_usage(storage.root).free
+    if not quota:
+        return Room(max_file_bytes, free_bytes=free)
+    stored = stored_bytes(session)
+    return Room(max_file_bytes, max(quota - stored, 0), quota_detail(quota, stored), free)
 
 
 def accept(
-    session: Session, storage: Storage, dataset_id: uuid.UUID, upload: ReceivedUpload
+    session: Session,
+    storage: Storage,
+    dataset_id: uuid.UUID,
+    upload: ReceivedUpload,
+    quota: int = 0,
 ) -> Dataset:
     """Check the stored part file and turn it into a dataset; on any failure nothing is left."""
     try:
@@ -47,9 +55,11 @@ def accept(
         if upload.size == 0:
             raise Invalid("file: the uploaded file is empty")
         try:
-            summary = inspect_csv(upload.path, separator, has_header)
+            summary = _check(upload, separator).summary(has_header)
         except CsvError as exc:
             raise Invalid(f"file: {exc}") from None
+        if quota:
+            _reserve(session, quota, upload.size)
         dataset = Dataset(
             id=dataset_id,
             name=upload.filename,
@@ -73,6 +83,23 @@ def accept(
         upload.path.unlink(missing_ok=True)
     session.refresh(dataset)
     return dataset
+
+
+def _check(upload: ReceivedUpload, separator: str) -> CsvOutcome:
+    """The check done while receiving; read the file again only if it assumed another separator
+    (the `separator` field came after the file part)."""
+    if upload.check is not None and upload.checked_with == separator:
+        return upload.check
+    return scan(read_blocks(upload.path), separator)
+
+
+def _reserve(session: Session, quota: int, size: int) -> None:
+    """Refuse the upload if it does not fit into the quota; held until this transaction ends,
+    so concurrent uploads (on any replica) cannot together exceed it."""
+    session.execute(select(func.pg_advisory_xact_lock(QUOTA_LOCK)))
+    stored = stored_bytes(session)
+    if stored + size > quota:
+        raise UploadError(507, quota_detail(quota, stored))
 
 
 def list_datasets(session: Session, limit: int, offset: int) -> Sequence[Dataset]:
