@@ -53,10 +53,19 @@ def provision_postgres(c: Context, cfg: EnvConfig, password_file: Path) -> None:
                 + ("exists (password synced)" if exists else "created")
                 + f", password in {password_file} (admin: {admin.how})"
             )
-        found = admin.column(
-            sql.SQL("SELECT 1 FROM pg_database WHERE datname = {}").format(sql.Literal(dbname))
+        owners = admin.column(
+            sql.SQL("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = {}").format(
+                sql.Literal(dbname)
+            )
         )
-        if found:
+        owner = owners[0] if owners else None
+        if owner and owner not in (user, admin_user):
+            raise Exit(
+                f"PostgreSQL database {dbname} exists but belongs to {owner}, so {user} cannot "
+                f"migrate it: set POSTGRES_DB to another name, or (if it is yours) run "
+                f'ALTER DATABASE "{dbname}" OWNER TO "{user}".'
+            )
+        if owner:
             ok(f"PostgreSQL database {dbname} exists")
         else:
             admin.execute(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from invoke import Context
+from invoke import Context, Exit
 
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local import checks as host
@@ -126,3 +126,21 @@ def test_provision_rabbitmq_real(
     assert check.returncode == 0, check.stdout + check.stderr
     out = capsys.readouterr().out
     assert "created" in out and password not in out
+
+
+def test_a_database_of_another_owner_is_one_clear_line(
+    throwaway: EnvConfig, secret_files: dict[str, Path]
+) -> None:
+    """The configured database exists but belongs to another role: say so, touch nothing."""
+    name = throwaway.value("POSTGRES_DB")
+    with psycopg.connect(host="127.0.0.1", user="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # owned by postgres... then by another role
+        conn.execute(f'CREATE ROLE "{name}_other"')
+        conn.execute(f'ALTER DATABASE "{name}" OWNER TO "{name}_other"')
+    try:
+        with pytest.raises(Exit, match=f"exists but belongs to {name}_other"):
+            provision_postgres(Context(), throwaway, secret_files["POSTGRES_PASSWORD"])
+    finally:
+        with psycopg.connect(host="127.0.0.1", user="postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'DROP ROLE IF EXISTS "{name}_other"')
