@@ -185,7 +185,7 @@ def test_api_and_worker_wait_for_the_schema(rendered: Rendered) -> None:
 # --- Names, labels, configuration --------------------------------------------------------------
 
 
-def test_workload_and_service_names_and_labels_match_k8s_names(rendered: Rendered) -> None:
+def test_workload_and_service_names_and_labels_match_the_names_module(rendered: Rendered) -> None:
     assert {d["metadata"]["name"] for d in rendered.of_kind("Deployment")} == set(names.DEPLOYMENTS)
     assert {s["metadata"]["name"] for s in rendered.of_kind("StatefulSet")} == set(
         names.STATEFULSETS

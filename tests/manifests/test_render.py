@@ -63,7 +63,7 @@ def test_a_config_change_of_the_same_release_gets_a_new_migrate_job() -> None:
     assert changed.migrate_job.startswith("migrate-v0-2-0-")
 
 
-def test_namespace_and_every_namespaced_object_match_k8s_names(rendered: Rendered) -> None:
+def test_namespace_and_every_namespaced_object_match_the_names_module(rendered: Rendered) -> None:
     namespace = f"desbordante-{rendered.env}"
     assert rendered.namespace == namespace
     assert [n["metadata"]["name"] for n in rendered.of_kind("Namespace")] == [namespace]
