@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import autoupdate as cycle
+from desbordante_ops.cluster import autoupdate_setup as setup
 from desbordante_ops.cluster import autoupdate_state as stored
 from desbordante_ops.cluster import autoupdate_units as units
-from desbordante_ops.cluster import kube
 from desbordante_ops.cluster.deploy import ROLLOUT_TIMEOUT_SECONDS, check_timeout
-from desbordante_ops.cluster.k3s import K3S_KUBECONFIG, is_root
-from desbordante_ops.cluster.registry import ensure_pull_secret
-from desbordante_ops.core.console import ok, print_table, step
-from desbordante_ops.core.settings import SOURCE_DEFAULT, EnvConfig, cluster_config, load_config
+from desbordante_ops.core.console import print_table
+from desbordante_ops.core.settings import cluster_config
 from desbordante_ops.image import source
-from desbordante_ops.image.registry import Registry, RegistryError
 
 ENV = "Environment that follows the branch: stage (prod is refused: a person deploys it)"
 BRANCH = "Branch whose images stage runs (CI tags them <short sha>)"
 REMOTE = "Git remote the branch is read from: a remote of this checkout, or a URL"
 TIMEOUT = "Seconds one deploy may wait for migration and rollouts (default 600)"
-SUDO = "sudo .venv/bin/invoke"
-
-
-def admin_kubeconfig(cfg: EnvConfig) -> Path:
-    """The kubeconfig the timer uses: KUBECONFIG_PATH when set, else k3s's admin one."""
-    if cfg.source("KUBECONFIG_PATH") == SOURCE_DEFAULT and K3S_KUBECONFIG.is_file():
-        return K3S_KUBECONFIG
-    return kube.kubeconfig_path(cfg)
-
-
-def need_root(action: str) -> None:
-    if not is_root():
-        raise Exit(f"autoupdate.{action} changes systemd units: run `{SUDO} autoupdate.{action}`.")
 
 
 @task(
@@ -60,59 +41,19 @@ def enable(
 ) -> None:
     """Install the systemd timer that deploys each new image of the branch to stage."""
     cycle.check_env(env)
-    need_root("enable")
+    setup.need_root("enable")
     seconds = units.interval_seconds(interval)
     source.check_branch(branch)
     check_timeout(timeout)
-    cfg = cluster_config(env)
-    kubeconfig = admin_kubeconfig(cfg)
-    cfg = cluster_config(env, {"KUBECONFIG_PATH": str(kubeconfig)})
-    k = kube.connect(cfg)
-    given = stored.registry_login(registry_user, interactive=sys.stdin.isatty())
-    secrets_file = stored.credentials_path(cfg)
-    auth = given or stored.load_credentials(secrets_file)
-    url = source.remote_url(c, cfg.root, remote)
-    step(f"Checking {branch} of {url} and the registry of {cfg.toolkit.IMAGE_NAME}")
-    try:
-        with Registry(cfg.toolkit.IMAGE_NAME, auth) as registry:
-            head, image, note = cycle.newest(c, registry, stored.mirror_path(cfg), url, branch)
-    except RegistryError as error:
-        raise Exit(f"{error} Nothing was installed.") from None
-    seen = f"{image.tag} ({image.ref})" if image else f"no image yet ({note})"
-    ok(f"{branch} is at {head.short}: {seen}")
-    if given is not None:
-        stored.save_credentials(secrets_file, given)
-        ok(f"registry credentials of {given['username']} stored in {secrets_file} (root only)")
-    if auth is not None and kube.read_or_none(k.core.read_namespace, cfg.namespace) is not None:
-        ensure_pull_secret(k.core, cfg.namespace, cfg.toolkit.IMAGE_NAME, auth)
-    invoke = Path(sys.executable).with_name("invoke")
-    if not invoke.is_file():
-        raise Exit(f"{invoke} not found: install the toolkit into a venv of this checkout first.")
-    arguments = ["--branch", branch, "--remote", url, "--timeout", str(timeout)]
-    environment = {
-        "KUBECONFIG_PATH": str(kubeconfig),
-        "AUTOUPDATE_STATE_DIR": cfg.toolkit.AUTOUPDATE_STATE_DIR,
-    }
-    service = units.service_unit(env, cfg.root, invoke, arguments, environment, 2 * timeout + 300)
-    units.install(c, units.UNIT_DIR, env, service, units.timer_unit(env, seconds))
-    ok(
-        f"{env} follows {branch} of {url}: a check {units.FIRST_RUN} from now, then every "
-        f"{seconds} s after the last one (`invoke autoupdate.status --env {env}`)"
-    )
+    setup.install(c, env, seconds, branch, remote, registry_user, timeout)
 
 
 @task(help={"env": ENV})
 def disable(c: Context, env: str = "stage") -> None:
     """Stop and remove the timer and the stored registry credentials (state stays for status)."""
     cycle.check_env(env)
-    need_root("disable")
-    cfg = cluster_config(env)
-    removed = units.remove(c, units.UNIT_DIR, env)
-    secrets_file = stored.credentials_path(cfg)
-    if secrets_file.exists():
-        secrets_file.unlink()
-        ok(f"registry credentials deleted ({secrets_file}; the pods' pull Secret stays)")
-    ok(f"auto-update of {env} is off" if removed else f"auto-update of {env} was not installed")
+    setup.need_root("disable")
+    setup.uninstall(c, env)
 
 
 @task(help={"env": ENV})
@@ -150,31 +91,5 @@ def run(
         raise Exit("autoupdate.run does one cycle: pass --once (the timer repeats it).")
     source.check_branch(branch)
     check_timeout(timeout)
-    cfg = cluster_config(env)
-    path = stored.state_path(cfg)
-    state = stored.load_state(path)
-    auth = stored.load_credentials(stored.credentials_path(cfg))
-    state.last_check = kube.now_iso()
-    try:
-        k = kube.connect(cfg)
-        url = source.remote_url(c, cfg.root, remote)
-    except Exit as error:
-        report = cycle.record(state, cycle.Report(cycle.ERROR, str(error.message)))
-    else:
-        with Registry(cfg.toolkit.IMAGE_NAME, auth) as registry:
-            x = cycle.Cycle(
-                c,
-                cfg,
-                k,
-                registry,
-                stored.mirror_path(cfg),
-                url,
-                branch,
-                settings=lambda root: load_config(env, root=root),
-                registry_auth=auth,
-                timeout=timeout,
-            )
-            report = cycle.run_cycle(x, state)
-    stored.save_state(path, state)
-    if not report.ok:
+    if not setup.run_once(c, env, branch, remote, timeout).ok:
         raise Exit(code=1)

@@ -27,6 +27,7 @@ from support.fake_stage import Origin, Stage, git, stage_cluster
 from support.oci import push_image
 
 from desbordante_ops.cluster import autoupdate as au
+from desbordante_ops.cluster import autoupdate_setup as setup
 from desbordante_ops.cluster import autoupdate_state as stored
 from desbordante_ops.cluster import autoupdate_units as units
 from desbordante_ops.cluster import lock
@@ -338,7 +339,7 @@ def test_enable_status_run_disable_through_the_tasks(
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("REGISTRY_PASSWORD", raising=False)
     monkeypatch.setattr(units, "UNIT_DIR", unit_dir)
-    monkeypatch.setattr(tasks.kube, "connect", lambda cfg: world.stage.k)
+    monkeypatch.setattr(setup.kube, "connect", lambda cfg: world.stage.k)
     c = Systemctl(world.stage.k)
     remote = str(world.origin.bare)
 
@@ -384,7 +385,7 @@ def test_wrong_registry_credentials_install_nothing(
     monkeypatch.setenv("REGISTRY_USERNAME", world.registry.username)
     monkeypatch.setenv("REGISTRY_PASSWORD", "wrong")
     monkeypatch.setattr(units, "UNIT_DIR", unit_dir)
-    monkeypatch.setattr(tasks.kube, "connect", lambda cfg: world.stage.k)
+    monkeypatch.setattr(setup.kube, "connect", lambda cfg: world.stage.k)
     with pytest.raises(Exit, match=r"refused to show .* as ci \(HTTP 401\).*Nothing was installed"):
         tasks.enable(Systemctl(world.stage.k), env="stage", remote=str(world.origin.bare))
     assert not list(unit_dir.iterdir())

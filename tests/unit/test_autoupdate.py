@@ -16,6 +16,7 @@ from invoke import Exit, MockContext, Result
 from support.fake_release import SHA_TAG, cluster, kubectl_context, release, verbs
 
 from desbordante_ops.cluster import autoupdate as au
+from desbordante_ops.cluster import autoupdate_setup as setup
 from desbordante_ops.cluster import autoupdate_state as stored
 from desbordante_ops.cluster import autoupdate_units as units
 from desbordante_ops.cluster import bootstrap as bs
@@ -57,7 +58,7 @@ def test_every_autoupdate_task_refuses_prod_with_one_line(name: str) -> None:
 
 
 def test_enable_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tasks, "is_root", lambda: False)
+    monkeypatch.setattr(setup, "is_root", lambda: False)
     with pytest.raises(Exit, match=r"run `sudo \.venv/bin/invoke autoupdate\.enable`"):
         tasks.enable(MockContext(), env="stage")
 
