@@ -66,7 +66,7 @@ def test_root_provisions_through_psql_as_postgres_with_sql_on_stdin(
         "SELECT 1;\n",
         "SELECT 1 FROM pg_roles WHERE rolname = 'desbordante';\n",
         f"CREATE ROLE \"desbordante\" WITH LOGIN PASSWORD '{password}';\n",
-        "SELECT 1 FROM pg_database WHERE datname = 'desbordante';\n",
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'desbordante';\n",
         'CREATE DATABASE "desbordante" OWNER "desbordante";\n',
     ]
     for call in calls(c):
