@@ -80,29 +80,31 @@ class Toolkit(BaseModel):
     EDGE_RATE_PERIOD: str = Field("1m", pattern=r"^[1-9][0-9]*(s|m|h)$")
     EDGE_RATE_BURST: int = Field(10, ge=1)
     EDGE_INFLIGHT: int = Field(4, ge=1)  # requests at the same time
+    # Auto-update (stage): state and registry credentials, root-only files.
+    AUTOUPDATE_STATE_DIR: str = Field("/var/lib/desbordante-ops", min_length=1)
 
     @field_validator("API_ALLOWED_IPS")
     @classmethod
     def _networks(cls, value: str) -> str:
         """Every comma-separated entry must be an IP address or a CIDR range."""
-        for entry in filter(None, (part.strip() for part in value.split(","))):
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or CIDR range") from None
+        networks(value)
         return value
 
     @property
     def allowed_networks(self) -> list[str]:
         """API_ALLOWED_IPS as normalized CIDR ranges (e.g. `203.0.113.7` -> `203.0.113.7/32`)."""
-        return [
-            str(ipaddress.ip_network(part.strip(), strict=False))
-            for part in self.API_ALLOWED_IPS.split(",")
-            if part.strip()
-        ]
+        return networks(self.API_ALLOWED_IPS)
 
-    # Auto-update (stage): state and registry credentials, root-only files.
-    AUTOUPDATE_STATE_DIR: str = Field("/var/lib/desbordante-ops", min_length=1)
+
+def networks(value: str) -> list[str]:
+    """Comma-separated IPs/CIDR ranges as normalized ranges; ValueError naming a bad entry."""
+    found = []
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            found.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR range") from None
+    return found
 
 
 def _default_text(value: Any) -> str:
