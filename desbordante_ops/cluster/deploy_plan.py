@@ -118,6 +118,21 @@ def plan_release(
     return rows
 
 
+def plan_unreachable(rendered: Rendered, tag: str, why: list[Row]) -> list[Row]:
+    """The rows of a deploy whose cluster cannot be read (WHY): what the release holds."""
+    kinds = sorted({doc["kind"] for doc in applied_docs(rendered)})
+    return [
+        *why,
+        (
+            "apply",
+            f"{len(applied_docs(rendered))} objects ({', '.join(kinds)}) with prune; "
+            "what changes needs the cluster (`kubectl diff`)",
+        ),
+        ("wait", f"Job {rendered.namespace}/{rendered.migrate_job} and the rollouts"),
+        ("record", f"{tag} as {rendered.image} in {SYSTEM_NAMESPACE}/{LEDGER}"),
+    ]
+
+
 def plan_rollback(
     c: Context,
     cfg: EnvConfig,

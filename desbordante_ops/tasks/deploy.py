@@ -7,7 +7,7 @@ from typing import Any
 from invoke import Context, Exit, task
 
 from desbordante_ops.cluster import deploy as cluster_deploy
-from desbordante_ops.cluster import deploy_plan, kube, lock, traefik
+from desbordante_ops.cluster import deploy_plan, kube, lock, reads, traefik
 from desbordante_ops.cluster import rollback as cluster_rollback
 from desbordante_ops.cluster import teardown as cluster_teardown
 from desbordante_ops.cluster.bootstrap import default_tag
@@ -70,11 +70,16 @@ def deploy(
     tag = tag or default_tag(c, cfg)
     check_prod_tag(env, tag)
     rendered = render_release(c, cfg, tag)
-    k = kube.connect(cfg)
     if dry_run:
-        rows = deploy_plan.plan_release(c, cfg, k, rendered, tag, **plan_options(cfg))
+        k_or_none, why = reads.connect(cfg)
+        rows = (
+            deploy_plan.plan_release(c, cfg, k_or_none, rendered, tag, **plan_options(cfg))
+            if k_or_none is not None
+            else deploy_plan.plan_unreachable(rendered, tag, why)
+        )
         print_plan(f"deploy {tag} to {cfg.namespace}", rows)
         return
+    k = kube.connect(cfg)
     with lock.exclusive(k.coordination, cfg.namespace, f"deploy {tag}", wait=timeout):
         options = release_options(cfg, yes, timeout)
         cluster_deploy.deploy_release(c, cfg, k, rendered, tag, **options)
@@ -110,6 +115,12 @@ def rollback(
     """Go back to an earlier release; refused when the database is migrated past it."""
     cfg = cluster_config(env)
     cluster_deploy.check_timeout(timeout)
+    if dry_run:
+        k_or_none, why = reads.connect(cfg)
+        if k_or_none is None:
+            goal = to or "the release recorded before the live one"
+            print_plan(f"deploy.rollback of {cfg.namespace}", [*why, ("roll back", f"to {goal}")])
+            return
     k = kube.connect(cfg)
 
     def target() -> tuple[str, str | None]:

@@ -7,10 +7,11 @@ answers `diff` only: any apply, delete or create would fail the test.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
-from invoke import Exit
+from invoke import Exit, MockContext
 from support.fake_release import (
     RELEASE,
     SHA_TAG,
@@ -114,3 +115,17 @@ def test_rollback_dry_run_names_the_target_and_runs_no_schema_check_job(
     out = capsys.readouterr().out
     assert f"desbordante-stage: {SHA_TAG} -> 0a0a0a0" in out
     assert "`migrate --check`" in out and "dry run: nothing is changed" in out
+
+
+def test_without_a_cluster_both_dry_runs_still_print_their_plan(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no.kubeconfig"
+    monkeypatch.setenv("KUBECONFIG_PATH", str(missing))
+    monkeypatch.setattr(deploy_tasks, "render_release", lambda c, cfg, tag, **kw: release(tag, cfg))
+    c = MockContext()  # no command may run
+    deploy_tasks.deploy(c, env="stage", tag=SHA_TAG, dry_run=True)
+    deploy_tasks.rollback(c, env="stage", to="0a0a0a0", dry_run=True)
+    out = capsys.readouterr().out
+    assert out.count(f"No kubeconfig at {missing}") == 2
+    assert "what changes needs the cluster" in out and "to 0a0a0a0" in out
