@@ -228,6 +228,13 @@ def _local_image(c: Context, entry: Release, ref: str) -> str:
     return ref
 
 
+def require_release_tag(tag: str) -> str:
+    """TAG when it is a release tag vX.Y.Z (the only tags prod takes); Exit otherwise."""
+    if not is_release_tag(tag):
+        raise Exit(f"prod takes only a release tag vX.Y.Z; {tag!r} is not one (tag a release).")
+    return tag
+
+
 def check_prod_rules(
     c: Context,
     ledger_core: Any,
@@ -239,8 +246,7 @@ def check_prod_rules(
 ) -> str:
     """Refuse anything but a confirmed release tag that stage ran; returns the image reference
     prod must run (`repo@sha256:...`, or IMAGE itself when its k3s image ID matches)."""
-    if not is_release_tag(tag):
-        raise Exit(f"prod takes only a release tag vX.Y.Z; {tag!r} is not one (tag a release).")
+    require_release_tag(tag)
     entry = ledger(ledger_core).get(ledger_key(stage_namespace, tag))
     if entry is None:
         raise Exit(

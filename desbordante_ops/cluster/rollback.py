@@ -28,7 +28,7 @@ from invoke import Context, Exit
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.deploy import deploy_release
 from desbordante_ops.cluster.kube import Kube, if_exists, read_or_none
-from desbordante_ops.cluster.releases import Release, ledger
+from desbordante_ops.cluster.releases import Release, ledger, require_release_tag
 from desbordante_ops.cluster.render import Rendered
 from desbordante_ops.cluster.rollout import (
     JOB_NAME_LABEL,
@@ -83,6 +83,14 @@ def choose_target(recorded: list[str], live: str | None, to: str | None) -> str:
     if target == live:
         raise Exit(f"{target} is already live: nothing to roll back.")
     return target
+
+
+def target(k: Kube, cfg: EnvConfig, to: str | None) -> tuple[str, str | None]:
+    """(the tag to roll back to, the live one) in CFG's namespace; prod takes release tags only."""
+    recorded = history(k.core, cfg.namespace)
+    live = live_tag(k.apps, cfg.namespace, cfg.toolkit.IMAGE_NAME, recorded)
+    tag = choose_target([entry.tag for entry in recorded], live, to)
+    return (require_release_tag(tag) if cfg.name == "prod" else tag), live
 
 
 def check_job_name(tag: str, token: str) -> str:

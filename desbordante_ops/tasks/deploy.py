@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import Context, Exit, task
+from invoke import Context, task
 
 from desbordante_ops.cluster import deploy as cluster_deploy
 from desbordante_ops.cluster import deploy_plan, kube, lock, reads, traefik
@@ -12,11 +12,11 @@ from desbordante_ops.cluster import rollback as cluster_rollback
 from desbordante_ops.cluster import teardown as cluster_teardown
 from desbordante_ops.cluster.bootstrap import default_tag
 from desbordante_ops.cluster.registry import PULL_SECRET
+from desbordante_ops.cluster.releases import require_release_tag
 from desbordante_ops.cluster.render import render as render_release
 from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import EnvConfig, cluster_config, load_config
 from desbordante_ops.image.push import auth_from_environment
-from desbordante_ops.image.tags import is_release_tag
 from desbordante_ops.tasks import options
 
 TIMEOUT = (
@@ -24,11 +24,6 @@ TIMEOUT = (
     "longest wait for another deploy's lock"
 )
 YES = "Skip the prod confirmation prompt"
-
-
-def check_prod_tag(env: str, tag: str) -> None:
-    if env == "prod" and not is_release_tag(tag):
-        raise Exit(f"prod takes only a release tag vX.Y.Z; {tag!r} is not one (tag a release).")
 
 
 def plan_options(cfg: EnvConfig) -> dict[str, Any]:
@@ -68,7 +63,8 @@ def deploy(
     cfg = cluster_config(env)
     cluster_deploy.check_timeout(timeout)
     tag = tag or default_tag(c, cfg)
-    check_prod_tag(env, tag)
+    if env == "prod":
+        require_release_tag(tag)  # before rendering or connecting
     rendered = render_release(c, cfg, tag)
     if dry_run:
         k_or_none, why = reads.connect(cfg)
@@ -116,28 +112,19 @@ def rollback(
     cfg = cluster_config(env)
     cluster_deploy.check_timeout(timeout)
     if dry_run:
-        k_or_none, why = reads.connect(cfg)
-        if k_or_none is None:
+        k, why = reads.connect(cfg)
+        if k is None:
             goal = to or "the release recorded before the live one"
             print_plan(f"deploy.rollback of {cfg.namespace}", [*why, ("roll back", f"to {goal}")])
             return
-    k = kube.connect(cfg)
-
-    def target() -> tuple[str, str | None]:
-        recorded = cluster_rollback.history(k.core, cfg.namespace)
-        live = cluster_rollback.live_tag(k.apps, cfg.namespace, cfg.toolkit.IMAGE_NAME, recorded)
-        tag = cluster_rollback.choose_target([entry.tag for entry in recorded], live, to)
-        check_prod_tag(env, tag)
-        return tag, live
-
-    if dry_run:
-        tag, live = target()
+        tag, live = cluster_rollback.target(k, cfg, to)
         rendered = render_release(c, cfg, tag)
         rows = deploy_plan.plan_rollback(c, cfg, k, rendered, tag, live, **plan_options(cfg))
         print_plan(f"deploy.rollback of {cfg.namespace} to {tag}", rows)
         return
+    k = kube.connect(cfg)
     with lock.exclusive(k.coordination, cfg.namespace, f"rollback to {to or 'previous'}", timeout):
-        tag, live = target()
+        tag, live = cluster_rollback.target(k, cfg, to)
         rendered = render_release(c, cfg, tag)
         options = release_options(cfg, yes, timeout)
         cluster_rollback.rollback(c, cfg, k, rendered, tag, live, **options)
