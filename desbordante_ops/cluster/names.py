@@ -115,15 +115,25 @@ INGRESS_CONTROLLER_LABELS: Final[dict[str, str]] = {"app.kubernetes.io/name": "t
 _DNS_LABEL_MAX: Final = 63
 
 
+def tag_slug(tag: str) -> str:
+    """An image tag as DNS-1123 label characters: `1.4.0` -> `1-4-0`."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", tag.lower()).strip("-")
+    if not slug:
+        raise ValueError(f"image tag {tag!r} has no usable characters for a Job name")
+    return slug
+
+
+def dns_label(prefix: str, suffix: str) -> str:
+    """`<prefix>-<suffix>` with PREFIX cut so the whole fits one DNS label (63 characters)."""
+    return f"{prefix[: _DNS_LABEL_MAX - len(suffix) - 1].rstrip('-')}-{suffix}"
+
+
 def migrate_job_name(tag: str) -> str:
     """The migrate Job of a release: `migrate-<tag>` made a valid DNS-1123 label.
 
     Example: `1.4.0` -> `migrate-1.4.0` is invalid (dots), so it becomes `migrate-1-4-0`.
     """
-    slug = re.sub(r"[^a-z0-9-]+", "-", tag.lower()).strip("-")
-    if not slug:
-        raise ValueError(f"image tag {tag!r} has no usable characters for a Job name")
-    return (f"{MIGRATE}-" + slug)[:_DNS_LABEL_MAX].rstrip("-")
+    return (f"{MIGRATE}-" + tag_slug(tag))[:_DNS_LABEL_MAX].rstrip("-")
 
 
 # --- Images ----------------------------------------------------------------------------------

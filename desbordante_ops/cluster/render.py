@@ -153,9 +153,7 @@ def job_spec_hash(job: dict[str, Any]) -> str:
 
 def migrate_job_name(tag: str, job: dict[str, Any]) -> str:
     """`migrate-<tag>-<hash>`: changes whenever the Job's (immutable) spec would change."""
-    digest = job_spec_hash(job)
-    prefix = names.migrate_job_name(tag)[: 63 - len(digest) - 1].rstrip("-")
-    return f"{prefix}-{digest}"
+    return names.dns_label(names.migrate_job_name(tag), job_spec_hash(job))
 
 
 @dataclass(frozen=True)

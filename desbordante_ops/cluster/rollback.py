@@ -95,9 +95,7 @@ def target(k: Kube, cfg: EnvConfig, to: str | None) -> tuple[str, str | None]:
 
 def check_job_name(tag: str, token: str) -> str:
     """`schema-check-<tag>-<token>`, a DNS label of at most 63 characters."""
-    slug = names.migrate_job_name(tag).removeprefix(f"{names.MIGRATE}-")
-    prefix = f"{CHECK_PREFIX}-{slug}"[: 63 - len(token) - 1].rstrip("-")
-    return f"{prefix}-{token}"
+    return names.dns_label(f"{CHECK_PREFIX}-{names.tag_slug(tag)}", token)
 
 
 def check_job(rendered: Rendered, name: str) -> dict[str, Any]:
