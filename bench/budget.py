@@ -7,7 +7,7 @@ from typing import Any
 from invoke import Context
 
 from bench.report import Check, Result
-from desbordante_ops.cluster import render
+from desbordante_ops.cluster.manifests import render
 from desbordante_ops.core.settings import CLUSTER_ENVS, load_config
 
 SERVER_CPU_M = 2000

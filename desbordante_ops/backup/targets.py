@@ -7,9 +7,9 @@ from pathlib import Path
 from invoke import Context
 
 from desbordante_ops.backup.archive import DATABASE, UPLOADS
-from desbordante_ops.backup.cluster import ClusterTarget
+from desbordante_ops.backup.cluster_target import ClusterTarget
 from desbordante_ops.backup.flow import Planned, Target
-from desbordante_ops.backup.local import LocalTarget
+from desbordante_ops.backup.local_target import LocalTarget
 from desbordante_ops.backup.schema import SCHEMA_AT_HEAD
 from desbordante_ops.cluster import kube, reads
 from desbordante_ops.core.plan import Row

@@ -43,6 +43,7 @@ from desbordante_ops.cluster.kube import (
     now_iso,
     read_or_none,
 )
+from desbordante_ops.cluster.manifests.render import Rendered, render
 from desbordante_ops.cluster.releases import (
     DIGEST_REF,
     ledger_key,
@@ -50,7 +51,6 @@ from desbordante_ops.cluster.releases import (
     short_id,
 )
 from desbordante_ops.cluster.releases import ledger as read_ledger
-from desbordante_ops.cluster.render import Rendered, render
 from desbordante_ops.cluster.rollout import Clock, Deadline
 from desbordante_ops.core.console import fail, ok, step, warn
 from desbordante_ops.core.settings import EnvConfig

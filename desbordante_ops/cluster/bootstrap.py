@@ -18,10 +18,11 @@ import httpx
 from docker.errors import DockerException
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import edge, k3s, kube, lock, names, traefik
+from desbordante_ops.cluster import k3s, kube, lock, names
 from desbordante_ops.cluster.checks import server_checks
 from desbordante_ops.cluster.deploy import ROLLOUT_TIMEOUT_SECONDS, deploy_release
-from desbordante_ops.cluster.render import render
+from desbordante_ops.cluster.manifests import edge, traefik
+from desbordante_ops.cluster.manifests.render import render
 from desbordante_ops.cluster.secrets import ensure_secrets
 from desbordante_ops.core.checks import print_report, run_checks
 from desbordante_ops.core.console import ok, print_table, step

@@ -25,12 +25,12 @@ from kubernetes.utils import parse_quantity
 from desbordante_ops.cluster import certificates, kube
 from desbordante_ops.cluster.k3s import BIN_PATH, load_lock
 from desbordante_ops.cluster.kube import Kube
+from desbordante_ops.cluster.manifests.render import Rendered, render
 from desbordante_ops.cluster.names import (
     INGRESS_CONTROLLER_NAMESPACE,
     NAMESPACE_LABELS,
     SECRETS,
 )
-from desbordante_ops.cluster.render import Rendered, render
 from desbordante_ops.core.checks import Check, Result
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig, load_config
 from desbordante_ops.image.engine import engine_check

@@ -33,10 +33,10 @@ from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube import Kube, ensure_namespace, kubectl, read_or_none
+from desbordante_ops.cluster.manifests.render import Rendered, with_pull_secret
 from desbordante_ops.cluster.prereqs import wait_for_prerequisites
 from desbordante_ops.cluster.registry import ensure_pull_secret
 from desbordante_ops.cluster.releases import Confirm, gate_prod, record_release
-from desbordante_ops.cluster.render import Rendered, with_pull_secret
 from desbordante_ops.cluster.rollout import (
     FORBIDDEN,
     Clock,

@@ -19,9 +19,9 @@ from desbordante_ops.cluster.deploy import (
     manifest_file,
 )
 from desbordante_ops.cluster.kube import Kube
+from desbordante_ops.cluster.manifests.render import Rendered, with_pull_secret
 from desbordante_ops.cluster.registry import PULL_SECRET, registry_of
 from desbordante_ops.cluster.releases import LEDGER, SYSTEM_NAMESPACE, gate_prod
-from desbordante_ops.cluster.render import Rendered, with_pull_secret
 from desbordante_ops.cluster.rollback import check_job_name
 from desbordante_ops.cluster.rollout import job_state
 from desbordante_ops.cluster.secret_specs import SPECS

@@ -51,7 +51,7 @@ class FlowerSecret:
 
 
 class ApiAuthSecret:
-    """Basic auth in front of a restricted API (API_ACCESS=restricted, cluster/edge.py):
+    """Basic auth in front of a restricted API (API_ACCESS=restricted, cluster/manifests/edge.py):
     `users`, one htpasswd line `API_AUTH_USER:<bcrypt hash>` for Traefik's basicAuth
     middleware, and `password`, the plain value an operator hands to the API's users."""
 

@@ -34,7 +34,7 @@ from kubernetes.config.config_exception import ConfigException
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.k3s import image_in_k3s
 from desbordante_ops.cluster.kube import Kube, ensure_namespace, if_exists, kubeconfig_path, now_iso
-from desbordante_ops.cluster.render import Rendered, render
+from desbordante_ops.cluster.manifests.render import Rendered, render
 from desbordante_ops.core.console import ok, step, warn
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image.tags import is_release_tag

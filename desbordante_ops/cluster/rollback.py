@@ -28,8 +28,8 @@ from invoke import Context, Exit
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.deploy import deploy_release
 from desbordante_ops.cluster.kube import Kube, if_exists, read_or_none
+from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.cluster.releases import Release, ledger, require_release_tag
-from desbordante_ops.cluster.render import Rendered
 from desbordante_ops.cluster.rollout import (
     JOB_NAME_LABEL,
     Deadline,

@@ -67,8 +67,8 @@ class Toolkit(BaseModel):
     POSTGRES_ADMIN_DB: str = "postgres"
     MIN_FREE_DISK_MB: int = Field(1024, ge=0)
     LOCAL_RUN_DIR: str = ".run/local"  # local stack: supervisord conf, socket, pid and log files
-    # The edge of stage/prod (k3s's Traefik; cluster/edge.py): HTTPS, who may call the API and
-    # how often. Unused locally.
+    # The edge of stage/prod (k3s's Traefik; cluster/manifests/edge.py): HTTPS, who may call
+    # the API and how often. Unused locally.
     TLS_MODE: Literal["acme", "selfsigned", "off"] = "acme"
     ACME_EMAIL: str = ""  # Let's Encrypt account e-mail; required with TLS_MODE=acme
     HSTS_SECONDS: int = Field(31536000, ge=0)  # Strict-Transport-Security max-age; 0 = none

@@ -16,13 +16,13 @@ from invoke import Context
 
 from desbordante_ops.core.console import step
 from desbordante_ops.core.settings import BACKEND_KEYS, SECRET_KEYS, EnvConfig
+from desbordante_ops.local.credentials import ensure_secrets, file_env, secrets_dir
 from desbordante_ops.local.provision import (
     GUEST,
     GUEST_PASSWORD_FILE,
     provision_postgres,
     provision_rabbitmq,
 )
-from desbordante_ops.local.secrets import ensure_secrets, file_env, secrets_dir
 
 
 def clean_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:

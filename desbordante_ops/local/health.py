@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import httpx
 
 from desbordante_ops.core.settings import EnvConfig
-from desbordante_ops.local.secrets import read_secret, secret_path
+from desbordante_ops.local.credentials import read_secret, secret_path
 
 HTTP_TIMEOUT = 3.0
 PORT_KEYS = {"api": "APPLICATION_SERVER_PORT", "flower": "FLOWER_PORT"}

@@ -22,9 +22,9 @@ from desbordante_ops.core.console import console, ok, print_table, step, warn
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.poll import poll
 from desbordante_ops.core.settings import EnvConfig
-from desbordante_ops.local.checks import local_checks
 from desbordante_ops.local.environ import clean_environ, existing_env, run_service_command
 from desbordante_ops.local.health import Health, ServiceStatus, port_of, probe
+from desbordante_ops.local.preflight import local_checks
 from desbordante_ops.local.stack import LOG_TAIL_LINES, LocalStack
 from desbordante_ops.local.supervise import (
     SERVICES,

@@ -22,9 +22,9 @@ from psycopg import sql
 from desbordante_ops.core.console import ok, warn
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.local.credentials import read_secret, secrets_dir
 from desbordante_ops.local.host import last_line
 from desbordante_ops.local.pgadmin import LOOPBACK, open_admin
-from desbordante_ops.local.secrets import read_secret, secrets_dir
 
 GUEST = "guest"
 GUEST_PASSWORD_FILE = "RABBITMQ_GUEST_PASSWORD"  # noqa: S105 - a file name

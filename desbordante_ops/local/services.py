@@ -27,7 +27,6 @@ from desbordante_ops.core.console import ok, step, tracker
 from desbordante_ops.core.poll import poll
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.local import pgadmin
-from desbordante_ops.local.checks import amqp_reachable
 from desbordante_ops.local.host import (
     Privilege,
     apt_available,
@@ -38,6 +37,7 @@ from desbordante_ops.local.host import (
     systemd_running,
 )
 from desbordante_ops.local.pgadmin import LOOPBACK
+from desbordante_ops.local.preflight import amqp_reachable
 
 RUNNING, STARTING, STOPPED, MISSING = "running", "starting", "stopped", "missing"
 WAIT_SECONDS = 120.0  # for a started service to answer (RabbitMQ takes the longest)

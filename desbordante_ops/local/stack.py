@@ -17,9 +17,9 @@ from invoke import Context, Exit
 from desbordante_ops.core.console import console, fail, ok, print_table, step, tracker
 from desbordante_ops.core.poll import poll
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.local.credentials import secret_path
 from desbordante_ops.local.environ import prepare
 from desbordante_ops.local.health import Health, ServiceStatus, flower_url
-from desbordante_ops.local.secrets import secret_path
 from desbordante_ops.local.services import ensure_services
 from desbordante_ops.local.supervise import SERVICES
 

@@ -8,7 +8,7 @@ from desbordante_ops.cluster.checks import cluster_checks, server_checks
 from desbordante_ops.core.checks import check_and_report
 from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import ENV_NAMES, cluster_config, load_config, parse_sets
-from desbordante_ops.local.checks import local_checks
+from desbordante_ops.local.preflight import local_checks
 from desbordante_ops.local.processes import ProcessStack
 from desbordante_ops.tasks import options
 

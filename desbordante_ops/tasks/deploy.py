@@ -7,13 +7,14 @@ from typing import Any
 from invoke import Context, task
 
 from desbordante_ops.cluster import deploy as cluster_deploy
-from desbordante_ops.cluster import deploy_plan, kube, lock, reads, traefik
+from desbordante_ops.cluster import deploy_plan, kube, lock, reads
 from desbordante_ops.cluster import rollback as cluster_rollback
 from desbordante_ops.cluster import teardown as cluster_teardown
 from desbordante_ops.cluster.bootstrap import default_tag
+from desbordante_ops.cluster.manifests import traefik
+from desbordante_ops.cluster.manifests.render import render as render_release
 from desbordante_ops.cluster.registry import PULL_SECRET
 from desbordante_ops.cluster.releases import require_release_tag
-from desbordante_ops.cluster.render import render as render_release
 from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import EnvConfig, cluster_config, load_config
 from desbordante_ops.image.push import auth_from_environment

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from invoke import Context
 
-from desbordante_ops.cluster import edge, kube, names
+from desbordante_ops.cluster import kube, names
+from desbordante_ops.cluster.manifests import edge
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local.health import flower_auth, flower_url
 from desbordante_ops.local.stack import LocalStack

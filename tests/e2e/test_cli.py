@@ -17,8 +17,8 @@ import pytest
 from invoke import Context
 
 from desbordante_ops.core.settings import REPO_ROOT, load_config
+from desbordante_ops.local.credentials import read_secret, secret_path
 from desbordante_ops.local.processes import ProcessStack
-from desbordante_ops.local.secrets import read_secret, secret_path
 from desbordante_ops.local.supervise import SERVICES
 
 SECRETS = ("POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASSWORD", "FLOWER_PASSWORD")

@@ -34,11 +34,11 @@ from invoke import Context, Exit
 from support.plans import plan_cells
 
 from desbordante_ops.backup import archive, flow
-from desbordante_ops.backup.local import LocalTarget
+from desbordante_ops.backup.local_target import LocalTarget
 from desbordante_ops.core import console
 from desbordante_ops.core.settings import EnvConfig, load_config
+from desbordante_ops.local.credentials import read_secret, secrets_dir
 from desbordante_ops.local.processes import ProcessStack
-from desbordante_ops.local.secrets import read_secret, secrets_dir
 from desbordante_ops.tasks import backup as backup_tasks
 
 ADMIN = "host=127.0.0.1 port=5432 user=postgres"

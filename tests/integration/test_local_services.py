@@ -16,9 +16,9 @@ import pytest
 from invoke import Context, Exit
 
 from desbordante_ops.core.settings import EnvConfig, load_config
-from desbordante_ops.local import checks as host
+from desbordante_ops.local import preflight as host
+from desbordante_ops.local.credentials import ensure_secrets, read_secret
 from desbordante_ops.local.provision import provision_postgres, provision_rabbitmq
-from desbordante_ops.local.secrets import ensure_secrets, read_secret
 
 REPO = Path(__file__).resolve().parents[2]
 

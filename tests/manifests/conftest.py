@@ -8,7 +8,7 @@ import pytest
 from support.fakeapi import fake_api, fake_api_tls  # noqa: F401 - pytest fixtures
 from support.fakeapi_kube import admin, admin_kubeconfig  # noqa: F401 - pytest fixtures
 
-from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.core.settings import CLUSTER_ENVS
 
 from .kube_objects import render_env

@@ -10,7 +10,7 @@ from typing import Any
 
 from invoke import Context
 
-from desbordante_ops.cluster.render import Rendered, render
+from desbordante_ops.cluster.manifests.render import Rendered, render
 from desbordante_ops.core.settings import REPO_ROOT, EnvConfig, load_config
 
 # The release tag the tests render (dots become dashes in the migrate Job name).

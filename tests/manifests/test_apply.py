@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.deploy import NOT_PRUNED, PRUNE_ALLOWLIST, applied_docs
+from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.cluster.prereqs import CustomKind, custom_kinds, needs_storage_class
-from desbordante_ops.cluster.render import Rendered
 
 MAX_JOB_TTL_SECONDS = 86400
 

@@ -17,7 +17,7 @@ from support.fakeapi_kube import config_for, connect, grant
 from support.fakeapi_rbac import Info, rule_allows
 
 from desbordante_ops.cluster import access, kube, releases
-from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.cluster.manifests.render import Rendered
 
 from .kube_objects import pod_spec, render_env, workloads
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from desbordante_ops.cluster.checks import rendered_needs
-from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.cluster.manifests.render import Rendered
 
 from .kube_objects import LONG_RUNNING_KINDS, overlay_memory_requests, quantity_bytes
 

@@ -17,8 +17,9 @@ import pytest
 import yaml
 from invoke import Exit
 
-from desbordante_ops.cluster import edge, names
-from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.manifests import edge
+from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.core.settings import REPO_ROOT
 
 from .kube_objects import backend_constant, env_values, pod_spec, render_env, settings

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from desbordante_ops.cluster import names
-from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.core.settings import REPO_ROOT
 
 from .kube_objects import (

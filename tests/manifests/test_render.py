@@ -9,7 +9,7 @@ import yaml
 from invoke import Context, Exit
 
 from desbordante_ops.cluster import names
-from desbordante_ops.cluster.render import (
+from desbordante_ops.cluster.manifests.render import (
     BACKEND_IMAGE_PLACEHOLDER,
     Rendered,
     kustomize,

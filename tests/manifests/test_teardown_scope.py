@@ -11,7 +11,7 @@ from typing import Any
 from support.selectors import matches
 
 from desbordante_ops.cluster import teardown as td
-from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.cluster.manifests.render import Rendered
 
 from .kube_objects import pod_template, workloads
 

@@ -11,7 +11,7 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 
-from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.core.settings import REPO_ROOT
 
 TRAEFIK_API = "traefik.io/v1alpha1"

@@ -14,8 +14,8 @@ from kubernetes import client as k8s
 
 from desbordante_ops.cluster import kube, names
 from desbordante_ops.cluster import secrets as cs
+from desbordante_ops.cluster.manifests.render import Rendered, migrate_job_name
 from desbordante_ops.cluster.releases import Release, write_entry
-from desbordante_ops.cluster.render import Rendered, migrate_job_name
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig, load_config
 from support.fake_kube import (
     TRAEFIK_SERVED,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from invoke import Exit
 
-from desbordante_ops.backup import archive, files, schema
+from desbordante_ops.backup import archive, schema, uploads
 from desbordante_ops.backup.archive import DATABASE, MANIFEST, UPLOADS, Manifest
 
 
@@ -152,7 +152,7 @@ def test_pack_leaves_out_uploads_in_progress_and_unpack_replaces(tmp_path: Path)
     (source / "incoming").mkdir()
     (source / "incoming" / "c.part").write_text("partial")
     packed = tmp_path / "uploads.tar"
-    assert files.pack(source, packed) == (2, 8)
+    assert uploads.pack(source, packed) == (2, 8)
     with tarfile.open(packed) as tar:
         assert sorted(tar.getnames()) == ["datasets", "datasets/a.csv", "datasets/b.csv"]
 
@@ -162,7 +162,7 @@ def test_pack_leaves_out_uploads_in_progress_and_unpack_replaces(tmp_path: Path)
     (target / "incoming").mkdir()
     (target / "incoming" / "d.lease").write_text("")
     (target / "stray").write_text("x")
-    assert files.unpack(packed, target) == 2
+    assert uploads.unpack(packed, target) == 2
     assert tree(target) == {
         "datasets/a.csv": b"a\n1\n",
         "datasets/b.csv": b"b\n2\n",
@@ -182,7 +182,7 @@ def test_unpack_reads_gnu_tar_of_a_pod_and_refuses_escapes(tmp_path: Path) -> No
         [tar_binary, "-C", str(source), "--exclude=incoming", "-cf", str(packed), "."], check=True
     )
     target = tmp_path / "target"
-    assert files.unpack(packed, target) == 1
+    assert uploads.unpack(packed, target) == 1
     assert tree(target) == {"datasets/a.csv": b"a\n"}
 
     evil = tmp_path / "evil.tar"
@@ -191,12 +191,12 @@ def test_unpack_reads_gnu_tar_of_a_pod_and_refuses_escapes(tmp_path: Path) -> No
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(tarfile.OutsideDestinationError):
-        files.unpack(evil, target)
+        uploads.unpack(evil, target)
     assert not (tmp_path / "outside.csv").exists()
     assert tree(target) == {"datasets/a.csv": b"a\n"}  # nothing replaced
 
 
 def test_pack_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
-    assert files.pack(tmp_path / "never-created", tmp_path / "u.tar") == (0, 0)
+    assert uploads.pack(tmp_path / "never-created", tmp_path / "u.tar") == (0, 0)
     with tarfile.open(tmp_path / "u.tar") as tar:
         assert tar.getnames() == []

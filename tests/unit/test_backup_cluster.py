@@ -20,7 +20,7 @@ from support.fake_kube import FakeClock
 from support.plans import plan_cells, snapshot
 
 from desbordante_ops.backup import archive, flow, targets
-from desbordante_ops.backup.cluster import HELPER_CONTAINER, ClusterTarget, replicas_patch
+from desbordante_ops.backup.cluster_target import HELPER_CONTAINER, ClusterTarget, replicas_patch
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube import Kube
 from desbordante_ops.core.settings import EnvConfig, load_config

@@ -13,7 +13,7 @@ from support.plans import plan_cells, snapshot
 
 from desbordante_ops.backup import archive, flow, postgres
 from desbordante_ops.backup.archive import DATABASE, UPLOADS, Manifest
-from desbordante_ops.backup.local import LocalTarget
+from desbordante_ops.backup.local_target import LocalTarget
 from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import EnvConfig, load_config
 

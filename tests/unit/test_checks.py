@@ -13,7 +13,7 @@ from desbordante_ops.cluster.checks import server_checks
 from desbordante_ops.core import checks as doctor
 from desbordante_ops.core.checks import Check, Result
 from desbordante_ops.core.settings import load_config
-from desbordante_ops.local import checks as host
+from desbordante_ops.local import preflight as host
 
 
 def passing() -> Result:

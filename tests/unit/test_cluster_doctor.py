@@ -16,7 +16,7 @@ from support.fake_cluster import ClusterApps, ClusterCore, fake_cluster
 
 from desbordante_ops.cluster import checks, names
 from desbordante_ops.cluster import secrets as cluster_secrets
-from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.core.checks import run_checks
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig, load_config
 from desbordante_ops.tasks import config as config_tasks

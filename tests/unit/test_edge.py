@@ -1,6 +1,6 @@
 """The edge outside the render: Traefik's HelmChartConfig and who may apply it
-(cluster/traefik.py), pruning, the API's basic-auth Secret and the smoke test's client
-(cluster/edge.py), the doctor's TLS rows against a real TLS server on loopback
+(cluster/manifests/traefik.py), pruning, the API's basic-auth Secret and the smoke test's client
+(cluster/manifests/edge.py), the doctor's TLS rows against a real TLS server on loopback
 (cluster/certificates.py), the edge settings, and the local retention program."""
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from supervisor.options import ServerOptions
 from support.fake_kube import FakeApps, FakeCore
 from support.fakeapi_tls import Tls, make_tls
 
-from desbordante_ops.cluster import certificates, edge, kube, names, traefik
+from desbordante_ops.cluster import certificates, kube, names
 from desbordante_ops.cluster import secrets as cs
+from desbordante_ops.cluster.manifests import edge, traefik
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local.supervise import (
     RETENTION,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from invoke import Exit
 
-from desbordante_ops.local.secrets import (
+from desbordante_ops.local.credentials import (
     ensure_secret,
     ensure_secrets,
     file_env,

@@ -15,9 +15,9 @@ from support.mockrun import calls, commands
 
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local import host, pgadmin
-from desbordante_ops.local.checks import postgres_reachable
+from desbordante_ops.local.credentials import ensure_secrets, read_secret
+from desbordante_ops.local.preflight import postgres_reachable
 from desbordante_ops.local.provision import provision_postgres
-from desbordante_ops.local.secrets import ensure_secrets, read_secret
 
 PSQL = "psql -X -w -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=terse -p 5432 -U postgres -d postgres"
 

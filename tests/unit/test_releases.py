@@ -19,7 +19,7 @@ from support.mockrun import commands
 from support.plans import plan_cells
 
 from desbordante_ops.cluster import deploy, kube, names, releases
-from desbordante_ops.cluster.render import Rendered
+from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.cluster.secrets import SPECS
 from desbordante_ops.core.settings import load_config
 from desbordante_ops.tasks import releases as release_tasks

@@ -18,10 +18,10 @@ from support.mockrun import calls, commands
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local import environ as stack_environ
+from desbordante_ops.local.credentials import ensure_secrets, read_secret
 from desbordante_ops.local.health import Health
 from desbordante_ops.local.processes import ProcessStack
 from desbordante_ops.local.provision import provision_rabbitmq
-from desbordante_ops.local.secrets import ensure_secrets, read_secret
 from desbordante_ops.local.stack import check_services
 from desbordante_ops.local.supervise import (
     SERVICES,

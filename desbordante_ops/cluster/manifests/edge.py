@@ -1,12 +1,12 @@
 """The edge of a cluster environment: HTTPS, redirects, HSTS, per-client limits, who may call.
 
 Everything is computed from the settings (`invoke config --env`), nothing is hand-edited:
-- the render (cluster/render.py) adds `release_components` (k8s/components: `https`,
+- the render (cluster/manifests/render.py) adds `release_components` (k8s/components: `https`,
   `api-auth`, `api-allowlist`, as configured) and `release_patches`: every Ingress's host,
   Traefik entrypoint, TLS annotations and middleware chain, and every middleware's values;
 - optional objects carry the instance label, so deploy's label-scoped prune removes them
   when the settings drop them; deploy also applies Traefik's cluster-wide configuration
-  (cluster/traefik.py);
+  (cluster/manifests/traefik.py);
 - bootstrap's smoke test reaches the API with `ingress_client_options`;
 - the doctor shows cluster/certificates.py's `tls_checks` (TLS mode, certificate expiry).
 

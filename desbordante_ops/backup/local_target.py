@@ -17,7 +17,7 @@ from pathlib import Path
 from invoke import Context, Exit
 
 import desbordante_service
-from desbordante_ops.backup import files, postgres
+from desbordante_ops.backup import postgres, uploads
 from desbordante_ops.backup.archive import DATABASE, UPLOADS
 from desbordante_ops.backup.progress import last_line, run_watched
 from desbordante_ops.backup.schema import SCHEMA_AT_HEAD
@@ -123,7 +123,7 @@ class LocalTarget:
         self._check(result.exited, result.ok, last_line(result), "pg_dump")
 
     def dump_files(self, path: Path) -> None:
-        files.pack(self.cfg.uploads_dir, path)
+        uploads.pack(self.cfg.uploads_dir, path)
 
     def _running_writers(self) -> list[str]:
         if not self.stack.is_running():
@@ -150,7 +150,7 @@ class LocalTarget:
         )
 
     def restore_files(self, path: Path) -> None:
-        files.unpack(path, self.cfg.uploads_dir)
+        uploads.unpack(path, self.cfg.uploads_dir)
 
     def migrate(self) -> None:
         done, output = run_service_command(
@@ -193,7 +193,7 @@ class LocalTarget:
                 lambda prefix, connect: f"{postgres.dump_command(connect, prefix)} > {dump}",
                 "pg_dump",
             ),
-            ("pack", f"uploaded files in {files.describe(self.cfg.uploads_dir)}"),
+            ("pack", f"uploaded files in {uploads.describe(self.cfg.uploads_dir)}"),
         ]
 
     def plan_restore(self, staging: Path, migrate: str) -> list[Row]:
@@ -209,7 +209,7 @@ class LocalTarget:
                 lambda prefix, connect: postgres.restore_command(connect, role, dump, prefix),
                 "pg_restore | psql",
             ),
-            ("replace", f"uploaded files in {files.describe(self.cfg.uploads_dir)} by {UPLOADS}"),
+            ("replace", f"uploaded files in {uploads.describe(self.cfg.uploads_dir)} by {UPLOADS}"),
             ("run", f"desbordante-service migrate ({migrate})") if migrate else SCHEMA_AT_HEAD,
             *(("start", f"supervisord program {name} (and wait until ready)") for name in running),
         ]

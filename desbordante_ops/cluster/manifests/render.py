@@ -6,7 +6,7 @@ settings (env file, process environment and `--set`, exactly what `invoke config
 - the ConfigMap `desbordante-config` from the backend's keys only (toolkit keys such as
   IMAGE_NAME never reach a pod); its name gets a content hash, so a change rolls the pods;
 - the backend image `IMAGE_NAME:<tag>` (`images:`), the namespace and replicas;
-- the edge (cluster/edge.py): optional components of k8s/components, ingress hosts, TLS,
+- the edge (cluster/manifests/edge.py): optional components of k8s/components, ingress hosts, TLS,
   the Traefik middleware chain of every router and the middlewares' values;
 then `kubectl kustomize` runs through the Invoke context. With an image pull Secret (see
 cluster/registry.py) every pod that runs the backend image gets `imagePullSecrets`. Finally the
@@ -33,7 +33,8 @@ from typing import Any
 import yaml
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import edge, names
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.manifests import edge
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig
 
 KUBECTL = "kubectl"

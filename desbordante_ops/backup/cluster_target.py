@@ -30,7 +30,7 @@ from typing import Any
 from invoke import Context, Exit
 from kubernetes import client as k8s
 
-from desbordante_ops.backup import files, postgres
+from desbordante_ops.backup import postgres, uploads
 from desbordante_ops.backup.archive import DATABASE, UPLOADS
 from desbordante_ops.backup.progress import last_line, run_watched
 from desbordante_ops.backup.schema import SCHEMA_AT_HEAD
@@ -76,10 +76,10 @@ POLL_SECONDS = 2.0
 
 
 def unpack_script(mount: str) -> str:
-    """bash run in the helper pod: the tar on stdin replaces the uploads (see files.py)."""
-    excludes = " ".join(f"--exclude={name}" for name in files.EXCLUDED)
-    keep = " ".join(f"! -name {shlex.quote(name)}" for name in files.EXCLUDED)
-    staging = files.STAGING
+    """bash run in the helper pod: the tar on stdin replaces the uploads (see uploads.py)."""
+    excludes = " ".join(f"--exclude={name}" for name in uploads.EXCLUDED)
+    keep = " ".join(f"! -name {shlex.quote(name)}" for name in uploads.EXCLUDED)
+    staging = uploads.STAGING
     return (
         f"set -euo pipefail; cd {shlex.quote(mount)}; rm -rf {staging}; mkdir {staging}; "
         f"tar -C {staging} {excludes} -xf -; "
@@ -89,8 +89,16 @@ def unpack_script(mount: str) -> str:
 
 
 def pack_command(mount: str) -> list[str]:
-    """tar of the uploads to standard output (what files.pack writes locally)."""
-    return ["tar", "-C", mount, *(f"--exclude={name}" for name in files.EXCLUDED), "-cf", "-", "."]
+    """tar of the uploads to standard output (what uploads.pack writes locally)."""
+    return [
+        "tar",
+        "-C",
+        mount,
+        *(f"--exclude={name}" for name in uploads.EXCLUDED),
+        "-cf",
+        "-",
+        ".",
+    ]
 
 
 def uploads_mount(template: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 Set once per cluster by a cluster admin's `invoke deploy` or `bootstrap` (a devops kubeconfig
 may not write kube-system; it says so and skips): the Traefik Service keeps client IPs
 (externalTrafficPolicy Local, which k3s's ServiceLB honours), so the per-IP limits and the
-allow-list of cluster/edge.py see each client rather than the node; with TLS_MODE=acme the
+allow-list of cluster/manifests/edge.py see each client rather than the node; with TLS_MODE=acme the
 Let's Encrypt resolver (HTTP-01 on `web`) stores acme.json on a small volume. A change makes
 k3s's helm controller upgrade Traefik: a few seconds without the edge.
 """
@@ -19,7 +19,7 @@ import yaml
 from invoke import Context, Exit
 
 from desbordante_ops.cluster import kube, names
-from desbordante_ops.cluster.edge import RESOLVER, WEB
+from desbordante_ops.cluster.manifests.edge import RESOLVER, WEB
 from desbordante_ops.core.console import ok, step, warn
 from desbordante_ops.core.settings import EnvConfig
 
