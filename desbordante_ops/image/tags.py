@@ -77,6 +77,11 @@ def revision(c: Context, repo: Path) -> Revision:
     )
 
 
+def default_tag(c: Context, repo: Path) -> str:
+    """The image tag of the working tree: its release tag if HEAD has one, else the short sha."""
+    return revision(c, repo).tags[0]
+
+
 def _utc(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -2,44 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import yaml
 from invoke import Context, task
 
-from desbordante_ops.cluster import deploy as cluster_deploy
-from desbordante_ops.cluster import deploy_plan, kube, lock, reads
-from desbordante_ops.cluster import rollback as cluster_rollback
-from desbordante_ops.cluster import teardown as cluster_teardown
-from desbordante_ops.cluster.bootstrap import default_tag
-from desbordante_ops.cluster.manifests import traefik
-from desbordante_ops.cluster.manifests.render import render as render_release
-from desbordante_ops.cluster.registry import PULL_SECRET
-from desbordante_ops.cluster.releases import require_release_tag
-from desbordante_ops.core.plan import print_plan
-from desbordante_ops.core.settings import EnvConfig, cluster_config, load_config
+from desbordante_ops.cluster.manifests.render import render as render_manifests
+from desbordante_ops.cluster.release.context import ROLLOUT_TIMEOUT_SECONDS, Options, check_tag
+from desbordante_ops.cluster.release.deploy import run_deploy
+from desbordante_ops.cluster.release.rollback import run_rollback
+from desbordante_ops.cluster.release.teardown import run_teardown
+from desbordante_ops.cluster.secrets.pull import PULL_SECRET
+from desbordante_ops.core.settings import cluster_config
 from desbordante_ops.image.push import auth_from_environment
+from desbordante_ops.image.tags import default_tag
 from desbordante_ops.tasks import options
 
 TIMEOUT = (
-    "Seconds to wait for prerequisites, migration and rollouts together (default 600); also the "
-    "longest wait for another deploy's lock"
+    "Seconds to wait for prerequisites, migration, rollouts and verification together (default "
+    "600); also the longest wait for another deploy's lock"
 )
 YES = "Skip the prod confirmation prompt"
+ALL = "Also print what deploy does not apply: the Namespace and the verify Job"
 
 
-def plan_options(cfg: EnvConfig) -> dict[str, Any]:
-    """Prod's view of stage and the registry credential, for a deploy or its plan."""
-    stage = load_config("stage")
-    return {
-        "stage_core": kube.connect(stage).core if cfg.name == "prod" else None,
-        "stage_namespace": stage.namespace,
-        "registry_auth": auth_from_environment(),
-    }
-
-
-def release_options(cfg: EnvConfig, yes: bool, timeout: int) -> dict[str, Any]:
-    """What deploy_release needs besides the release: the plan's options, yes, timeout."""
-    return {"yes": yes, "timeout": timeout, **plan_options(cfg)}
+def _options(yes: bool, timeout: float) -> Options:
+    return Options(yes=yes, timeout=timeout, registry_auth=auth_from_environment())
 
 
 @task(
@@ -49,7 +35,7 @@ def release_options(cfg: EnvConfig, yes: bool, timeout: int) -> dict[str, Any]:
         "tag": options.TAG,
         "yes": YES,
         "timeout": TIMEOUT,
-        "dry_run": options.DRY_RUN + " (`kubectl diff` shows the changes)",
+        "dry_run": options.DRY_RUN + " (the diff shows what changes)",
     },
 )
 def deploy(
@@ -57,39 +43,26 @@ def deploy(
     env: str = "stage",
     tag: str | None = None,
     yes: bool = False,
-    timeout: int = cluster_deploy.ROLLOUT_TIMEOUT_SECONDS,
+    timeout: int = ROLLOUT_TIMEOUT_SECONDS,
     dry_run: bool = False,
 ) -> None:
-    """Render, diff, apply (with prune), migrate and wait for one release; then Traefik."""
+    """Apply one release (server-side, with prune), migrate, wait, verify, record; Traefik."""
     cfg = cluster_config(env)
-    cluster_deploy.check_timeout(timeout)
-    tag = tag or default_tag(c, cfg)
-    if env == "prod":
-        require_release_tag(tag)  # before rendering or connecting
-    rendered = render_release(c, cfg, tag)
-    if dry_run:
-        k_or_none, why = reads.connect(cfg)
-        rows = (
-            deploy_plan.plan_release(c, cfg, k_or_none, rendered, tag, **plan_options(cfg))
-            if k_or_none is not None
-            else deploy_plan.plan_unreachable(rendered, tag, why)
-        )
-        print_plan(f"deploy {tag} to {cfg.namespace}", rows)
-        return
-    k = kube.connect(cfg)
-    with lock.exclusive(k.coordination, cfg.namespace, f"deploy {tag}", wait=timeout):
-        options = release_options(cfg, yes, timeout)
-        cluster_deploy.deploy_release(c, cfg, k, rendered, tag, **options)
-    traefik.apply_traefik_config(c, cfg)
+    run_deploy(c, cfg, tag or default_tag(c, cfg.root), _options(yes, timeout), dry_run)
 
 
-@task(help={"env": options.CLUSTER_ENV, "tag": options.TAG})
-def render(c: Context, env: str = "stage", tag: str | None = None) -> None:
-    """Print the manifests of an environment as they would be applied."""
+@task(help={"env": options.CLUSTER_ENV, "tag": options.TAG, "all": ALL})
+def render(c: Context, env: str = "stage", tag: str | None = None, all: bool = False) -> None:
+    """Print the manifests `deploy` applies (for `kubectl apply --server-side -f -`)."""
     cfg = cluster_config(env)
+    release_tag = check_tag(cfg, tag or default_tag(c, cfg.root))
     pull_secret = PULL_SECRET if auth_from_environment() else None
-    rendered = render_release(c, cfg, tag or default_tag(c, cfg), pull_secret=pull_secret)
-    print(rendered.text, end="")
+    rendered = render_manifests(c, cfg, release_tag, pull_secret=pull_secret)
+    docs = rendered.docs if all else rendered.applied_docs
+    if not all:
+        print("# What `invoke deploy` applies. Left out: the Namespace (a cluster admin creates")
+        print("# it) and the verify Job (deploy runs it after the rollouts); --all shows them.")
+    print(yaml.safe_dump_all(docs, sort_keys=False), end="")
 
 
 @task(
@@ -106,29 +79,11 @@ def rollback(
     env: str = "stage",
     to: str | None = None,
     yes: bool = False,
-    timeout: int = cluster_deploy.ROLLOUT_TIMEOUT_SECONDS,
+    timeout: int = ROLLOUT_TIMEOUT_SECONDS,
     dry_run: bool = False,
 ) -> None:
     """Go back to an earlier release; refused when the database is migrated past it."""
-    cfg = cluster_config(env)
-    cluster_deploy.check_timeout(timeout)
-    if dry_run:
-        k, why = reads.connect(cfg)
-        if k is None:
-            goal = to or "the release recorded before the live one"
-            print_plan(f"deploy.rollback of {cfg.namespace}", [*why, ("roll back", f"to {goal}")])
-            return
-        tag, live = cluster_rollback.target(k, cfg, to)
-        rendered = render_release(c, cfg, tag)
-        rows = deploy_plan.plan_rollback(c, cfg, k, rendered, tag, live, **plan_options(cfg))
-        print_plan(f"deploy.rollback of {cfg.namespace} to {tag}", rows)
-        return
-    k = kube.connect(cfg)
-    with lock.exclusive(k.coordination, cfg.namespace, f"rollback to {to or 'previous'}", timeout):
-        tag, live = cluster_rollback.target(k, cfg, to)
-        rendered = render_release(c, cfg, tag)
-        options = release_options(cfg, yes, timeout)
-        cluster_rollback.rollback(c, cfg, k, rendered, tag, live, **options)
+    run_rollback(c, cluster_config(env), to, _options(yes, timeout), dry_run)
 
 
 @task(
@@ -147,9 +102,4 @@ def teardown(
     dry_run: bool = False,
 ) -> None:
     """Remove the workloads of an environment; data stays unless --purge-data is confirmed."""
-    cfg = cluster_config(env)
-    if dry_run:
-        rows = cluster_teardown.plan(c, cfg, purge_data=purge_data, yes=yes)
-        print_plan(f"deploy.teardown of {cfg.namespace}", rows)
-        return
-    cluster_teardown.teardown(c, cfg, purge_data=purge_data, yes=yes)
+    run_teardown(cluster_config(env), purge_data, yes, dry_run)

@@ -6,7 +6,7 @@ Secret is kept. `--rotate NAME` also changes the password where it is stored (Po
 `ALTER ROLE`, `rabbitmqctl change_password`, both fed on stdin of a pod exec) and restarts the
 consumers: PostgreSQL and RabbitMQ read their initial password only on first boot, so a Secret
 regenerated on its own would break every connection. How a rotation survives a dropped
-connection at any step: cluster/rotation.py.
+connection at any step: cluster/secrets/rotation.py.
 """
 
 from __future__ import annotations
@@ -16,9 +16,18 @@ from typing import Any
 
 from invoke import Exit
 
-from desbordante_ops.cluster import kube, names, rotation
-from desbordante_ops.cluster.rotation import ExecFactory, Rotation, pending_password
-from desbordante_ops.cluster.secret_specs import (
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.secrets import rotation
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.kube.objects import (
+    ensure_namespace,
+    first_running_pod,
+    now_iso,
+    read_or_none,
+)
+from desbordante_ops.cluster.kube.podexec import PodExec, pod_exec
+from desbordante_ops.cluster.secrets.rotation import ExecFactory, Rotation, pending_password
+from desbordante_ops.cluster.secrets.specs import (
     ROTATED_AT,
     SPECS,
     SecretSpec,
@@ -33,7 +42,7 @@ from desbordante_ops.core.settings import EnvConfig
 
 def read_secret(core: Any, name: str, namespace: str) -> Any | None:
     """The Secret NAME, or None when it does not exist."""
-    return kube.read_or_none(core.read_namespaced_secret, name, namespace)
+    return read_or_none(core.read_namespaced_secret, name, namespace)
 
 
 # What secrets.generate does with one Secret (its dry run lists the same decisions).
@@ -70,7 +79,7 @@ def generate(
         action = decide(spec, existing, target)
         if action == CREATE:
             password = new_password()
-            body = secret_body(spec, secret_values(spec, cfg, password), kube.now_iso())
+            body = secret_body(spec, secret_values(spec, cfg, password), now_iso())
             core.create_namespaced_secret(namespace, body)
             rows.append((spec.name, "created"))
             continue
@@ -115,26 +124,24 @@ def listing(core: Any, namespace: str, now: dt.datetime | None = None) -> list[t
     return rows
 
 
-def store_exec_factory(k: kube.Kube, namespace: str) -> ExecFactory:
+def store_exec_factory(k: Kube, namespace: str) -> ExecFactory:
     """Pod exec into the postgres / rabbitmq pod of NAMESPACE for a rotation."""
 
-    def make(spec: SecretSpec) -> kube.PodExec:
+    def make(spec: SecretSpec) -> PodExec:
         if spec.store is None:
             raise ValueError(f"{spec.name} has no store to exec into")
         component = names.POSTGRES if spec.store == "postgres" else names.RABBITMQ
-        pod = kube.first_running_pod(k.core, namespace, names.selector(component))
-        return kube.pod_exec(k, namespace, pod, container=component)
+        pod = first_running_pod(k.core, namespace, names.selector(component))
+        return pod_exec(k, namespace, pod, container=component)
 
     return make
 
 
-def ensure_secrets(
-    cfg: EnvConfig, k: kube.Kube, rotate: str | None = None
-) -> list[tuple[str, str]]:
+def ensure_secrets(cfg: EnvConfig, k: Kube, rotate: str | None = None) -> list[tuple[str, str]]:
     """Namespace + Secrets of CFG's environment on cluster K (used by the task and bootstrap)."""
     if rotate:
         find_spec(rotate)
     namespace = cfg.namespace
-    if kube.ensure_namespace(k.core, namespace, dict(names.NAMESPACE_LABELS)):
+    if ensure_namespace(k.core, namespace, dict(names.NAMESPACE_LABELS)):
         ok(f"namespace {namespace} created")
     return generate(k.core, k.apps, cfg, namespace, rotate, store_exec_factory(k, namespace))

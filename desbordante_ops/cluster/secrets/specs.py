@@ -15,7 +15,7 @@ from invoke import Exit
 from kubernetes import client as k8s
 
 from desbordante_ops.cluster import names
-from desbordante_ops.cluster.stores import Store
+from desbordante_ops.cluster.secrets.stores import Store
 from desbordante_ops.core.settings import EnvConfig
 
 TOKEN_BYTES = 32

@@ -18,10 +18,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from invoke import Exit
 from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster import names
-from desbordante_ops.cluster.kube import Kube, read_or_none
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.kube.objects import read_or_none
 from desbordante_ops.core.console import console, fail, tracker, warn
 from desbordante_ops.core.poll import poll
 
@@ -394,6 +396,19 @@ def diagnose(k: Kube, namespace: str, selector: str | None = None) -> None:
         warn("no failing pods found; check `kubectl get events -n " + namespace + "`")
     for pod in pods:
         describe_pod(k, namespace, pod)
+
+
+def fail_pending(k: Kube, namespace: str, pending: list[Rollout], deadline: Deadline) -> None:
+    """Report the rollouts that did not finish (their pods' events and logs); Exit 1."""
+    for item in pending:
+        fail(f"{item.kind} {item.name}: {item.ready}/{item.desired} {item.problem}".rstrip())
+    diagnose(k, namespace)
+    late = (
+        f" within {deadline.seconds:.0f} s (`--timeout` waits longer)"
+        if not deadline.left()
+        else ""
+    )
+    raise Exit(f"Rollout in {namespace} did not finish{late}; see the events and logs above.", 1)
 
 
 def explain_blocker(k: Kube, namespace: str, blocker: Blocker) -> str:

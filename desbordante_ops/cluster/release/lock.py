@@ -9,7 +9,8 @@ client-go's leader election uses one:
 - renew: a background thread moves renewTime every RENEW_SECONDS while the deploy runs;
 - release: an update that clears holderIdentity (the object stays for the next acquire).
 `invoke deploy` and `deploy.rollback` wait for a held lock (bounded, with progress) and then exit
-naming the holder; an auto-update cycle skips its turn (cluster/autoupdate.py).
+naming the holder; an auto-update cycle skips its turn (cluster/autoupdate/cycle.py). A
+kubeconfig that may not use the Lease gets one line saying why (release/rights.py).
 """
 
 from __future__ import annotations
@@ -23,14 +24,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from invoke import Exit
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster import names
-from desbordante_ops.cluster.kube import TRANSPORT_ERRORS, describe_error, read_or_none
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.kube.errors import (
+    CONFLICT,
+    FORBIDDEN,
+    NOT_FOUND,
+    TRANSPORT_ERRORS,
+    describe_error,
+)
+from desbordante_ops.cluster.kube.objects import read_or_none
+from desbordante_ops.cluster.release.rights import denied
 from desbordante_ops.core.console import tracker, warn
 from desbordante_ops.core.poll import poll
 
@@ -38,9 +47,6 @@ LEASE = "desbordante-deploy"
 DURATION_SECONDS = 60
 RENEW_SECONDS = 15.0
 RETRY_SECONDS = 5.0
-FORBIDDEN = 403
-NOT_FOUND = 404
-CONFLICT = 409
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def _iso(when: dt.datetime | None) -> str:
     return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def holder_of(lease: Any, now: dt.datetime) -> Holder | None:
+def holder_of(lease: k8s.V1Lease, now: dt.datetime) -> Holder | None:
     """The live holder of LEASE, None when it is free or expired."""
     spec = lease.spec
     if spec is None or not spec.holder_identity:
@@ -89,7 +95,7 @@ def holder_of(lease: Any, now: dt.datetime) -> Holder | None:
     return Holder(spec.holder_identity, _iso(spec.acquire_time))
 
 
-def _spec(who: str, now: dt.datetime, transitions: int = 0) -> Any:
+def _spec(who: str, now: dt.datetime, transitions: int = 0) -> k8s.V1LeaseSpec:
     return k8s.V1LeaseSpec(
         holder_identity=who,
         lease_duration_seconds=DURATION_SECONDS,
@@ -99,16 +105,14 @@ def _spec(who: str, now: dt.datetime, transitions: int = 0) -> Any:
     )
 
 
-def _forbidden(namespace: str) -> Exit:
-    return Exit(
-        f"This kubeconfig may not use the deploy lock (Lease {LEASE} in {namespace}); ask a "
-        "cluster admin to run `invoke access.grant` again, which updates the devops Role."
-    )
+def _forbidden(k: Kube, namespace: str, env: str) -> Exit:
+    return Exit(denied(k, namespace, env, f"use the deploy lock (Lease {LEASE})"))
 
 
-def try_acquire(coordination: Any, namespace: str, who: str) -> Any:
+def try_acquire(k: Kube, namespace: str, env: str, who: str) -> k8s.V1Lease | Holder | None:
     """Take the lock as WHO: the Lease we now hold, or the Holder that has it; None when the
     namespace does not exist yet (the deploy that creates it runs unlocked)."""
+    coordination = k.coordination
     now = _now()
     body = k8s.V1Lease(
         metadata=k8s.V1ObjectMeta(name=LEASE, labels=dict(names.MANAGED_BY)), spec=_spec(who, now)
@@ -137,11 +141,11 @@ def try_acquire(coordination: Any, namespace: str, who: str) -> Any:
         return (taken and holder_of(taken, _now())) or Holder("another deploy", "")
     except ApiException as exc:
         if exc.status == FORBIDDEN:
-            raise _forbidden(namespace) from None
+            raise _forbidden(k, namespace, env) from None
         raise
 
 
-def current_holder(coordination: Any, namespace: str) -> Holder | None:
+def current_holder(coordination: k8s.CoordinationV1Api, namespace: str) -> Holder | None:
     """Who holds the lock now (None: nobody)."""
     lease = read_or_none(coordination.read_namespaced_lease, LEASE, namespace)
     return None if lease is None else holder_of(lease, _now())
@@ -150,7 +154,13 @@ def current_holder(coordination: Any, namespace: str) -> Holder | None:
 class Renewal:
     """Renews a held Lease every INTERVAL seconds in a daemon thread until stopped."""
 
-    def __init__(self, coordination: Any, namespace: str, lease: Any, interval: float) -> None:
+    def __init__(
+        self,
+        coordination: k8s.CoordinationV1Api,
+        namespace: str,
+        lease: k8s.V1Lease,
+        interval: float,
+    ) -> None:
         self.coordination, self.namespace, self.lease = coordination, namespace, lease
         self.interval = interval
         self.lost = ""  # why the lock was lost, if it was
@@ -180,7 +190,7 @@ class Renewal:
         self._thread.join(timeout=30)
 
 
-def release(coordination: Any, namespace: str, lease: Any) -> None:
+def release(coordination: k8s.CoordinationV1Api, namespace: str, lease: k8s.V1Lease) -> None:
     """Give the lock back (holder cleared); a warning when that is impossible."""
     lease.spec.holder_identity = None
     lease.spec.renew_time = _now()
@@ -195,26 +205,27 @@ def release(coordination: Any, namespace: str, lease: Any) -> None:
 
 @contextmanager
 def held(
-    coordination: Any,
+    k: Kube,
     namespace: str,
+    env: str,
     who: str,
     wait: float = 0.0,
     interval: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
     renew_every: float = RENEW_SECONDS,
-) -> Iterator[Any]:
+) -> Iterator[k8s.V1Lease | None]:
     """Hold the deploy lock of NAMESPACE as WHO for the block (the Lease is yielded).
 
     A held lock is retried every INTERVAL seconds (RETRY_SECONDS) for up to WAIT seconds, with
     progress; Busy when it is still held after that.
     """
-    got = try_acquire(coordination, namespace, who)
+    got = try_acquire(k, namespace, env, who)
     if isinstance(got, Holder) and wait > 0:
         started = time.monotonic()
         with tracker() as progress:
 
-            def attempt() -> Any:
-                result = try_acquire(coordination, namespace, who)
+            def attempt() -> k8s.V1Lease | Holder | None:
+                result = try_acquire(k, namespace, env, who)
                 if isinstance(result, Holder):
                     waited = time.monotonic() - started
                     progress.update(
@@ -232,7 +243,7 @@ def held(
     if got is None:
         yield None
         return
-    renewal = Renewal(coordination, namespace, got, renew_every).start()
+    renewal = Renewal(k.coordination, namespace, got, renew_every).start()
     try:
         yield got
     finally:
@@ -240,14 +251,14 @@ def held(
         if renewal.lost:
             warn(f"The deploy lock was lost while this deploy ran: {renewal.lost}.")
         else:
-            release(coordination, namespace, renewal.lease)
+            release(k.coordination, namespace, renewal.lease)
 
 
 @contextmanager
-def exclusive(coordination: Any, namespace: str, action: str, wait: float) -> Iterator[None]:
+def exclusive(k: Kube, namespace: str, env: str, action: str, wait: float) -> Iterator[None]:
     """`held` for a person's deploy: waits up to WAIT seconds, then one line naming the holder."""
     try:
-        with held(coordination, namespace, identity(action), wait=wait):
+        with held(k, namespace, env, identity(action), wait=wait):
             yield
     except Busy as busy:
         raise Exit(

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.fakeapi_rbac import MASTERS
+from support.fakeapi.rbac import MASTERS
 
 OPENSSL_TIMEOUT_SECONDS = 60
 

@@ -6,10 +6,11 @@ out, only whether a Secret exists and whether it holds an unfinished rotation.
 
 from __future__ import annotations
 
-from desbordante_ops.cluster import kube, names, reads
-from desbordante_ops.cluster.rotation import PENDING_KEY, started_at
-from desbordante_ops.cluster.secret_specs import SPECS, SecretSpec, find_spec, store_of
-from desbordante_ops.cluster.secrets import CREATE, FINISH, KEEP, RECOVER, decide
+from desbordante_ops.cluster import names, reads
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.secrets.rotation import PENDING_KEY, started_at
+from desbordante_ops.cluster.secrets.specs import SPECS, SecretSpec, find_spec, store_of
+from desbordante_ops.cluster.secrets.generate import CREATE, FINISH, KEEP, RECOVER, decide
 from desbordante_ops.core.plan import Row, unreadable
 from desbordante_ops.core.settings import EnvConfig
 
@@ -30,7 +31,7 @@ def _restart(namespace: str, spec: SecretSpec, when: str = "") -> list[Row]:
 
 
 def _rotation_rows(
-    cfg: EnvConfig, k: kube.Kube, spec: SecretSpec, action: str, started: str
+    cfg: EnvConfig, k: Kube, spec: SecretSpec, action: str, started: str
 ) -> list[Row]:
     """The steps of rotating SPEC's Secret (ROTATE, FINISH or RECOVER)."""
     namespace = cfg.namespace
@@ -65,7 +66,7 @@ def _rotation_rows(
     ]
 
 
-def plan(cfg: EnvConfig, k: kube.Kube | None, rotate: str | None = None) -> list[Row]:
+def plan(cfg: EnvConfig, k: Kube | None, rotate: str | None = None) -> list[Row]:
     """What `secrets.generate [--rotate ROTATE]` would do in CFG's namespace on cluster K."""
     target = find_spec(rotate) if rotate else None
     namespace = cfg.namespace

@@ -16,8 +16,8 @@ from typing import Any
 from invoke import Exit
 from kubernetes.client.exceptions import ApiException
 
-from desbordante_ops.cluster.kube import Kube
-from desbordante_ops.cluster.rollout import FORBIDDEN, Deadline, Rollout, Snapshot, watch
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.release.rollout import FORBIDDEN, Deadline, Rollout, Snapshot, watch
 from desbordante_ops.core.console import warn
 
 # API groups built into Kubernetes (everything else comes from a CRD).

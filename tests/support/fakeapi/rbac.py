@@ -1,4 +1,4 @@
-"""RBAC of the fake API server (tests/support/fakeapi.py): request attributes and rules.
+"""RBAC of the fake API server (tests/support/fakeapi/): request attributes and rules.
 
 Request attributes as kube-apiserver's RequestInfo derives them (verb from the method,
 `resource/subresource`, API group, namespace: a namespace's own URL is in that namespace), rules

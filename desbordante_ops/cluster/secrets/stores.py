@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from desbordante_ops.cluster.kube import PodExec
+from desbordante_ops.cluster.kube.podexec import PodExec
 
 SCRAM_ITERATIONS = 4096
 # rabbitmqctl authenticate_user refusing a password: exit 65 (EX_DATAERR) with this message;

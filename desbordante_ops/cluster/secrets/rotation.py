@@ -25,15 +25,10 @@ from typing import Any, TypeVar
 
 from invoke import Exit
 
-from desbordante_ops.cluster.kube import (
-    TRANSPORT_ERRORS,
-    ExecFailed,
-    PodExec,
-    describe_error,
-    now_iso,
-    restart_workloads,
-)
-from desbordante_ops.cluster.secret_specs import (
+from desbordante_ops.cluster.kube.errors import TRANSPORT_ERRORS, describe_error
+from desbordante_ops.cluster.kube.objects import now_iso, restart_workloads
+from desbordante_ops.cluster.kube.podexec import ExecFailed, PodExec
+from desbordante_ops.cluster.secrets.specs import (
     PASSWORD_KEY,
     ROTATED_AT,
     SecretSpec,
@@ -43,7 +38,7 @@ from desbordante_ops.cluster.secret_specs import (
     secret_values,
     store_of,
 )
-from desbordante_ops.cluster.stores import Store, StoreError, accepted, set_password
+from desbordante_ops.cluster.secrets.stores import Store, StoreError, accepted, set_password
 from desbordante_ops.core.console import step, warn
 from desbordante_ops.core.settings import EnvConfig
 

@@ -1,0 +1,1 @@
+"""Releases: deploy (the orchestrator), prod gate, ledger, waits, rollback, lock, teardown."""

@@ -1,0 +1,328 @@
+"""Server-side apply of a release's manifests, prune of what it no longer renders, the diff.
+
+Every object goes to the API server with server-side apply as field manager `desbordante-ops`
+(https://kubernetes.io/docs/reference/using-api/server-side-apply/). Before anything is
+written, each object is also sent as a dry run (`dryRun=All`): the server checks admission,
+RBAC and schema and answers with the object as it would be, so that
+- the diff is the live object against that answer, both without the server's bookkeeping
+  (managedFields, resourceVersion, generation, uid, timestamps, status, kubectl's
+  last-applied annotation): only what changes is shown. A new generated name (the ConfigMap's
+  content hash, the migrate Job's spec hash) that replaces a pruned object is diffed against
+  that object;
+- a field another manager owns with a different value (a hand edit: `kubectl edit`, `kubectl
+  scale`) is a conflict the server reports; the plan names the fields and who owns them, and
+  the apply takes them over (force), as the release is what an environment runs;
+- an object the server refuses (RBAC, validation, an immutable field) stops the run before
+  anything is written.
+Objects deployed before by `kubectl apply` (client-side, the toolkit's earlier way) carry the
+`last-applied-configuration` annotation and a `kubectl-client-side-apply` manager. They are
+taken over first, as kubectl's own migration does (csaupgrade): that manager's fields become
+ours and the annotation goes, so fields the release stops setting are removed like any other.
+Prune: objects of the kinds we render (PRUNE_KINDS) with our instance label, that the release
+does not render and that we applied (our Apply manager, or the last-applied annotation of the
+client-side apply before): deleted after the apply. Volume claims, Secrets and the namespace
+are never candidates; nor is an object anybody else made.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.kube.errors import CONFLICT, describe_error
+from desbordante_ops.cluster.kube.objects import now_iso
+from desbordante_ops.cluster.kube.resources import (
+    FIELD_MANAGER,
+    Kind,
+    describe,
+    kind_named,
+    kind_of,
+)
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+CSA_MANAGERS = ("kubectl-client-side-apply", "kubectl")
+# Every namespaced kind the manifests contain that prune may delete (a test checks each
+# rendered kind is here or in NOT_PRUNED).
+PRUNE_KINDS: tuple[Kind, ...] = tuple(
+    kind_named(kind)
+    for kind in (
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "StatefulSet",
+        "Job",
+        "CronJob",
+        "Ingress",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Middleware",
+    )
+)
+# Rendered kinds that prune never deletes, and why.
+NOT_PRUNED = {
+    "Namespace": "cluster-scoped: created through the API, never applied",
+    "PersistentVolumeClaim": "holds data: only `deploy.teardown --purge-data` deletes it",
+}
+SERVER_METADATA = (
+    "managedFields",
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "selfLink",
+)
+DIFF_CONTEXT_LINES = 3
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object of a release: what it is now (LIVE, None: new) and what it would be."""
+
+    doc: dict[str, Any]
+    live: dict[str, Any] | None
+    preview: dict[str, Any]
+    conflicts: str = ""  # the server's 409 message: fields another manager owns
+    takeover: bool = False  # deployed by kubectl's client-side apply before
+
+    @property
+    def name(self) -> str:
+        return describe(self.doc)
+
+    @property
+    def changed(self) -> bool:
+        return self.live is None or normalized(self.live) != normalized(self.preview)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An object the server would not take (STATUS: its HTTP status, 0 for no answer)."""
+
+    doc: dict[str, Any]
+    status: int
+    reason: str
+
+
+@dataclass
+class Preview:
+    """What applying a release would do, read from the cluster (the dry runs of the apply)."""
+
+    changes: list[Change] = field(default_factory=list)
+    prunes: list[dict[str, Any]] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+
+    @property
+    def changed(self) -> list[Change]:
+        return [change for change in self.changes if change.changed]
+
+    @property
+    def takeovers(self) -> list[Change]:
+        return [change for change in self.changes if change.takeover]
+
+    @property
+    def conflicts(self) -> list[Change]:
+        return [change for change in self.changes if change.conflicts]
+
+    @property
+    def any_change(self) -> bool:
+        return bool(self.changed or self.prunes)
+
+
+def normalized(obj: dict[str, Any]) -> dict[str, Any]:
+    """OBJ without what the server keeps for itself: what a person compares."""
+    clean = copy.deepcopy(obj)
+    clean.pop("status", None)
+    meta = clean.get("metadata") or {}
+    for key in SERVER_METADATA:
+        meta.pop(key, None)
+    annotations = meta.get("annotations") or {}
+    annotations.pop(LAST_APPLIED, None)
+    if not annotations:
+        meta.pop("annotations", None)
+    return clean
+
+
+def _entries(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((obj.get("metadata") or {}).get("managedFields") or [])
+
+
+def applied_client_side(obj: dict[str, Any]) -> bool:
+    """True when OBJ was deployed by `kubectl apply` (client-side) and is not taken over yet."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    csa = any(
+        e.get("manager") in CSA_MANAGERS and e.get("operation") == "Update" for e in _entries(obj)
+    )
+    return LAST_APPLIED in annotations or csa
+
+
+def applied_by_us(obj: dict[str, Any]) -> bool:
+    """True when OBJ is ours to prune: applied by us, or by the client-side apply before."""
+    ours = any(
+        e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply" for e in _entries(obj)
+    )
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return ours or LAST_APPLIED in annotations
+
+
+def _merge_fields(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    result = dict(base)
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merge_fields(result[key], value)
+        else:
+            result.setdefault(key, value)
+    return result
+
+
+def taken_over(obj: dict[str, Any]) -> dict[str, Any]:
+    """OBJ with the client-side apply's field ownership moved to our Apply manager and its
+    last-applied annotation removed (what kubectl's csaupgrade does)."""
+    new = copy.deepcopy(obj)
+    meta = new["metadata"]
+    entries = _entries(new)
+    moving = [
+        e
+        for e in entries
+        if (e.get("manager") in CSA_MANAGERS and e.get("operation") == "Update")
+        or (e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply")
+    ]
+    merged: dict[str, Any] = {}
+    for entry in moving:
+        merged = _merge_fields(merged, entry.get("fieldsV1") or {})
+    annotations = merged.get("f:metadata", {}).get("f:annotations", {})
+    annotations.pop(f"f:{LAST_APPLIED}", None)
+    ours = {
+        "manager": FIELD_MANAGER,
+        "operation": "Apply",
+        "apiVersion": new["apiVersion"],
+        "time": now_iso(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": merged,
+    }
+    meta["managedFields"] = [e for e in entries if e not in moving] + [ours]
+    live_annotations = meta.get("annotations") or {}
+    live_annotations.pop(LAST_APPLIED, None)
+    meta["annotations"] = live_annotations
+    return new
+
+
+def _reason(exc: ApiException) -> str:
+    """The server's own message of a refusal (its Status body), else the short error."""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, TypeError, AttributeError):
+        message = ""
+    return " ".join(message.split())[:300] or describe_error(exc)
+
+
+def preview(
+    k: Kube, namespace: str, docs: list[dict[str, Any]], keep: Iterable[str] = ()
+) -> Preview:
+    """The dry run of applying DOCS into NAMESPACE: per object the live and the would-be state,
+    conflicts and refusals; and what prune would delete (KEEP: more `Kind/name`s the release
+    renders and applies later, e.g. the verify Job)."""
+    found = Preview()
+    for doc in docs:
+        kind, meta = kind_of(doc), doc["metadata"]
+        try:
+            live = k.objects.get(kind, meta["name"], meta.get("namespace", ""))
+            takeover = live is not None and applied_client_side(live)
+            conflicts = ""
+            try:
+                answer = k.objects.apply(doc, force=takeover, dry_run=True)
+            except ApiException as exc:
+                if exc.status != CONFLICT:
+                    raise
+                conflicts = _reason(exc)
+                answer = k.objects.apply(doc, force=True, dry_run=True)
+        except ApiException as exc:
+            found.refusals.append(Refusal(doc, exc.status or 0, _reason(exc)))
+            continue
+        found.changes.append(Change(doc, live, answer, conflicts, takeover))
+    rendered = {f"{d['kind']}/{d['metadata']['name']}" for d in docs} | set(keep)
+    selector = f"{names.INSTANCE_LABEL}={namespace}"
+    for kind in PRUNE_KINDS:
+        try:
+            listed = k.objects.list(kind, namespace, selector)
+        except ApiException as exc:
+            if exc.status == 404:  # a CRD kind this cluster does not serve: none to prune
+                continue
+            raise
+        found.prunes += [
+            obj
+            for obj in listed
+            if f"{kind.kind}/{obj['metadata']['name']}" not in rendered and applied_by_us(obj)
+        ]
+    return found
+
+
+def _stem(obj: dict[str, Any]) -> str:
+    """What stays the same when a generated name changes: a Job's component, else the name
+    without its last `-suffix` (kustomize's content hash)."""
+    meta = obj["metadata"]
+    component = (meta.get("labels") or {}).get(names.COMPONENT_LABEL)
+    if obj["kind"] == "Job" and component:
+        return f"Job/{component}"
+    return f"{obj['kind']}/{meta['name'].rsplit('-', 1)[0]}"
+
+
+def _yaml(obj: dict[str, Any] | None) -> list[str]:
+    if obj is None:
+        return []
+    return yaml.safe_dump(normalized(obj), sort_keys=True).splitlines(keepends=True)
+
+
+def diff_lines(found: Preview) -> list[str]:
+    """The unified diff of every changed object (one replaced under a new generated name is
+    compared with the one it replaces), one line per new object and per pruned one."""
+    pruned = {_stem(obj): obj for obj in found.prunes}
+    lines: list[str] = []
+    for change in found.changed:
+        before, title = change.live, change.name
+        if before is None and _stem(change.doc) in pruned:
+            before = pruned.pop(_stem(change.doc))
+            title = f"{describe(before)} -> {change.name}"
+        if before is None:
+            lines.append(f"+ {change.name}: new")
+            continue
+        text = difflib.unified_diff(
+            _yaml(before),
+            _yaml(change.preview),
+            f"{title} (live)",
+            f"{change.name} (after the apply)",
+            n=DIFF_CONTEXT_LINES,
+        )
+        lines += [line.rstrip("\n") for line in text]
+    lines += [f"- {describe(obj)}: no longer rendered, deleted by prune" for obj in pruned.values()]
+    return lines
+
+
+def take_over(k: Kube, changes: list[Change]) -> None:
+    """Move the client-side apply's ownership of CHANGES' objects to us (fresh reads; a
+    concurrent change of one makes the replace fail with 409, and the deploy stops)."""
+    for change in changes:
+        meta = change.doc["metadata"]
+        live = k.objects.get(kind_of(change.doc), meta["name"], meta.get("namespace", ""))
+        if live is not None and applied_client_side(live):
+            k.objects.replace(taken_over(live))
+
+
+def apply_all(k: Kube, docs: list[dict[str, Any]]) -> None:
+    """Server-side apply of every doc (forcing: the release takes over conflicting fields)."""
+    for doc in docs:
+        k.objects.apply(doc, force=True)
+
+
+def prune(k: Kube, objects: list[dict[str, Any]]) -> None:
+    """Delete OBJECTS (found by `preview`); already gone is fine."""
+    for obj in objects:
+        meta = obj["metadata"]
+        k.objects.delete(kind_of(obj), meta["name"], meta.get("namespace", ""))

@@ -1,0 +1,144 @@
+"""The verify Job: a release proves it can profile a dataset before the ledger records it.
+
+After the migrate Job and the rollouts, deploy runs the release's Job `verify-<tag>-<hash>`
+(k8s/base/verify.yaml, rendered with the release): the same image with the role `verify`
+talks to the api Service inside the namespace, uploads a small CSV, creates an FD task, polls
+it to the end, checks the exact FDs expected and deletes the dataset, one line per step; it
+exits 0 only when every step passed (backend: desbordante_service/verify.py). It runs under
+Pod Security `restricted`, and a NetworkPolicy lets it reach the api only.
+- passed: its name and time go with the ledger record (release/ledger.py);
+- failed: the deploy fails with its last log lines, nothing is recorded, the pods stay as they
+  are and the message names `deploy.rollback`.
+Every verification (a deploy's or `invoke verify`'s) leaves its outcome in the ConfigMap
+`desbordante-verify` of the namespace (release, Job, time, result, last line), which `invoke
+status` shows. The Job is created by server-side apply like the release's other objects, so
+the next release's prune removes it; a finished Job also expires (ttlSecondsAfterFinished).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from invoke import Exit
+from kubernetes import client as k8s
+
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.kube.objects import if_exists, now_iso, read_or_none
+from desbordante_ops.cluster.manifests.render import Rendered
+from desbordante_ops.cluster.release.rollout import (
+    JOB_NAME_LABEL,
+    Deadline,
+    explain_blocker,
+    pod_log,
+    wait_job,
+)
+from desbordante_ops.core.console import console, fail, ok
+
+RESULT_CONFIG_MAP = "desbordante-verify"
+PASSED, FAILED = "passed", "failed"
+LOG_LINES = 20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The last verification of an environment."""
+
+    release: str
+    job: str
+    at: str
+    result: str
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.result == PASSED
+
+
+def job_lines(core: k8s.CoreV1Api, namespace: str, job: str) -> list[str]:
+    """What the verify Job's pod printed (its last LOG_LINES lines)."""
+    pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job}").items
+    for pod in pods:
+        text = pod_log(core, namespace, pod.metadata.name, names.VERIFY)
+        if text:
+            return [line for line in text.splitlines() if line.strip()][-LOG_LINES:]
+    return []
+
+
+def save(core: k8s.CoreV1Api, namespace: str, outcome: Outcome) -> None:
+    """Keep OUTCOME in the namespace's ConfigMap `desbordante-verify` (replaced each time)."""
+    body = k8s.V1ConfigMap(
+        metadata=k8s.V1ObjectMeta(
+            name=RESULT_CONFIG_MAP,
+            labels={**names.MANAGED_BY, names.PART_OF_LABEL: names.APP_NAME},
+        ),
+        data={
+            "release": outcome.release,
+            "job": outcome.job,
+            "at": outcome.at,
+            "result": outcome.result,
+            "detail": outcome.detail,
+        },
+    )
+    if not if_exists(core.replace_namespaced_config_map, RESULT_CONFIG_MAP, namespace, body):
+        core.create_namespaced_config_map(namespace, body)
+
+
+def last(core: k8s.CoreV1Api, namespace: str) -> Outcome | None:
+    """The last verification of NAMESPACE (None: never verified)."""
+    found = read_or_none(core.read_namespaced_config_map, RESULT_CONFIG_MAP, namespace)
+    if found is None:
+        return None
+    data = found.data or {}
+    return Outcome(
+        data.get("release", "?"),
+        data.get("job", "?"),
+        data.get("at", "?"),
+        data.get("result", "?"),
+        data.get("detail", ""),
+    )
+
+
+def describe_job(rendered: Rendered) -> str:
+    """The row target of the verify Job of RENDERED."""
+    return (
+        f"Job {rendered.namespace}/{rendered.verify_job} of {rendered.image}: verify (upload a "
+        "CSV, profile it, check the FDs, delete it; at most --timeout)"
+    )
+
+
+def run_verify(
+    k: Kube, rendered: Rendered, release: str, deadline: Deadline, env: str
+) -> tuple[str, str]:
+    """Run the verify Job of RENDERED (RELEASE: its tag) to its end; (the Job, when it passed).
+
+    Exit 1 with its last log lines when it fails or cannot start; the outcome is saved either
+    way.
+    """
+    namespace, name = rendered.namespace, rendered.verify_job
+    job = rendered.find("Job", name)
+    if_exists(k.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
+    k.objects.apply(job, force=True)
+    state, blocker = wait_job(k, namespace, name, deadline)
+    lines = job_lines(k.core, namespace, name)
+    if blocker is None and state == "succeeded":
+        when = now_iso()
+        for line in lines:
+            console.print(f"    {line}", markup=False, highlight=False)
+        save(k.core, namespace, Outcome(release, name, when, PASSED, lines[-1] if lines else ""))
+        ok(f"{release} verified ({name})")
+        return name, when
+    if blocker is not None:
+        why = explain_blocker(k, namespace, blocker)
+    else:
+        for line in lines:
+            fail(f"  {line}")
+        why = (lines[-1] if lines else "") or (
+            "did not finish in time" if state != "failed" else "it failed without output"
+        )
+    save(k.core, namespace, Outcome(release, name, now_iso(), FAILED, why))
+    raise Exit(
+        f"The verify Job {name} of {release} failed: {why}. Nothing was recorded; the pods stay "
+        f"as they are: `invoke deploy.rollback --env {env}` goes back to the previous release.",
+        1,
+    )

@@ -1,0 +1,83 @@
+"""Running outside tools (kubectl, git, systemctl, pg_dump, ...) through the Invoke context.
+
+`run` is the one way the toolkit runs a command whose failure stops the task: output hidden
+unless asked for, never our stdin (a piped answer meant for a prompt must not be eaten), and a
+failure turned into one line: what failed and the last line the tool wrote. `attempt` runs a
+command whose failure the caller interprets itself. `command_step` is the plan step of a
+command: its row is the command line, so a dry run shows exactly what the run executes.
+No command line ever carries a secret (they are visible in `ps`): secrets travel on stdin or
+in 0600 files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from invoke import Context, Exit, Result
+
+from desbordante_ops.core.plan import Step
+
+
+def last_line(result: Result) -> str:
+    """The last line a command wrote (stderr first), for a one-line error."""
+    for text in (result.stderr, result.stdout):
+        lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return f"exit {result.exited}, no output"
+
+
+def attempt(
+    c: Context,
+    command: str,
+    *,
+    hide: bool | str = True,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Result:
+    """Run COMMAND and return its Result whatever its exit code (the caller decides)."""
+    return c.run(
+        command,
+        hide=hide,
+        warn=True,
+        pty=False,
+        in_stream=False,
+        timeout=timeout,
+        env=dict(env or {}),
+    )
+
+
+def run(
+    c: Context,
+    command: str,
+    what: str,
+    *,
+    hide: bool | str = True,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    codes: tuple[int, ...] = (0,),
+) -> Result:
+    """Run COMMAND; Exit("WHAT failed: <its last line>.") unless it exits with one of CODES.
+
+    When the tool's error output is on screen (HIDE False or "stdout"), the line points there.
+    """
+    result = attempt(c, command, hide=hide, timeout=timeout, env=env)
+    if result.exited not in codes:
+        captured = hide in (True, "both", "stderr", "err")
+        detail = last_line(result) if captured else f"exit {result.exited}; see its output above"
+        raise Exit(f"{what} failed: {detail.rstrip('.')}.")
+    return result
+
+
+def command_step(
+    c: Context,
+    command: str,
+    what: str,
+    *,
+    action: str = "run",
+    hide: bool | str = True,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Step:
+    """The plan step running COMMAND (its row shows the command line, never a secret)."""
+    return Step(action, command, lambda: run(c, command, what, hide=hide, timeout=timeout, env=env))
