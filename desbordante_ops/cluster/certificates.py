@@ -1,4 +1,5 @@
-"""What `doctor --env` says about the edge: the TLS mode and the served certificates.
+"""What `doctor --env` says about the edge: the TLS mode in effect and why (edge.tls_choice:
+TLS_MODE, or what `auto` picked for the hosts), and with acme the served certificates.
 
 `served_certificate` connects to this server's Traefik (127.0.0.1:443) with SNI = a host of
 the environment, verifies the certificate against the system CAs and returns when it expires.
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from desbordante_ops.cluster.manifests.edge import tls_choice
 from desbordante_ops.core.checks import Check, Result
 from desbordante_ops.core.settings import EnvConfig
 
@@ -63,14 +65,18 @@ def served_certificate(
 
 
 def describe_mode(cfg: EnvConfig) -> str:
-    """One line: which TLS mode is active and what it means."""
-    toolkit = cfg.toolkit
+    """One line: which TLS mode is in effect, what it means and why it was chosen."""
+    toolkit, choice = cfg.toolkit, tls_choice(cfg)
     hsts = f", HSTS {toolkit.HSTS_SECONDS}s" if toolkit.HSTS_SECONDS else ", no HSTS"
-    return {
+    meaning = {
         "acme": f"acme: Let's Encrypt certificates (HTTP-01), HTTP redirects to HTTPS{hsts}",
-        "selfsigned": f"selfsigned: Traefik's own certificate, HTTP redirects to HTTPS{hsts}",
+        "selfsigned": (
+            f"selfsigned: Traefik's own certificate (clients skip verification, e.g. curl -k), "
+            f"HTTP redirects to HTTPS{hsts}"
+        ),
         "off": "off: plain HTTP, no certificate (credentials cross the network in clear)",
-    }[toolkit.TLS_MODE]
+    }[choice.mode]
+    return f"{meaning}; {choice.why}"
 
 
 def certificate_result(served: Served, now: dt.datetime | None = None) -> Result:
@@ -85,9 +91,10 @@ def certificate_result(served: Served, now: dt.datetime | None = None) -> Result
 
 
 def tls_checks(cfg: EnvConfig, probe: Callable[[str], Served] = served_certificate) -> list[Check]:
-    """Doctor rows for `doctor --env`: the TLS mode and, with acme, each host's certificate."""
+    """Doctor rows for `doctor --env`: the TLS mode in effect and why, and with acme each host's
+    certificate (Traefik's self-signed one is trusted by nobody: nothing to verify)."""
     checks = [Check(f"TLS mode ({cfg.name})", lambda: Result(True, describe_mode(cfg)), "")]
-    if cfg.toolkit.TLS_MODE != "acme":
+    if tls_choice(cfg).mode != "acme":
         return checks
     fix = (
         "the host's DNS must point at this server and ports 80/443 be open; Traefik's log "

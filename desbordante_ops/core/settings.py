@@ -68,9 +68,10 @@ class Toolkit(BaseModel):
     MIN_FREE_DISK_MB: int = Field(1024, ge=0)
     LOCAL_RUN_DIR: str = ".run/local"  # local stack: supervisord conf, socket, pid and log files
     # The edge of stage/prod (k3s's Traefik; cluster/manifests/edge.py): HTTPS, who may call
-    # the API and how often. Unused locally.
-    TLS_MODE: Literal["acme", "selfsigned", "off"] = "acme"
-    ACME_EMAIL: str = ""  # Let's Encrypt account e-mail; required with TLS_MODE=acme
+    # the API and how often. Unused locally. TLS_MODE=auto: acme when every host is a public
+    # DNS name, else selfsigned; what is in effect is edge.tls_choice, never this value alone.
+    TLS_MODE: Literal["auto", "acme", "selfsigned", "off"] = "auto"
+    ACME_EMAIL: str = ""  # Let's Encrypt account e-mail; required when the mode in effect is acme
     HSTS_SECONDS: int = Field(31536000, ge=0)  # Strict-Transport-Security max-age; 0 = none
     API_ACCESS: Literal["public", "restricted"] = "restricted"
     API_ALLOWED_IPS: str = ""  # comma-separated IPs/CIDRs; with restricted: an allow-list
@@ -296,6 +297,10 @@ def _derive(name: str, values: dict[str, Value], root: Path, environ: Mapping[st
         fill("API_BASE_URL", f"http://127.0.0.1:{values['APPLICATION_SERVER_PORT'].value}")
         fill("FLOWER_BASE_URL", f"http://127.0.0.1:{values['FLOWER_PORT'].value}")
     else:
+        # The scheme of the TLS mode in effect (cluster/manifests/edge.py tls_choice, which core
+        # may not import): plain HTTP only when it is off, which only TLS_MODE=off gives; auto
+        # picks acme or selfsigned by the hosts, both HTTPS (tests/unit/test_tls_choice.py
+        # checks that the URLs and tls_choice agree).
         scheme = "http" if values["TLS_MODE"].value == "off" else "https"
         if values["API_HOST"].value:
             fill("API_BASE_URL", f"{scheme}://{values['API_HOST'].value}")

@@ -4,7 +4,9 @@
     pytest tests/e2e --target docker        containers of the built image (containers module)
     pytest tests/e2e --env stage            URLs of env/stage.env (Flower password and, for a
                                             restricted API, its login from the cluster Secrets,
-                                            else FLOWER_PASSWORD / API_AUTH_PASSWORD)
+                                            else FLOWER_PASSWORD / API_AUTH_PASSWORD); `.localhost`
+                                            hosts via 127.0.0.1, Traefik's self-signed
+                                            certificate accepted when that mode is in effect
     pytest tests/e2e --base-url URL [--flower-url URL]   anything reachable over HTTP
 
 At the end a table lists each scenario, its result and its time.
@@ -62,11 +64,14 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
 
 @pytest.fixture(scope="session")
 def api(target: Target) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=target.api_url, auth=target.api_auth, timeout=60) as client:
+    with httpx.Client(
+        base_url=target.api_url, auth=target.api_auth, timeout=60, **target.client_options()
+    ) as client:
         try:
             client.get("/health/live", timeout=10)
         except httpx.HTTPError as exc:
-            pytest.fail(f"{target.kind} target {target.api_url} is not reachable: {exc}")
+            tls = f" ({target.tls})" if target.tls else ""
+            pytest.fail(f"{target.kind} target {target.api_url}{tls} is not reachable: {exc}")
         yield client
 
 
@@ -74,7 +79,7 @@ def api(target: Target) -> Iterator[httpx.Client]:
 def flower(target: Target) -> Iterator[httpx.Client]:
     if not target.flower_url or not target.flower_auth:
         pytest.skip(target.flower_skip_reason or "no Flower URL for this target")
-    with httpx.Client(base_url=target.flower_url, timeout=30) as client:
+    with httpx.Client(base_url=target.flower_url, timeout=30, **target.client_options()) as client:
         yield client
 
 

@@ -26,6 +26,12 @@ from .kube_objects import backend_constant, env_values, pod_spec, render_env, se
 
 ROUTER = "traefik.ingress.kubernetes.io/router."
 LIMITED = {"/api/v1/datasets", "/api/v1/tasks"}  # POST: upload, task creation
+# A server with public DNS names: TLS_MODE=auto picks acme (the env files ship .localhost).
+PUBLIC = {
+    "API_HOST": "api.example.org",
+    "FLOWER_INGRESS_HOST": "flower.example.org",
+    "ACME_EMAIL": "ops@example.org",
+}
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,9 @@ def variants() -> dict[str, Rendered]:
     return {
         "off": render_env("stage", flags={"TLS_MODE": "off"}),
         "selfsigned": render_env("stage", flags={"TLS_MODE": "selfsigned"}),
+        "acme": render_env("stage", flags={**PUBLIC, "TLS_MODE": "acme"}),
+        "auto-public": render_env("stage", flags=PUBLIC),
+        "mixed": render_env("stage", flags={**PUBLIC, "FLOWER_INGRESS_HOST": "flower.localhost"}),
         "allowlist": render_env(
             "stage", flags={"API_ALLOWED_IPS": "203.0.113.7, 10.0.0.0/8,2001:db8::/32"}
         ),
@@ -140,9 +149,10 @@ def variants() -> dict[str, Rendered]:
 def test_every_https_router_has_tls_and_every_http_router_only_redirects(
     rendered: Rendered,
 ) -> None:
+    """The shipped .localhost hosts: TLS_MODE=auto serves Traefik's self-signed certificate."""
     for router in routers(rendered):
         if router.entrypoint == edge.WEBSECURE:
-            assert router.tls and router.resolver == edge.RESOLVER, router
+            assert router.tls and not router.resolver, router
         else:
             assert router.entrypoint == edge.WEB, router
             assert router.middlewares == (edge.REDIRECT,), router
@@ -302,9 +312,43 @@ def test_selfsigned_uses_traefiks_certificate_with_the_same_routing(
     assert shape(rendered) == shape(all_rendered["stage"])
 
 
+def test_public_hosts_get_lets_encrypt_with_the_same_routing(
+    variants: dict[str, Rendered], all_rendered: dict[str, Rendered]
+) -> None:
+    """TLS_MODE=auto with public names renders exactly what TLS_MODE=acme renders: the resolver
+    on every HTTPS router, the routing of the self-signed default unchanged."""
+    for name in ("acme", "auto-public"):
+        rendered = variants[name]
+        for router in routers(rendered):
+            assert router.resolver == (edge.RESOLVER if router.entrypoint == edge.WEBSECURE else "")
+            assert router.tls == (router.entrypoint == edge.WEBSECURE)
+        assert {r.host for r in routers(rendered)} == {"api.example.org", "flower.example.org"}
+    assert variants["acme"].docs == variants["auto-public"].docs
+
+    def shape(r: Rendered) -> set[tuple[str, str, str, tuple[str, ...]]]:
+        return {(x.ingress, x.path, x.entrypoint, x.middlewares) for x in routers(r)}
+
+    assert shape(variants["acme"]) == shape(all_rendered["stage"])
+
+
+def test_mixed_hosts_get_the_self_signed_certificate_everywhere(
+    variants: dict[str, Rendered],
+) -> None:
+    """One public and one .localhost host: auto does not ask Let's Encrypt for any of them."""
+    for router in routers(variants["mixed"]):
+        assert not router.resolver and router.tls == (router.entrypoint == edge.WEBSECURE)
+    choice = edge.tls_choice(
+        settings("stage", {**PUBLIC, "FLOWER_INGRESS_HOST": "flower.localhost"})
+    )
+    assert choice.mode == "selfsigned" and "only api.example.org is" in choice.why
+
+
 def test_acme_without_an_email_is_refused() -> None:
     with pytest.raises(Exit, match="TLS_MODE=acme needs ACME_EMAIL"):
-        render_env("prod", flags={"ACME_EMAIL": ""})
+        render_env("prod", flags={"ACME_EMAIL": "", "TLS_MODE": "acme"})
+    with pytest.raises(Exit, match="TLS_MODE=auto picked ACME"):
+        render_env("prod", flags={**PUBLIC, "ACME_EMAIL": ""})
+    render_env("prod", flags={"ACME_EMAIL": ""})  # .localhost: self-signed, no e-mail needed
 
 
 # --- Objects --------------------------------------------------------------------------------

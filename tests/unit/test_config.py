@@ -152,6 +152,11 @@ def test_stage_urls_derive_from_hosts(tmp_path: Path) -> None:
     assert cfg.namespace == "desbordante-stage"
     plain = load_config("stage", flags={"TLS_MODE": "off"}, environ={}, root=root)
     assert plain.value("API_BASE_URL") == "http://api.example"
+    for mode in ("auto", "acme", "selfsigned"):  # auto picks acme or selfsigned: both HTTPS
+        for host in ("api.example.org", "api.localhost", "203.0.113.7"):
+            flags = {"TLS_MODE": mode, "API_HOST": host}
+            cfg = load_config("stage", flags=flags, environ={}, root=root)
+            assert cfg.value("API_BASE_URL") == f"https://{host}", (mode, host)
 
 
 def test_backend_env_has_no_secrets_or_toolkit_keys(tmp_path: Path) -> None:
@@ -215,14 +220,23 @@ def test_every_setting_is_documented() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "host"), [("stage", "stage.desbordante.local"), ("prod", "desbordante.local")]
+    ("name", "host", "flower"),
+    [
+        ("stage", "api.stage.desbordante.localhost", "flower.stage.desbordante.localhost"),
+        ("prod", "api.desbordante.localhost", "flower.desbordante.localhost"),
+    ],
 )
-def test_cluster_env_values(name: str, host: str) -> None:
+def test_cluster_env_values(name: str, host: str, flower: str) -> None:
+    """The shipped hosts are .localhost names (a local cluster works without DNS): TLS_MODE=auto
+    serves them with Traefik's self-signed certificate, over HTTPS."""
     cfg = load_config(name, environ={})
     assert cfg.value("POSTGRES_HOST") == "postgres"
     assert cfg.value("RABBITMQ_HOST") == "rabbitmq"
     assert cfg.value("API_HOST") == host
     assert cfg.value("API_BASE_URL") == f"https://{host}"
+    assert cfg.value("FLOWER_INGRESS_HOST") == flower
+    assert cfg.value("FLOWER_BASE_URL") == f"https://{flower}"
+    assert cfg.value("TLS_MODE") == "auto"
     assert cfg.value("UPLOADED_FILES_DIR_PATH") == "/data/uploads"
     assert cfg.value("WORKER_CONCURRENCY") == "1"
     assert cfg.value("FLOWER_HOST") == "0.0.0.0"  # noqa: S104 - bind address, not a host name

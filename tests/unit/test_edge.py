@@ -24,8 +24,9 @@ from supervisor.options import ServerOptions
 from support.fake_kube import FakeApps, FakeCore
 from support.fakeapi_tls import Tls, make_tls
 
-from desbordante_ops.cluster import certificates, kube, names
+from desbordante_ops.cluster import certificates, names
 from desbordante_ops.cluster import secrets as cs
+from desbordante_ops.cluster.kube.podexec import PodExec
 from desbordante_ops.cluster.manifests import edge, traefik
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local.supervise import (
@@ -47,6 +48,18 @@ def stage(**flags: str) -> EnvConfig:
 
 def prod(**flags: str) -> EnvConfig:
     return load_config("prod", flags=flags, environ={})
+
+
+PUBLIC = {
+    "API_HOST": "api.example.org",
+    "FLOWER_INGRESS_HOST": "flower.example.org",
+    "ACME_EMAIL": "ops@example.org",
+}
+
+
+def public_prod(**flags: str) -> EnvConfig:
+    """Prod on a server with public DNS names: TLS_MODE=auto picks acme."""
+    return prod(**{**PUBLIC, **flags})
 
 
 class Kubectl(MockContext):
@@ -85,9 +98,10 @@ class Kubectl(MockContext):
 
 
 def test_acme_values_set_the_resolver_a_volume_and_client_ips() -> None:
-    values = traefik.traefik_values(prod())
+    values = traefik.traefik_values(public_prod())
+    assert traefik.traefik_values(public_prod(TLS_MODE="acme")) == values
     acme = values["certificatesResolvers"][edge.RESOLVER]["acme"]
-    assert acme["email"] == prod().toolkit.ACME_EMAIL
+    assert acme["email"] == "ops@example.org"
     assert acme["httpChallenge"] == {"entryPoint": edge.WEB}
     assert acme["storage"].startswith(values["persistence"]["path"] + "/")
     assert values["persistence"]["enabled"] is True
@@ -102,10 +116,11 @@ def test_acme_values_set_the_resolver_a_volume_and_client_ips() -> None:
 def test_other_modes_keep_what_the_cluster_has() -> None:
     """Traefik is shared: stage on selfsigned must not drop prod's resolver or an admin's
     own values."""
-    current = traefik.traefik_values(prod())
+    current = traefik.traefik_values(public_prod())
     current["logs"] = {"access": {"enabled": True}}
     values = traefik.traefik_values(stage(TLS_MODE="selfsigned"), current)
     assert values == current
+    assert traefik.traefik_values(stage(), current) == current  # auto: .localhost, selfsigned
     assert traefik.traefik_values(stage(TLS_MODE="off")) == {
         "service": {"spec": {"externalTrafficPolicy": "Local"}}
     }
@@ -113,13 +128,13 @@ def test_other_modes_keep_what_the_cluster_has() -> None:
 
 def test_admin_applies_the_config_once() -> None:
     c = Kubectl(admin=True, current=None)
-    assert traefik.apply_traefik_config(c, prod()) is True
+    assert traefik.apply_traefik_config(c, public_prod()) is True
     (applied,) = c.applied
-    assert applied == traefik.traefik_config(traefik.traefik_values(prod()))
+    assert applied == traefik.traefik_config(traefik.traefik_values(public_prod()))
     assert [cmd.split()[3] for cmd in c.commands] == ["auth", "get", "apply"]
     assert all("--kubeconfig" in cmd for cmd in c.commands)
-    again = Kubectl(admin=True, current=traefik.traefik_values(prod()))
-    assert traefik.apply_traefik_config(again, prod()) is False
+    again = Kubectl(admin=True, current=traefik.traefik_values(public_prod()))
+    assert traefik.apply_traefik_config(again, public_prod()) is False
     assert [cmd.split()[3] for cmd in again.commands] == ["auth", "get"]
 
 
@@ -145,18 +160,23 @@ def test_a_cluster_without_helmchartconfig_is_skipped_with_one_line(
 
 
 def test_acme_for_names_without_public_dns_warns() -> None:
-    warnings = traefik.acme_warnings(prod())  # the env files ship *.desbordante.local
-    assert len(warnings) == 2 and "desbordante.local is not a public DNS name" in warnings[0]
-    assert traefik.acme_warnings(prod(API_HOST="203.0.113.7", FLOWER_INGRESS_HOST="f.example.org"))
-    public = prod(API_HOST="api.example.org", FLOWER_INGRESS_HOST="flower.example.org")
-    assert traefik.acme_warnings(public) == []
+    warnings = traefik.acme_warnings(prod(TLS_MODE="acme"))  # the env files ship *.localhost
+    assert len(warnings) == 2
+    assert warnings[0].startswith(
+        "Let's Encrypt issues no certificate: api.desbordante.localhost is not a public DNS name"
+    )
+    ip = prod(TLS_MODE="acme", API_HOST="203.0.113.7", FLOWER_INGRESS_HOST="f.example.org")
+    assert [w for w in traefik.acme_warnings(ip) if "203.0.113.7 is an IP address" in w]
+    assert traefik.acme_warnings(public_prod()) == []
+    assert traefik.acme_warnings(public_prod(TLS_MODE="acme")) == []
     assert traefik.acme_warnings(prod(TLS_MODE="selfsigned")) == []
+    assert traefik.acme_warnings(prod()) == []  # auto never picks acme for these names
 
 
 # --- The API's basic auth -----------------------------------------------------------------------
 
 
-def no_store(spec: cs.SecretSpec) -> kube.PodExec:
+def no_store(spec: cs.SecretSpec) -> PodExec:
     """A pod exec that must never run: the api-auth password lives in its Secret only."""
 
     def run(argv: list[str], stdin: str) -> tuple[int, str]:
@@ -272,13 +292,22 @@ def test_doctor_rows_name_the_mode_and_each_hosts_certificate() -> None:
         asked.append(host)
         return certificates.Served(host, not_after=future, issuer="Let's Encrypt")
 
-    checks = certificates.tls_checks(prod(), probe)
+    checks = certificates.tls_checks(public_prod(), probe)
     results = [check.run() for check in checks]
     assert results[0].ok and results[0].detail.startswith("acme: Let's Encrypt")
-    assert asked == [prod().toolkit.API_HOST, prod().toolkit.FLOWER_INGRESS_HOST]
+    assert "TLS_MODE=auto: api.example.org and flower.example.org are public DNS names" in (
+        results[0].detail
+    )
+    assert asked == ["api.example.org", "flower.example.org"]
     assert all(r.ok and "days left" in r.detail for r in results[1:])
     (only,) = certificates.tls_checks(stage(TLS_MODE="off"), probe)
     assert "plain HTTP" in only.run().detail
+    assert "TLS_MODE=off (set in a --set flag)" in only.run().detail
+    (local,) = certificates.tls_checks(stage(), probe)  # the shipped .localhost names
+    detail = local.run().detail
+    assert detail.startswith("selfsigned: Traefik's own certificate")
+    assert "api.stage.desbordante.localhost and flower.stage.desbordante.localhost are " in detail
+    assert len(asked) == 2  # no certificate probed: nobody trusts a self-signed one
 
 
 # --- Settings -----------------------------------------------------------------------------------
@@ -301,10 +330,14 @@ def test_unusable_edge_settings_are_one_clear_error(flags: dict[str, str], messa
 
 def test_acme_needs_an_email_and_hosts() -> None:
     with pytest.raises(Exit, match="TLS_MODE=acme needs ACME_EMAIL"):
-        edge.check(prod(ACME_EMAIL=""))
+        edge.check(prod(ACME_EMAIL="", TLS_MODE="acme"))
+    with pytest.raises(Exit, match=r"TLS_MODE=auto picked ACME .* because every host is a public"):
+        edge.check(public_prod(ACME_EMAIL=""))
     with pytest.raises(Exit, match="API_HOST is not set"):
         edge.check(prod(API_HOST=""))
     edge.check(prod(ACME_EMAIL="", TLS_MODE="selfsigned"))
+    edge.check(prod(ACME_EMAIL=""))  # auto on .localhost names: no ACME, no e-mail needed
+    edge.check(public_prod())
 
 
 def test_invoke_config_shows_the_edge_settings(capsys: pytest.CaptureFixture[str]) -> None:

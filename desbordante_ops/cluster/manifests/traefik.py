@@ -3,14 +3,14 @@
 Set once per cluster by a cluster admin's `invoke deploy` or `bootstrap` (a devops kubeconfig
 may not write kube-system; it says so and skips): the Traefik Service keeps client IPs
 (externalTrafficPolicy Local, which k3s's ServiceLB honours), so the per-IP limits and the
-allow-list of cluster/manifests/edge.py see each client rather than the node; with TLS_MODE=acme the
-Let's Encrypt resolver (HTTP-01 on `web`) stores acme.json on a small volume. A change makes
+allow-list of cluster/manifests/edge.py see each client rather than the node; with the TLS mode
+acme in effect (edge.tls_choice: TLS_MODE=acme, or auto with public hosts) the Let's Encrypt
+resolver (HTTP-01 on `web`) stores acme.json on a small volume. A change makes
 k3s's helm controller upgrade Traefik: a few seconds without the edge.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import tempfile
 from typing import Any
@@ -18,8 +18,12 @@ from typing import Any
 import yaml
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import kube, names
-from desbordante_ops.cluster.manifests.edge import RESOLVER, WEB
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube.client import kubectl
+from desbordante_ops.cluster.manifests.edge import HOST_KEYS, RESOLVER, WEB, host_kind, tls_choice
+from desbordante_ops.cluster.manifests.edge import (  # host names no public CA issues for
+    PRIVATE_SUFFIXES as PRIVATE_SUFFIXES,
+)
 from desbordante_ops.core.console import ok, step, warn
 from desbordante_ops.core.settings import EnvConfig
 
@@ -27,22 +31,20 @@ TRAEFIK_NAMESPACE = "kube-system"
 TRAEFIK_CONFIG = "traefik"
 TRAEFIK_UID = 65532  # the chart's podSecurityContext runAsUser / runAsGroup
 ACME_DIR = "/data"  # the chart's persistence.path
-# Host names a public CA never issues a certificate for.
-PRIVATE_SUFFIXES = (".local", ".localhost", ".internal", ".test", ".example", ".invalid", ".lan")
 
 
 def traefik_values(cfg: EnvConfig, current: dict[str, Any] | None = None) -> dict[str, Any]:
     """Helm values for k3s's Traefik, on top of CURRENT (what the cluster has now).
 
     Always: the Service keeps client IPs (externalTrafficPolicy Local, which ServiceLB honours),
-    so rate limits and the allow-list see each client rather than the node. With acme: the
-    Let's Encrypt resolver (HTTP-01 on `web`) storing acme.json on a small volume, so
-    certificates survive a restart. Other keys of CURRENT stay, among them another
-    environment's resolver (Traefik is shared by stage and prod).
+    so rate limits and the allow-list see each client rather than the node. With acme in
+    effect (edge.tls_choice): the Let's Encrypt resolver (HTTP-01 on `web`) storing acme.json
+    on a small volume, so certificates survive a restart. Other keys of CURRENT stay, among
+    them another environment's resolver (Traefik is shared by stage and prod).
     """
     values = json.loads(json.dumps(current or {}))  # a deep copy
     values.setdefault("service", {}).setdefault("spec", {})["externalTrafficPolicy"] = "Local"
-    if cfg.toolkit.TLS_MODE == "acme":
+    if tls_choice(cfg).mode == "acme":
         values["persistence"] = {"enabled": True, "size": "128Mi", "path": ACME_DIR}
         values.setdefault("podSecurityContext", {}).update(
             fsGroup=TRAEFIK_UID, fsGroupChangePolicy="OnRootMismatch"
@@ -72,17 +74,17 @@ def traefik_config(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def acme_warnings(cfg: EnvConfig) -> list[str]:
-    """Why Let's Encrypt would not issue for this environment's hosts (empty: no reason)."""
-    if cfg.toolkit.TLS_MODE != "acme":
+    """Why Let's Encrypt would not issue for this environment's hosts (empty: no reason, or
+    acme is not in effect; TLS_MODE=auto picks acme only for public names)."""
+    if tls_choice(cfg).mode != "acme":
         return []
     problems = []
-    for host in (cfg.toolkit.API_HOST, cfg.toolkit.FLOWER_INGRESS_HOST):
-        try:
-            ipaddress.ip_address(host)
+    for host in (getattr(cfg.toolkit, key) for key in HOST_KEYS):
+        kind = host_kind(host)
+        if kind == "an IP address":
             problems.append(f"{host} is an IP address")
-        except ValueError:
-            if "." not in host or host.endswith(PRIVATE_SUFFIXES):
-                problems.append(f"{host} is not a public DNS name")
+        elif kind is not None:
+            problems.append(f"{host} is not a public DNS name")
     return [
         f"Let's Encrypt issues no certificate: {problem}; use the server's public names, or "
         f"TLS_MODE=selfsigned in env/{cfg.name}.env"
@@ -91,7 +93,7 @@ def acme_warnings(cfg: EnvConfig) -> list[str]:
 
 
 def _kubectl(c: Context, cfg: EnvConfig, *args: str) -> Any:
-    return c.run(kube.kubectl(cfg, *args), hide=True, warn=True, in_stream=False)
+    return c.run(kubectl(cfg, *args), hide=True, warn=True, in_stream=False)
 
 
 class NoHelmChartConfig(Exception):
