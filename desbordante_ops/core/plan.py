@@ -108,11 +108,13 @@ def read_or_step(read: Callable[[], T], what: str) -> tuple[T | None, list[Step]
 
 @dataclass(frozen=True)
 class Seen:
-    """What one `execute` did, for tests: the rows it printed and the steps it ran."""
+    """What one `execute` did, for tests: the rows it printed, the rows of the steps that do
+    something (RUNNABLE) and those it ran (RAN: all of them, unless a step failed)."""
 
     title: str
     dry_run: bool
     rows: list[tuple[str, str]]
+    runnable: list[tuple[str, str]]
     ran: list[tuple[str, str]]
 
 
@@ -175,7 +177,9 @@ def execute(plan: Plan, dry_run: bool = False) -> list[Step]:
         return ran
     finally:
         for seen in _watchers:
-            seen.append(Seen(plan.title, dry_run, plan.rows, [s.row for s in ran]))
+            seen.append(
+                Seen(plan.title, dry_run, plan.rows, runnable(plan.steps), [s.row for s in ran])
+            )
 
 
 def runnable(steps: Sequence[Step]) -> list[tuple[str, str]]:

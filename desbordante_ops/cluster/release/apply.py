@@ -38,7 +38,7 @@ from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube.client import Kube
-from desbordante_ops.cluster.kube.errors import CONFLICT, describe_error
+from desbordante_ops.cluster.kube.errors import CONFLICT, NOT_FOUND, describe_error
 from desbordante_ops.cluster.kube.objects import now_iso
 from desbordante_ops.cluster.kube.resources import (
     FIELD_MANAGER,
@@ -81,6 +81,10 @@ SERVER_METADATA = (
     "selfLink",
 )
 DIFF_CONTEXT_LINES = 3
+# API groups built into Kubernetes (everything else comes from a CRD).
+BUILTIN_GROUPS = frozenset(
+    {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.io", "storage.k8s.io"}
+)
 
 
 @dataclass(frozen=True)
@@ -104,9 +108,10 @@ class Change:
 
 @dataclass(frozen=True)
 class Refusal:
-    """An object the server would not take (STATUS: its HTTP status, 0 for no answer)."""
+    """What the server would not do (WHAT: `Kind ns/name`, or a listing; STATUS: its HTTP
+    status, 0 for no answer)."""
 
-    doc: dict[str, Any]
+    what: str
     status: int
     reason: str
 
@@ -224,14 +229,24 @@ def _reason(exc: ApiException) -> str:
 
 
 def preview(
-    k: Kube, namespace: str, docs: list[dict[str, Any]], keep: Iterable[str] = ()
+    k: Kube,
+    namespace: str,
+    docs: list[dict[str, Any]],
+    keep: Iterable[str] = (),
+    recreate: Iterable[str] = (),
 ) -> Preview:
     """The dry run of applying DOCS into NAMESPACE: per object the live and the would-be state,
     conflicts and refusals; and what prune would delete (KEEP: more `Kind/name`s the release
-    renders and applies later, e.g. the verify Job)."""
+    renders and applies later, e.g. the verify Job). RECREATE: `Kind/name`s an earlier step
+    deletes (a failed migrate Job), so the apply creates them again. An object of a custom kind
+    the cluster does not serve yet counts as new (the prerequisites step waits for its CRD)."""
     found = Preview()
+    again = set(recreate)
     for doc in docs:
         kind, meta = kind_of(doc), doc["metadata"]
+        if f"{kind.kind}/{meta['name']}" in again:
+            found.changes.append(Change(doc, None, doc))
+            continue
         try:
             live = k.objects.get(kind, meta["name"], meta.get("namespace", ""))
             takeover = live is not None and applied_client_side(live)
@@ -244,7 +259,10 @@ def preview(
                 conflicts = _reason(exc)
                 answer = k.objects.apply(doc, force=True, dry_run=True)
         except ApiException as exc:
-            found.refusals.append(Refusal(doc, exc.status or 0, _reason(exc)))
+            if exc.status == NOT_FOUND and kind.group not in BUILTIN_GROUPS:
+                found.changes.append(Change(doc, None, doc))  # its CRD is not served yet
+                continue
+            found.refusals.append(Refusal(describe(doc), exc.status or 0, _reason(exc)))
             continue
         found.changes.append(Change(doc, live, answer, conflicts, takeover))
     rendered = {f"{d['kind']}/{d['metadata']['name']}" for d in docs} | set(keep)
@@ -253,9 +271,12 @@ def preview(
         try:
             listed = k.objects.list(kind, namespace, selector)
         except ApiException as exc:
-            if exc.status == 404:  # a CRD kind this cluster does not serve: none to prune
+            if exc.status == NOT_FOUND:  # a CRD kind this cluster does not serve: none to prune
                 continue
-            raise
+            found.refusals.append(
+                Refusal(f"the {kind.kind} objects of {namespace}", exc.status or 0, _reason(exc))
+            )
+            continue
         found.prunes += [
             obj
             for obj in listed

@@ -83,11 +83,17 @@ def _lock(run: Run, action: str) -> list[Step]:
     lease = f"Lease {namespace}/{lock.LEASE}"
     if read_or_none(k.core.read_namespace, namespace) is None:
         return [note("skip", f"the deploy lock: namespace {namespace} does not exist yet")]
-    holder = lock.current_holder(k.coordination, namespace)
 
     def take() -> None:
         run.stack.enter_context(lock.exclusive(k, namespace, x.cfg.name, action, x.options.timeout))
 
+    try:
+        holder = lock.current_holder(k.coordination, namespace)
+    except ApiException as exc:
+        if exc.status != FORBIDDEN:
+            raise
+        why = denied(k, namespace, x.cfg.name, f"use the deploy lock ({lease})")
+        return [refused("take", f"the deploy lock ({lease})", why)]
     if holder is None:
         return [Step("take", f"the deploy lock ({lease})", take)]
     return [
@@ -159,8 +165,11 @@ def _pull_secret(x: Release) -> tuple[Release, list[Step]]:
     """The pull Secret's step and the release referencing it (REGISTRY_USERNAME/PASSWORD
     given: created or updated; else an existing one is kept and still referenced)."""
     auth, namespace = x.options.registry_auth, x.namespace
-    existing = read_or_none(x.k.core.read_namespaced_secret, PULL_SECRET, namespace)
     what = f"Secret {namespace}/{PULL_SECRET} (pull credential for {registry_of(x.image)})"
+    try:
+        existing = read_or_none(x.k.core.read_namespaced_secret, PULL_SECRET, namespace)
+    except ApiException as exc:
+        return x, [unknown(what, describe_error(exc))]
     if auth is None and existing is None:
         return x, []
     pinned = x.with_rendered(with_pull_secret(x.rendered, PULL_SECRET))
@@ -207,6 +216,7 @@ def _prerequisites(run: Run) -> list[Step]:
 
 
 def _failed_job(run: Run) -> list[Step]:
+    """A migrate Job that failed before: deleted, so that the apply creates it again."""
     x = run.x
     job = x.rendered.migrate_job
     if not job or job_state(x.k, x.namespace, job) != "failed":
@@ -215,8 +225,8 @@ def _failed_job(run: Run) -> list[Step]:
     def delete() -> None:
         x.k.batch.delete_namespaced_job(job, x.namespace, propagation_policy="Background")
 
-    return [Step("delete", f"Job {x.namespace}/{job} (failed before; the apply runs it again)",
-                 delete)]  # fmt: skip
+    what = f"Job {x.namespace}/{job} (failed before; the apply runs it again)"
+    return [Step("delete", what, delete)]
 
 
 def _new_namespace_preview(docs: list[dict[str, Any]]) -> apply.Preview:
@@ -224,14 +234,19 @@ def _new_namespace_preview(docs: list[dict[str, Any]]) -> apply.Preview:
     return apply.Preview(changes=[apply.Change(doc, None, doc) for doc in docs])
 
 
-def _apply(run: Run) -> tuple[list[Step], list[str]]:
-    """The take-over, apply and prune steps, and the diff."""
+def _apply(run: Run, recreate: list[str]) -> tuple[list[Step], list[str]]:
+    """The take-over, apply and prune steps, and the diff (RECREATE: `Kind/name`s deleted by
+    an earlier step)."""
     x = run.x
     k, namespace = x.k, x.namespace
     docs = x.rendered.applied_docs
     keep = [f"Job/{x.rendered.verify_job}"] if x.rendered.verify_job else []
     exists = read_or_none(k.core.read_namespace, namespace) is not None
-    found = apply.preview(k, namespace, docs, keep) if exists else _new_namespace_preview(docs)
+    found = (
+        apply.preview(k, namespace, docs, keep, recreate)
+        if exists
+        else _new_namespace_preview(docs)
+    )
     if found.refusals:
         return _refusals(run, found.refusals), []
     rows: list[Step] = []
@@ -285,8 +300,8 @@ def _refusals(run: Run, refusals: list[apply.Refusal]) -> list[Step]:
     return [
         refused(
             "apply",
-            f"{describe(r.doc)}: the server refuses it ({r.reason})",
-            f"The API server refuses {describe(r.doc)}: {r.reason}. Nothing was changed.",
+            f"{r.what}: the server refuses it ({r.reason})",
+            f"The API server refuses {r.what}: {r.reason}. Nothing was changed.",
         )
         for r in refusals
     ]
@@ -382,8 +397,9 @@ def deploy_plan(
     steps += _prerequisites(run)
     if before_apply is not None:
         steps += before_apply(run)
-    steps += _failed_job(run)
-    applied, diff = _apply(run)
+    failed = _failed_job(run)
+    steps += failed
+    applied, diff = _apply(run, [f"Job/{run.x.rendered.migrate_job}"] if failed else [])
     steps += applied
     steps += _waits(run)
     steps += _verify(run)

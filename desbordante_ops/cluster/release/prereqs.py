@@ -17,13 +17,10 @@ from invoke import Exit
 from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.release.apply import BUILTIN_GROUPS
 from desbordante_ops.cluster.release.rollout import FORBIDDEN, Deadline, Rollout, Snapshot, watch
 from desbordante_ops.core.console import warn
 
-# API groups built into Kubernetes (everything else comes from a CRD).
-BUILTIN_GROUPS = frozenset(
-    {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.io", "storage.k8s.io"}
-)
 DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.kubernetes.io/is-default-class",
     "storageclass.beta.kubernetes.io/is-default-class",

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import copy
 import functools
+from dataclasses import dataclass
 
 from invoke import Context
+from support.fakeapi.connect import kube_for
 from support.fakeapi.kubelet import Kubelet
 from support.fakeapi.server import FakeApiServer
 
+from desbordante_ops.cluster.access import ensure_account, request_token
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.manifests.render import Rendered, render
 from desbordante_ops.cluster.secrets.generate import ensure_secrets
@@ -100,3 +103,25 @@ def _rendered(env: str, tag: str, settings: tuple[tuple[str, str], ...]) -> Rend
 def rendered(env: str, tag: str, **settings: str) -> Rendered:
     """The real manifests of TAG for ENV (rendered once per arguments; a copy each time)."""
     return copy.deepcopy(_rendered(env, tag, tuple(sorted(settings.items()))))
+
+
+@dataclass
+class Cluster:
+    """A k3s-like fake API server with its simulated controllers and the admin's connection."""
+
+    server: FakeApiServer
+    kubelet: Kubelet
+    admin: Kube
+
+    def grant(self, role: str, env: str = "stage", user: str = "jane") -> Kube:
+        """A connection with the token `access.grant` gives USER as ROLE in ENV."""
+        namespace = f"desbordante-{env}"
+        ensure_account(self.admin.core, self.admin.rbac, namespace, user, role)
+        token, _ = request_token(self.admin.core, namespace, user, days=1)
+        return kube_for(self.server, token=token)
+
+
+def cluster() -> Cluster:
+    """A fresh k3s-like cluster (nothing of ours deployed yet)."""
+    server, kubelet = k3s_server()
+    return Cluster(server, kubelet, kube_for(server))

@@ -336,6 +336,19 @@ class FakeApiServer:
             self.objects[key] = new
             return copy.deepcopy(new)
 
+    def create_as(self, obj: dict[str, Any], manager: str) -> dict[str, Any]:
+        """Create OBJ as the client MANAGER would (no RBAC; ownership and hooks apply)."""
+        with self.lock:
+            kind = BY_KIND[(obj["apiVersion"], obj["kind"])]
+            namespace = (obj.get("metadata") or {}).get("namespace", "")
+            return self._create(
+                kind,
+                namespace if kind.namespaced else "",
+                copy.deepcopy(obj),
+                manager,
+                dry_run=False,
+            )
+
     def get(self, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
         """The stored object of KIND (e.g. "ConfigMap") or None."""
         for (_, _, ns, obj_name), obj in self.objects.items():
