@@ -45,6 +45,24 @@ def containers(spec: dict[str, Any], *, init: bool = True) -> list[dict[str, Any
     return [*(spec.get("initContainers", []) if init else []), *spec["containers"]]
 
 
+def secret_files(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Mounted path -> (Secret name, key) for every secret file the container sees."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    files: dict[str, tuple[str, str]] = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes.get(mount["name"], {})  # volumeClaimTemplates are not listed here
+        sources = [{"secret": volume["secret"]}] if "secret" in volume else []
+        sources += volume.get("projected", {}).get("sources", [])
+        for source in sources:
+            secret = source.get("secret")
+            if secret is None:
+                continue
+            name = secret.get("secretName") or secret["name"]
+            for item in secret["items"]:
+                files[f"{mount['mountPath']}/{item['path']}"] = (name, item["key"])
+    return files
+
+
 def quantity_bytes(value: str | int) -> int:
     """A Kubernetes memory quantity in bytes ("96Mi", "1Gi", "128M", 1024)."""
     match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|k|M|G|)", str(value))
@@ -80,6 +98,22 @@ def overlay_memory_requests(docs: list[dict[str, Any]]) -> dict[str, int]:
         f"{w['kind']}/{w['metadata']['name']}": memory_request(pod_spec(w)) * replicas(w)
         for w in workloads(docs)
     }
+
+
+# The memory budget's entry for the Jobs deploy runs one after the other.
+DEPLOY_JOBS = "Jobs migrate|verify (the larger)"
+
+
+def budget_memory_requests(rendered: Rendered) -> dict[str, int]:
+    """The memory budget of one environment, per workload "Kind/name" (replicas included):
+    everything rendered counts, except that deploy's migrate and verify Jobs, which never run
+    at the same time (verify starts after the migrate Job has completed and the rollouts are
+    done), count once, as the larger of the two (DEPLOY_JOBS). The retention CronJob may run
+    at any time, so it counts in full."""
+    requests = overlay_memory_requests(rendered.docs)
+    jobs = [requests.pop(f"Job/{name}") for name in (rendered.migrate_job, rendered.verify_job)]
+    requests[DEPLOY_JOBS] = max(jobs)
+    return requests
 
 
 def settings(env: str, flags: dict[str, str] | None = None, root: Path = REPO_ROOT) -> EnvConfig:

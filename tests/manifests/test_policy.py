@@ -14,10 +14,12 @@ from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.core.settings import REPO_ROOT
 
 from .kube_objects import (
+    DEPLOY_JOBS,
     JOB_KINDS,
     LONG_RUNNING_KINDS,
     MIB,
     backend_constant,
+    budget_memory_requests,
     containers,
     env_values,
     overlay_memory_requests,
@@ -25,6 +27,7 @@ from .kube_objects import (
     pod_template,
     quantity_bytes,
     render_env,
+    secret_files,
     settings,
     workloads,
 )
@@ -42,6 +45,9 @@ RESTRICTED_VOLUME_TYPES = {
     "secret",
 }
 BACKEND_COMPONENTS = (names.API, names.WORKER, names.FLOWER, names.MIGRATE, names.RETENTION)
+# Every component label a rendered pod may carry: the verify Job's is not among names.COMPONENTS
+# (the services of `invoke logs`).
+POD_COMPONENTS = (*names.COMPONENTS, names.VERIFY)
 
 
 def all_containers(rendered: Rendered) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -199,7 +205,7 @@ def test_workload_and_service_names_and_labels_match_the_names_module(rendered: 
     for workload in workloads(rendered.docs):
         labels = pod_template(workload)["metadata"]["labels"]
         assert labels[names.NAME_LABEL] == names.APP_NAME
-        assert labels[names.COMPONENT_LABEL] in names.COMPONENTS
+        assert labels[names.COMPONENT_LABEL] in POD_COMPONENTS
         assert labels[names.INSTANCE_LABEL] == rendered.namespace
         if workload["kind"] not in JOB_KINDS:
             want = dict(kv.split("=") for kv in names.selector(component_of(workload)).split(","))
@@ -306,26 +312,8 @@ def test_no_secret_in_rendered_output(rendered: Rendered) -> None:
             assert "secretKeyRef" not in var.get("valueFrom", {}), f"{where}: files only"
 
 
-def _secret_files(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Mounted path -> (Secret name, key) for every secret file the container sees."""
-    volumes = {v["name"]: v for v in spec.get("volumes", [])}
-    files: dict[str, tuple[str, str]] = {}
-    for mount in container.get("volumeMounts", []):
-        volume = volumes.get(mount["name"], {})  # volumeClaimTemplates are not listed here
-        sources = [{"secret": volume["secret"]}] if "secret" in volume else []
-        sources += volume.get("projected", {}).get("sources", [])
-        for source in sources:
-            secret = source.get("secret")
-            if secret is None:
-                continue
-            name = secret.get("secretName") or secret["name"]
-            for item in secret["items"]:
-                files[f"{mount['mountPath']}/{item['path']}"] = (name, item["key"])
-    return files
-
-
 def test_secrets_are_known_and_mounted_as_files_behind_file_variables(rendered: Rendered) -> None:
-    known = {(s.NAME, s.PASSWORD) for s in names.SECRETS}
+    api_auth = (names.ApiAuthSecret.NAME, names.ApiAuthSecret.PASSWORD)
     expected = {
         "POSTGRES_PASSWORD_FILE": (names.PostgresSecret.NAME, names.PostgresSecret.PASSWORD),
         "RABBITMQ_DEFAULT_PASSWORD_FILE": (
@@ -333,11 +321,16 @@ def test_secrets_are_known_and_mounted_as_files_behind_file_variables(rendered: 
             names.RabbitMQSecret.PASSWORD,
         ),
         "FLOWER_PASSWORD_FILE": (names.FlowerSecret.NAME, names.FlowerSecret.PASSWORD),
+        "VERIFY_AUTH_PASSWORD_FILE": api_auth,
     }
     for workload in workloads(rendered.docs):
         spec = pod_spec(workload)
+        # Only the verify Job reads the API's basic-auth password (tests/manifests/test_verify.py).
+        known = {(s.NAME, s.PASSWORD) for s in names.SECRETS}
+        if component_of(workload) == names.VERIFY:
+            known = {api_auth}
         for c in containers(spec):
-            files = _secret_files(spec, c)
+            files = secret_files(spec, c)
             assert set(files.values()) <= known, f"{workload['metadata']['name']}/{c['name']}"
             for path in files:
                 assert path.startswith(names.SECRET_MOUNT_ROOT + "/")
@@ -354,7 +347,7 @@ def test_secrets_are_known_and_mounted_as_files_behind_file_variables(rendered: 
         "FLOWER_PASSWORD_FILE",
     }
     # Least privilege: Flower never uses the database, so its password is not even mounted.
-    mounted = {name for name, _ in _secret_files(flower_spec, flower).values()}
+    mounted = {name for name, _ in secret_files(flower_spec, flower).values()}
     assert names.PostgresSecret.NAME not in mounted
 
 
@@ -399,6 +392,7 @@ def test_network_policies_allow_exactly_the_needed_connections(rendered: Rendere
         (names.FLOWER, names.RABBITMQ),
         (names.MIGRATE, names.POSTGRES),
         (names.RETENTION, names.POSTGRES),
+        (names.VERIFY, names.API),
     }
     actual = {
         (src, dst)
@@ -480,7 +474,7 @@ def test_edge_body_limit_matches_what_the_api_accepts(rendered: Rendered) -> Non
 def test_memory_requests_of_both_overlays_fit_the_budget(
     all_rendered: dict[str, Rendered], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    per_env = {env: overlay_memory_requests(r.docs) for env, r in all_rendered.items()}
+    per_env = {env: budget_memory_requests(r) for env, r in all_rendered.items()}
     total = sum(sum(requests.values()) for requests in per_env.values())
     report = "; ".join(
         f"{env}: {sum(r.values()) // MIB}Mi ("
@@ -494,7 +488,17 @@ def test_memory_requests_of_both_overlays_fit_the_budget(
         )
     assert total <= MEMORY_BUDGET_BYTES, report
 
-    def kinds(requests: dict[str, int]) -> set[str]:  # the migrate Job's name differs per env
-        return {name.rpartition("-")[0] if name.startswith("Job/") else name for name in requests}
+    assert per_env["prod"].keys() == per_env["stage"].keys()  # same workloads, none forgotten
 
-    assert kinds(per_env["prod"]) == kinds(per_env["stage"])  # same workloads, none forgotten
+
+def test_the_deploy_jobs_count_once_as_the_larger_of_the_two(rendered: Rendered) -> None:
+    """The migrate Job and the verify Job never run at the same time (deploy starts verify
+    after the migrate Job has completed and the rollouts are done)."""
+    requests = overlay_memory_requests(rendered.docs)
+    budget = budget_memory_requests(rendered)
+    migrate, verify = (
+        requests[f"Job/{job}"] for job in (rendered.migrate_job, rendered.verify_job)
+    )
+    assert budget[DEPLOY_JOBS] == max(migrate, verify)
+    assert sum(budget.values()) == sum(requests.values()) - min(migrate, verify)
+    assert budget[f"CronJob/{names.RETENTION}"] > 0  # retention may run at any time: it counts

@@ -1,4 +1,4 @@
-"""render.py: one `kubectl kustomize` path, the release tag and the per-release migrate Job."""
+"""render.py: one `kubectl kustomize` path, the release tag and the per-release Jobs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from desbordante_ops.cluster import names
 from desbordante_ops.cluster.manifests.render import (
     BACKEND_IMAGE_PLACEHOLDER,
     Rendered,
+    job_spec_hash,
     kustomize,
     overlay_dir,
     with_pull_secret,
@@ -41,15 +42,30 @@ def test_image_name_can_be_overridden() -> None:
     assert backend_images(out) == {"127.0.0.1:5000/desbordante-backend:abc1234"}
 
 
-def test_migrate_job_is_named_per_release_and_spec(rendered: Rendered) -> None:
-    jobs = rendered.of_kind("Job")
-    assert [j["metadata"]["name"] for j in jobs] == [rendered.migrate_job]
+def test_migrate_and_verify_jobs_are_named_per_release_and_spec(rendered: Rendered) -> None:
+    jobs = {j["metadata"]["name"]: j for j in rendered.of_kind("Job")}
+    assert set(jobs) == {rendered.migrate_job, rendered.verify_job}
     assert re.fullmatch(r"migrate-1-2-3-rc-1-[0-9a-f]{8}", rendered.migrate_job)
-    assert pod_spec(jobs[0])["containers"][0]["args"] == ["migrate"]
+    assert re.fullmatch(r"verify-1-2-3-rc-1-[0-9a-f]{8}", rendered.verify_job)
+    assert pod_spec(jobs[rendered.migrate_job])["containers"][0]["args"] == ["migrate"]
+    assert pod_spec(jobs[rendered.verify_job])["containers"][0]["args"] == ["verify"]
+    for name, job in jobs.items():
+        assert name.endswith("-" + job_spec_hash(job))
 
 
-def test_two_releases_get_different_migrate_jobs() -> None:
-    assert render_env("prod", "2.0.0").migrate_job != render_env("prod", "2.0.1").migrate_job
+def test_two_releases_get_different_migrate_and_verify_jobs() -> None:
+    first, second = render_env("prod", "2.0.0"), render_env("prod", "2.0.1")
+    assert first.migrate_job != second.migrate_job
+    assert first.verify_job != second.verify_job
+
+
+def test_a_change_of_the_verify_jobs_spec_gets_a_new_verify_job() -> None:
+    """The basic-auth user is part of the verify Job's (immutable) template."""
+    first = render_env("stage", "v0.2.0")
+    assert render_env("stage", "v0.2.0").verify_job == first.verify_job
+    other_user = render_env("stage", "v0.2.0", flags={"API_AUTH_USER": "alice"})
+    assert other_user.verify_job != first.verify_job
+    assert other_user.verify_job.startswith("verify-v0-2-0-")
 
 
 def test_a_config_change_of_the_same_release_gets_a_new_migrate_job() -> None:
@@ -98,8 +114,10 @@ def test_kustomize_errors_become_one_clear_exit(tmp_path) -> None:
         kustomize(Context(), tmp_path)
 
 
-def test_migrate_job_names_are_dns_labels() -> None:
-    assert len(render_env("stage", "v" * 120).migrate_job) <= 63
+def test_migrate_and_verify_job_names_are_dns_labels() -> None:
+    long_tag = render_env("stage", "v" * 120)
+    assert len(long_tag.migrate_job) <= 63 and len(long_tag.verify_job) <= 63
+    assert names.verify_job_name("1.4.0") == "verify-1-4-0"
     assert names.migrate_job_name("1.4.0") == "migrate-1-4-0"
     assert names.migrate_job_name("Sha_ABC") == "migrate-sha-abc"
     long = names.migrate_job_name("v" * 200)
@@ -119,10 +137,23 @@ def test_a_pull_secret_reaches_every_pod_of_the_backend_image_only() -> None:
     with_secret = {
         w["metadata"]["name"] for w in workloads(secret.docs) if "imagePullSecrets" in pod_spec(w)
     }
-    assert with_secret == {"api", "worker", "flower", "retention", secret.migrate_job}
-    # the Job's template changed, so it is a new Job (templates are immutable)
+    assert with_secret == {
+        "api",
+        "worker",
+        "flower",
+        "retention",
+        secret.migrate_job,
+        secret.verify_job,
+    }
+    # the Jobs' templates changed, so they are new Jobs (templates are immutable)
     assert secret.migrate_job != plain.migrate_job
-    assert with_pull_secret(plain, "desbordante-registry").docs == secret.docs
+    assert secret.verify_job != plain.verify_job
+    again = with_pull_secret(plain, "desbordante-registry")
+    assert again.docs == secret.docs
+    assert (again.migrate_job, again.verify_job) == (secret.migrate_job, secret.verify_job)
+    assert {d["metadata"]["name"] for d in secret.applied_docs if d["kind"] == "Job"} == {
+        secret.migrate_job
+    }
 
 
 def test_deploy_render_shows_the_pull_secret_when_registry_credentials_are_set(

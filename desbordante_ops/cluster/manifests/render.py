@@ -5,14 +5,20 @@ throw-away kustomization on top of `k8s/overlays/<env>` adds what comes from the
 settings (env file, process environment and `--set`, exactly what `invoke config` shows):
 - the ConfigMap `desbordante-config` from the backend's keys only (toolkit keys such as
   IMAGE_NAME never reach a pod); its name gets a content hash, so a change rolls the pods;
+- the ConfigMaps `desbordante-postgres-config` and `desbordante-rabbitmq-config`, each with
+  only the keys its StatefulSet reads (names.POSTGRES_CONFIG_KEYS, RABBITMQ_CONFIG_KEYS):
+  an app setting such as LOG_LEVEL never restarts the database or the broker;
 - the backend image `IMAGE_NAME:<tag>` (`images:`), the namespace and replicas;
 - the edge (cluster/manifests/edge.py): optional components of k8s/components, ingress hosts, TLS,
-  the Traefik middleware chain of every router and the middlewares' values;
+  the Traefik middleware chain of every router and the middlewares' values; with the
+  component api-auth also the verify Job's basic-auth user (API_AUTH_USER);
 then `kubectl kustomize` runs through the Invoke context. With an image pull Secret (see
-cluster/registry.py) every pod that runs the backend image gets `imagePullSecrets`. Finally the
-migrate Job is named `migrate-<tag>-<hash of its spec>`: a Job's template is immutable, so any
-change of what the Job would run (config, image, pull secret) is a new Job rather than a
-rejected update.
+cluster/secrets/pull.py) every pod that runs the backend image gets `imagePullSecrets`. Finally the
+migrate Job is named `migrate-<tag>-<hash of its spec>` and the verify Job
+`verify-<tag>-<hash of its spec>`: a Job's template is immutable, so any change of what the Job
+would run (config, image, pull secret) is a new Job rather than a rejected update. The verify
+Job is not among `Rendered.applied_docs`: deploy creates it after the migrate Job and the
+rollouts.
 """
 
 from __future__ import annotations
@@ -43,7 +49,12 @@ BACKEND_IMAGE_PLACEHOLDER = "desbordante-backend"
 # Docker's tag grammar; `latest` is refused: tags must be unique per release.
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 KUSTOMIZE_TIMEOUT_SECONDS = 120
-CONFIG_FILE = "desbordante-config.env"
+# The StatefulSets' own ConfigMaps: name -> the setting keys each holds.
+STATEFUL_CONFIG_MAPS: dict[str, tuple[str, ...]] = {
+    names.POSTGRES_CONFIG_MAP: names.POSTGRES_CONFIG_KEYS,
+    names.RABBITMQ_CONFIG_MAP: names.RABBITMQ_CONFIG_KEYS,
+}
+VERIFY_CONTAINER = names.VERIFY  # the verify Job's container (k8s/base/verify.yaml)
 POD_TEMPLATE_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 
 
@@ -96,7 +107,14 @@ def release_kustomization(
     """The kustomization that turns OVERLAY into the release IMAGE_NAME:TAG of CFG
     (IMAGE_NAME@DIGEST when DIGEST is given)."""
     toolkit, namespace = cfg.toolkit, cfg.namespace
+    labels = {
+        names.PART_OF_LABEL: names.APP_NAME,
+        names.INSTANCE_LABEL: namespace,
+        **names.MANAGED_BY,
+    }
     patches = edge.release_patches(cfg)
+    if edge.restricted(cfg):  # the component api-auth added the auth file and user to verify
+        patches.append(_verify_auth_user_patch(toolkit.API_AUTH_USER))
     patches += [
         {
             "target": {"kind": "Deployment", "name": name},
@@ -121,30 +139,66 @@ def release_kustomization(
             }
         ],
         "configMapGenerator": [
-            {
-                "name": names.CONFIG_MAP,
-                "envs": [CONFIG_FILE],
-                "options": {
-                    "labels": {
-                        names.PART_OF_LABEL: names.APP_NAME,
-                        names.INSTANCE_LABEL: namespace,
-                        **names.MANAGED_BY,
-                    }
-                },
-            }
+            {"name": name, "envs": [env_file_name(name)], "options": {"labels": labels}}
+            for name in (names.CONFIG_MAP, *STATEFUL_CONFIG_MAPS)
         ],
         "patches": patches,
     }
 
 
-def config_env_file(cfg: EnvConfig) -> str:
-    """The ConfigMap's env file: the backend's keys only, as `invoke config` shows them."""
+def _verify_auth_user_patch(user: str) -> dict[str, Any]:
+    """A strategic-merge patch: the verify container's VERIFY_AUTH_USER is USER."""
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": names.VERIFY},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": VERIFY_CONTAINER,
+                            "env": [{"name": "VERIFY_AUTH_USER", "value": user}],
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    return {"patch": yaml.safe_dump(job)}
+
+
+def env_file_name(config_map: str) -> str:
+    """The env file of the release layer that CONFIG_MAP is generated from."""
+    return f"{config_map}.env"
+
+
+def _env_file(values: dict[str, str]) -> str:
     lines = []
-    for key, value in sorted(cfg.backend_env().items()):
+    for key, value in sorted(values.items()):
         if "\n" in value or "\r" in value:
             raise Exit(f"{key} contains a line break, which a ConfigMap env file cannot hold.")
         lines.append(f"{key}={value}")
     return "\n".join(lines) + "\n"
+
+
+def config_env_file(cfg: EnvConfig) -> str:
+    """The ConfigMap's env file: the backend's keys only, as `invoke config` shows them."""
+    return _env_file(cfg.backend_env())
+
+
+def stateful_config_values(cfg: EnvConfig, config_map: str) -> dict[str, str]:
+    """The keys of one StatefulSet's ConfigMap, with the values the app uses (the backend's
+    effective settings, defaults included: RABBITMQ_VHOST is `/` when left empty)."""
+    return {key: str(getattr(cfg.backend, key)) for key in STATEFUL_CONFIG_MAPS[config_map]}
+
+
+def config_env_files(cfg: EnvConfig) -> dict[str, str]:
+    """Env file name -> content for every ConfigMap the release layer generates."""
+    files = {env_file_name(names.CONFIG_MAP): config_env_file(cfg)}
+    for name in STATEFUL_CONFIG_MAPS:
+        files[env_file_name(name)] = _env_file(stateful_config_values(cfg, name))
+    return files
 
 
 def job_spec_hash(job: dict[str, Any]) -> str:
@@ -157,9 +211,18 @@ def migrate_job_name(tag: str, job: dict[str, Any]) -> str:
     return names.dns_label(names.migrate_job_name(tag), job_spec_hash(job))
 
 
+def verify_job_name(tag: str, job: dict[str, Any]) -> str:
+    """`verify-<tag>-<hash>`: changes whenever the Job's (immutable) spec would change."""
+    return names.dns_label(names.verify_job_name(tag), job_spec_hash(job))
+
+
 @dataclass(frozen=True)
 class Rendered:
-    """The rendered manifests of one environment and release."""
+    """The rendered manifests of one environment and release.
+
+    MIGRATE_JOB and VERIFY_JOB are the (hashed) names of the release's Jobs; "" when the
+    manifests have no such Job.
+    """
 
     env: str
     namespace: str
@@ -167,6 +230,18 @@ class Rendered:
     migrate_job: str
     text: str
     docs: list[dict[str, Any]] = field(repr=False)
+    verify_job: str = ""
+
+    @property
+    def applied_docs(self) -> list[dict[str, Any]]:
+        """What deploy applies: every object but the (cluster-scoped) Namespace, which is
+        created through the API, and the verify Job, which deploy creates after the rollouts."""
+        return [
+            doc
+            for doc in self.docs
+            if doc["kind"] != "Namespace"
+            and not (doc["kind"] == "Job" and doc["metadata"]["name"] == self.verify_job)
+        ]
 
     def find(self, kind: str, name: str) -> dict[str, Any]:
         """The object KIND/NAME (KeyError when absent)."""
@@ -194,45 +269,61 @@ def _runs_image(spec: dict[str, Any], image: str) -> bool:
     return any(c.get("image") == image for c in containers)
 
 
+JobNamer = Callable[[dict[str, Any]], str]
+
+
 def _assemble(
     env: str,
     namespace: str,
     image: str,
     docs: list[dict[str, Any]],
-    name_job: Callable[[dict[str, Any]], str],
-    job: str,
+    migrate: tuple[str, JobNamer],
+    verify: tuple[str, JobNamer],
     pull_secret: str | None,
 ) -> Rendered:
-    """The Rendered release: pull secret on the pods of IMAGE, migrate Job JOB renamed by
-    NAME_JOB (after the pull secret: it is part of the Job's spec)."""
+    """The Rendered release: pull secret on the pods of IMAGE, then the migrate and verify Jobs
+    (each given as its current name and the function naming it) renamed (after the pull secret:
+    it is part of a Job's spec)."""
     for doc in docs:
         spec = _pod_spec(doc)
         if pull_secret and spec is not None and _runs_image(spec, image):
             spec["imagePullSecrets"] = [{"name": pull_secret}]
-    job_name = ""
-    for doc in docs:
-        if doc["kind"] == "Job" and doc["metadata"]["name"] == job:
-            job_name = doc["metadata"]["name"] = name_job(doc)
+
+    def rename(current: str, name_job: JobNamer) -> str:
+        for doc in docs:
+            if current and doc["kind"] == "Job" and doc["metadata"]["name"] == current:
+                new: str = name_job(doc)
+                doc["metadata"]["name"] = new
+                return new
+        return ""
+
+    migrate_job, verify_job = rename(*migrate), rename(*verify)
     return Rendered(
         env=env,
         namespace=namespace,
         image=image,
-        migrate_job=job_name,
+        migrate_job=migrate_job,
         text=yaml.safe_dump_all(docs, sort_keys=False),
         docs=docs,
+        verify_job=verify_job,
     )
+
+
+def _rehash(job: str) -> tuple[str, JobNamer]:
+    """JOB (`<prefix>-<hash>`) and the function giving it the hash of its new spec."""
+    prefix = job.rpartition("-")[0]
+    return job, lambda doc: f"{prefix}-{job_spec_hash(doc)}"
 
 
 def with_pull_secret(rendered: Rendered, secret: str) -> Rendered:
     """RENDERED with SECRET in `imagePullSecrets` of every pod running the backend image."""
-    prefix = rendered.migrate_job.rpartition("-")[0]
     return _assemble(
         rendered.env,
         rendered.namespace,
         rendered.image,
         copy.deepcopy(rendered.docs),
-        lambda job: f"{prefix}-{job_spec_hash(job)}",
-        rendered.migrate_job,
+        _rehash(rendered.migrate_job),
+        _rehash(rendered.verify_job),
         secret,
     )
 
@@ -249,7 +340,8 @@ def render(
     """Render CFG's overlay for image tag TAG (IMAGE_NAME from the settings by default).
 
     DIGEST (`sha256:...`) pins the backend image to IMAGE_NAME@DIGEST instead of the tag (prod
-    runs exactly the image stage ran); TAG still names the release and its migrate Job.
+    runs exactly the image stage ran); TAG still names the release and its migrate and verify
+    Jobs.
     PULL_SECRET names an image pull Secret for the pods that run the backend image.
     """
     overlay = overlay_dir(cfg.name, cfg.root)
@@ -259,7 +351,8 @@ def render(
         workdir = Path(tmp)
         layer = release_kustomization(cfg, overlay, workdir, image_name, tag, digest)
         (workdir / "kustomization.yaml").write_text(yaml.safe_dump(layer, sort_keys=False))
-        (workdir / CONFIG_FILE).write_text(config_env_file(cfg))
+        for name, text in config_env_files(cfg).items():
+            (workdir / name).write_text(text)
         docs = [doc for doc in yaml.safe_load_all(kustomize(c, workdir)) if doc]
     image = f"{image_name}@{digest}" if digest else f"{image_name}:{tag}"
     return _assemble(
@@ -267,7 +360,7 @@ def render(
         cfg.namespace,
         image,
         docs,
-        lambda job: migrate_job_name(tag, job),
-        names.MIGRATE,
+        (names.MIGRATE, lambda job: migrate_job_name(tag, job)),
+        (names.VERIFY, lambda job: verify_job_name(tag, job)),
         pull_secret,
     )
