@@ -5,8 +5,12 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from support.fakeapi import fake_api, fake_api_tls  # noqa: F401 - pytest fixtures
-from support.fakeapi_kube import admin, admin_kubeconfig  # noqa: F401 - pytest fixtures
+from support.fakeapi.fixtures import (  # noqa: F401 - pytest fixtures
+    admin,
+    admin_kubeconfig,
+    fake_api,
+    fake_api_tls,
+)
 
 from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.core.settings import CLUSTER_ENVS
