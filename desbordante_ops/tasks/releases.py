@@ -1,43 +1,41 @@
-"""`releases.*`: the release ledger that prod's gate reads (which image ran where)."""
+"""`releases.*`: the release ledger that prod's gate reads (which image ran where, verified)."""
 
 from __future__ import annotations
 
-from invoke import Context, Exit, task
+from invoke import Context, task
 
-from desbordante_ops.cluster import kube, reads, releases_plan
-from desbordante_ops.cluster import releases as cluster_releases
-from desbordante_ops.cluster.bootstrap import default_tag
+from desbordante_ops.cluster.kube.client import connect
+from desbordante_ops.cluster.release.ledger import WHERE, ledger, short_id
+from desbordante_ops.cluster.release.record import run_record
 from desbordante_ops.core.console import print_table
-from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import cluster_config
+from desbordante_ops.image.tags import default_tag
 from desbordante_ops.tasks import options
 
 
 @task(help={"env": "Environment whose kubeconfig reads the ledger: stage or prod"})
 def list(c: Context, env: str = "stage") -> None:
-    """Show every recorded release: environment, tag, image ID, when and by whom."""
+    """Show every recorded release: environment, tag, image ID, when, by whom, verified by."""
     cfg = cluster_config(env)
-    entries = cluster_releases.ledger(kube.connect(cfg).core).values()
+    entries = ledger(connect(cfg).core).values()
     rows = [
-        (e.namespace, e.tag, cluster_releases.short_id(e.image_id), e.deployed_at, e.by)
+        (
+            e.namespace,
+            e.tag,
+            short_id(e.image_id),
+            e.deployed_at,
+            e.by,
+            f"{e.verified_by} at {e.verified_at}" if e.verified else "not verified",
+        )
         for e in sorted(entries, key=lambda e: (e.namespace, e.deployed_at))
     ]
-    print_table(
-        f"{cluster_releases.SYSTEM_NAMESPACE}/{cluster_releases.LEDGER}",
-        ("Namespace", "Tag", "Image ID", "Deployed at", "By"),
-        rows,
-    )
+    columns = ("Namespace", "Tag", "Image ID", "Deployed at", "By", "Verified")
+    print_table(WHERE, columns, rows)
 
 
 @task(help={"env": options.CLUSTER_ENV, "tag": options.TAG, "dry_run": options.DRY_RUN})
 def record(c: Context, env: str = "stage", tag: str | None = None, dry_run: bool = False) -> None:
-    """Record the release running in an environment (cluster admin; prod accepts only these)."""
+    """Verify and record the release running in an environment (cluster admin; prod takes
+    only verified stage records)."""
     cfg = cluster_config(env)
-    tag = tag or default_tag(c, cfg)
-    image = f"{cfg.toolkit.IMAGE_NAME}:{tag}"
-    if dry_run:
-        k, rows = reads.connect(cfg)
-        print_plan(f"releases.record {tag}", rows + releases_plan.record_plan(k, cfg, image, tag))
-        return
-    if not cluster_releases.record_release(kube.connect(cfg), cfg, cfg.namespace, image, tag):
-        raise Exit(f"{tag} was not recorded; see above.", 1)
+    run_record(c, cfg, tag or default_tag(c, cfg.root), dry_run)

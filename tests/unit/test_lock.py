@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 from invoke import Exit
-from support.fakeapi import FakeApiServer
-from support.fakeapi_kube import connect, grant
+from kubernetes.client.exceptions import ApiException
+from support.fakeapi.connect import connect_with, grant
+from support.fakeapi.server import FakeApiServer
 
-from desbordante_ops.cluster import kube, lock
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.release import lock
 
 NS = "desbordante-stage"
 
@@ -24,11 +26,11 @@ def lease_spec(fake_api: FakeApiServer) -> dict[str, object]:
 
 
 def test_one_holder_at_a_time_and_the_second_sees_who_and_since(
-    admin: kube.Kube, fake_api: FakeApiServer
+    admin: Kube, fake_api: FakeApiServer
 ) -> None:
-    with lock.held(admin.coordination, NS, "jane@laptop (deploy v1.2.0)"):
+    with lock.held(admin, NS, "stage", "jane@laptop (deploy v1.2.0)"):
         assert lease_spec(fake_api)["holderIdentity"] == "jane@laptop (deploy v1.2.0)"
-        with pytest.raises(lock.Busy) as busy, lock.held(admin.coordination, NS, "autoupdate"):
+        with pytest.raises(lock.Busy) as busy, lock.held(admin, NS, "stage", "autoupdate"):
             pytest.fail("two holders at once")
         assert busy.value.holder.identity == "jane@laptop (deploy v1.2.0)"
         assert busy.value.holder.since.endswith("Z")
@@ -36,13 +38,13 @@ def test_one_holder_at_a_time_and_the_second_sees_who_and_since(
         assert holder is not None and holder.identity.startswith("jane@")
     assert lease_spec(fake_api).get("holderIdentity") is None  # released
     assert lock.current_holder(admin.coordination, NS) is None
-    with lock.held(admin.coordination, NS, "autoupdate@server"):  # free again: taken by update
+    with lock.held(admin, NS, "stage", "autoupdate@server"):  # free again: taken by update
         assert lease_spec(fake_api)["holderIdentity"] == "autoupdate@server"
         assert lease_spec(fake_api)["leaseTransitions"] == 1
 
 
 def test_an_expired_lease_of_a_dead_holder_is_taken_over(
-    admin: kube.Kube, fake_api: FakeApiServer
+    admin: Kube, fake_api: FakeApiServer
 ) -> None:
     long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.UTC).isoformat().replace("+00:00", ".000000Z")
     fake_api.seed(
@@ -58,30 +60,30 @@ def test_an_expired_lease_of_a_dead_holder_is_taken_over(
             },
         }
     )
-    with lock.held(admin.coordination, NS, "autoupdate@server"):
+    with lock.held(admin, NS, "stage", "autoupdate@server"):
         assert lease_spec(fake_api)["holderIdentity"] == "autoupdate@server"
 
 
 def test_of_two_takers_of_a_free_lease_exactly_one_wins(
-    admin: kube.Kube, fake_api: FakeApiServer
+    admin: Kube, fake_api: FakeApiServer
 ) -> None:
     """Both read the free Lease; the API server's resourceVersion check lets one update win."""
-    with lock.held(admin.coordination, NS, "first"):
+    with lock.held(admin, NS, "stage", "first"):
         pass  # the Lease now exists, free
     stale = admin.coordination.read_namespaced_lease(lock.LEASE, NS)
-    won = lock.try_acquire(admin.coordination, NS, "winner")
+    won = lock.try_acquire(admin, NS, "stage", "winner")
     assert not isinstance(won, lock.Holder)
     stale.spec.holder_identity = "loser"
-    with pytest.raises(kube.ApiException) as conflict:
+    with pytest.raises(ApiException) as conflict:
         admin.coordination.replace_namespaced_lease(lock.LEASE, NS, stale)
     assert conflict.value.status == 409
-    lost = lock.try_acquire(admin.coordination, NS, "late")
+    lost = lock.try_acquire(admin, NS, "stage", "late")
     assert isinstance(lost, lock.Holder) and lost.identity == "winner"
 
 
-def test_the_lease_is_renewed_while_held(admin: kube.Kube, fake_api: FakeApiServer) -> None:
+def test_the_lease_is_renewed_while_held(admin: Kube, fake_api: FakeApiServer) -> None:
     renewed = threading.Event()
-    with lock.held(admin.coordination, NS, "long deploy", renew_every=0.05) as first:
+    with lock.held(admin, NS, "stage", "long deploy", renew_every=0.05) as first:
         start = first.spec.renew_time
         for _ in range(200):  # bounded: at most 200 waits of 0.05 s
             spec = admin.coordination.read_namespaced_lease(lock.LEASE, NS).spec
@@ -94,26 +96,26 @@ def test_the_lease_is_renewed_while_held(admin: kube.Kube, fake_api: FakeApiServ
 
 
 def test_a_manual_deploy_waits_bounded_then_names_the_holder(
-    admin: kube.Kube, capsys: pytest.CaptureFixture[str]
+    admin: Kube, capsys: pytest.CaptureFixture[str]
 ) -> None:
     slept: list[float] = []
-    with lock.held(admin.coordination, NS, "autoupdate@server (cycle)"):
+    with lock.held(admin, NS, "stage", "autoupdate@server (cycle)"):
         with (
             pytest.raises(lock.Busy),
-            lock.held(admin.coordination, NS, "jane", wait=30, sleep=slept.append),
+            lock.held(admin, NS, "stage", "jane", wait=30, sleep=slept.append),
         ):
             pytest.fail("acquired a held lock")
         assert 1 <= len(slept) <= 30 / lock.RETRY_SECONDS + 1
         assert "held by autoupdate@server (cycle) since" in capsys.readouterr().out
         with (
             pytest.raises(Exit, match=r"Another deploy holds desbordante-stage \(autoupdate@"),
-            lock.exclusive(admin.coordination, NS, "deploy v1", wait=0),
+            lock.exclusive(admin, NS, "stage", "deploy v1", wait=0),
         ):
             pytest.fail("acquired a held lock")
 
 
-def test_a_wait_ends_as_soon_as_the_holder_releases(admin: kube.Kube) -> None:
-    holding = lock.held(admin.coordination, NS, "autoupdate@server")
+def test_a_wait_ends_as_soon_as_the_holder_releases(admin: Kube) -> None:
+    holding = lock.held(admin, NS, "stage", "autoupdate@server")
     holding.__enter__()
     waits: list[float] = []
 
@@ -122,28 +124,28 @@ def test_a_wait_ends_as_soon_as_the_holder_releases(admin: kube.Kube) -> None:
         if len(waits) == 1:
             holding.__exit__(None, None, None)
 
-    with lock.held(admin.coordination, NS, "jane", wait=60, sleep=sleep):
+    with lock.held(admin, NS, "stage", "jane", wait=60, sleep=sleep):
         holder = lock.current_holder(admin.coordination, NS)
         assert holder is not None and holder.identity == "jane"
     assert len(waits) == 1
 
 
-def test_devops_may_take_the_lock(admin: kube.Kube, tmp_path: Path) -> None:
-    devops = connect(grant(admin, tmp_path, "devops"))
-    with lock.held(devops.coordination, NS, "jane"):
+def test_devops_may_take_the_lock(admin: Kube, tmp_path: Path) -> None:
+    devops = connect_with(grant(admin, tmp_path, "devops"))
+    with lock.held(devops, NS, "stage", "jane"):
         assert lock.current_holder(devops.coordination, NS) is not None
 
 
-def test_a_kubeconfig_without_lease_rights_gets_one_line(admin: kube.Kube, tmp_path: Path) -> None:
-    viewer = connect(grant(admin, tmp_path, "viewer"))
+def test_a_kubeconfig_without_lease_rights_gets_one_line(admin: Kube, tmp_path: Path) -> None:
+    viewer = connect_with(grant(admin, tmp_path, "viewer"))
     with (
-        pytest.raises(Exit, match=r"may not use the deploy lock .*invoke access\.grant"),
-        lock.held(viewer.coordination, NS, "joe"),
+        pytest.raises(Exit, match=r"may not use the deploy lock .*viewers cannot deploy"),
+        lock.held(viewer, NS, "stage", "joe"),
     ):
         pytest.fail("a viewer took the lock")
 
 
-def test_a_namespace_that_does_not_exist_yet_is_deployed_unlocked(admin: kube.Kube) -> None:
+def test_a_namespace_that_does_not_exist_yet_is_deployed_unlocked(admin: Kube) -> None:
     """The first deploy creates the namespace; there is nothing in it a lock could protect."""
-    with lock.held(admin.coordination, "desbordante-new", "admin@server (deploy v1)") as lease:
+    with lock.held(admin, "desbordante-new", "stage", "admin@server (deploy v1)") as lease:
         assert lease is None

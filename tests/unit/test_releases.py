@@ -1,59 +1,58 @@
-"""The release ledger and the prod gate, through the real kubernetes client against the fake API
-server (RBAC enforced as kube-apiserver does; pods' image IDs seeded as a kubelet writes them).
-"""
+"""The release ledger, the prod gate and `releases.record`, on the fake API server (RBAC as
+kube-apiserver enforces it; pods simulated, their image IDs as a kubelet reports them)."""
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
-from typing import Any
 
 import pytest
-from invoke import Exit, MockContext, Result
-from kubernetes import client as k8s
+from invoke import Context, Exit, MockContext, Result
 from kubernetes.client.exceptions import ApiException
-from support.fakeapi import FakeApiServer
-from support.fakeapi_kube import config_for, connect, grant
+from support.clock import FakeClock
+from support.fakeapi.k3s import Cluster, config, prepare, rendered
 from support.mockrun import commands
-from support.plans import plan_cells
 
-from desbordante_ops.cluster import deploy, kube, names, releases
-from desbordante_ops.cluster.manifests.render import Rendered
-from desbordante_ops.cluster.secrets import SPECS
-from desbordante_ops.core.settings import load_config
-from desbordante_ops.tasks import releases as release_tasks
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.release.context import Options, Release, check_tag
+from desbordante_ops.cluster.release.deploy import deploy_release
+from desbordante_ops.cluster.release.ledger import (
+    LEDGER,
+    SYSTEM_NAMESPACE,
+    Record,
+    ledger,
+    write_entry,
+)
+from desbordante_ops.cluster.release.record import record_plan
+from desbordante_ops.core import plan
 
 STAGE, PROD = "desbordante-stage", "desbordante-prod"
 TAG = "v1.4.0"
 REPO = "ghcr.io/desbordante/desbordante-backend"
-IMAGE = f"{REPO}:{TAG}"
-DIGEST = "sha256:" + "ab" * 32
 LOCAL_ID = "sha256:" + "cd" * 32
 
 
-def pod(name: str, image: str, image_id: str, namespace: str = STAGE) -> dict[str, Any]:
-    """A running pod of ours as the kubelet reports it (status.containerStatuses[].imageID)."""
-    labels = {names.PART_OF_LABEL: names.APP_NAME, names.COMPONENT_LABEL: names.API}
-    status = {"name": "api", "image": image, "imageID": image_id, "ready": True}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {"containers": [{"name": "api", "image": image}]},
-        "status": {"phase": "Running", "containerStatuses": [{**status, "restartCount": 0}]},
-    }
+def release(
+    k3s: Cluster,
+    env: str,
+    tag: str = TAG,
+    c: Context | None = None,
+    yes: bool = True,
+    confirm: object = None,
+) -> Release:
+    options = Options(
+        yes=yes, timeout=120, clock=FakeClock(), **({"confirm": confirm} if confirm else {})
+    )  # type: ignore[arg-type]
+    return Release(c or Context(), config(env), k3s.admin, tag, rendered(env, tag), options)
 
 
-def recorded(fake_api: FakeApiServer) -> dict[str, dict[str, str]]:
-    cm = fake_api.get("ConfigMap", releases.LEDGER, releases.SYSTEM_NAMESPACE)
-    return {key: json.loads(value) for key, value in ((cm or {}).get("data") or {}).items()}
-
-
-def record_as_admin(fake_api: FakeApiServer, admin_kubeconfig: Path, image_id: str) -> None:
-    fake_api.seed(pod("api-1", IMAGE, image_id))
-    cfg = config_for(admin_kubeconfig)
-    assert releases.record_release(connect(admin_kubeconfig), cfg, STAGE, IMAGE, TAG)
+def on_stage(k3s: Cluster, tag: str = TAG) -> Release:
+    """TAG deployed to stage (and so verified and recorded), prod prepared."""
+    prepare(k3s.admin, "stage")
+    prepare(k3s.admin, "prod")
+    x = release(k3s, "stage", tag)
+    deploy_release(x)
+    return x
 
 
 def crictl(image_id: str) -> MockContext:
@@ -61,253 +60,191 @@ def crictl(image_id: str) -> MockContext:
     return MockContext(run={re.compile(r".*crictl inspecti .*"): Result(image_id)}, repeat=True)
 
 
-def never_asked(question: str) -> str:
-    raise AssertionError(f"asked {question!r}")
+# --- the ledger ----------------------------------------------------------------------------------
 
 
-def test_admin_records_the_image_id_the_kubelet_reports(
-    fake_api: FakeApiServer, admin: kube.Kube, admin_kubeconfig: Path
+def test_a_stage_deploy_records_the_image_the_kubelet_reports_and_its_verify_job(
+    k3s: Cluster,
 ) -> None:
-    fake_api.seed(pod("api-old", f"{REPO}:v1.3.9", f"{REPO}@sha256:" + "99" * 32))
-    record_as_admin(fake_api, admin_kubeconfig, f"docker-pullable://{REPO}@{DIGEST}")
-    entry = recorded(fake_api)[f"{STAGE}.{TAG}"]
-    assert entry["image"] == IMAGE
-    assert entry["image_id"] == f"{REPO}@{DIGEST}"  # only the pods of IMAGE, runtime scheme cut
-    assert entry["by"] == "default"  # the admin kubeconfig's user
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["deployed_at"])
+    x = on_stage(k3s)
+    entry = ledger(k3s.admin.core)[f"{STAGE}.{TAG}"]
+    pods = k3s.server.all("Pod", STAGE, f"{names.COMPONENT_LABEL}={names.API}")
+    reported = pods[0]["status"]["containerStatuses"][0]["imageID"]
+    assert entry.image_id == reported and entry.image == x.image
+    assert entry.verified_by == x.rendered.verify_job and entry.verified_at
 
 
-def test_stage_devops_gets_403_on_the_ledger_and_is_told_how_prod_will_accept_it(
-    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    fake_api.seed(pod("api-1", IMAGE, f"{REPO}@{DIGEST}"))
-    devops = grant(admin, tmp_path, "devops")
-    assert not releases.record_release(connect(devops), config_for(devops), STAGE, IMAGE, TAG)
-    denied = [r for r in fake_api.requests if r.code == 403]
-    assert [(r.method, r.path.split("?")[0]) for r in denied] == [
-        ("PATCH", f"/api/v1/namespaces/{releases.SYSTEM_NAMESPACE}/configmaps/{releases.LEDGER}")
-    ]
-    assert recorded(fake_api) == {}
-    out = " ".join(capsys.readouterr().out.split())
-    assert f"prod will not accept {TAG} until a cluster admin records it" in out
-    assert f"`invoke releases.record --env stage --tag {TAG}`" in out
+def test_devops_may_read_the_ledger_but_not_write_it_nor_pod_statuses(k3s: Cluster) -> None:
+    on_stage(k3s)
+    devops = k3s.grant("devops")
+    assert ledger(devops.core)  # reads it
+    forged = Record(STAGE, "v9.9.9", "x", "sha256:" + "00" * 32, "now", "me", "verify-x", "now")
+    with pytest.raises(ApiException) as denied:
+        write_entry(devops.core, forged)
+    assert denied.value.status == 403
+    pod = k3s.server.all("Pod", STAGE)[0]["metadata"]["name"]
+    with pytest.raises(ApiException) as status:
+        devops.core.patch_namespaced_pod_status(pod, STAGE, {"status": {"phase": "x"}})
+    assert status.value.status == 403
 
 
-def test_devops_cannot_write_the_image_ids_the_kubelet_reports(
-    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path
-) -> None:
-    fake_api.seed(pod("api-1", IMAGE, f"{REPO}@{DIGEST}"))
-    devops = connect(grant(admin, tmp_path, "devops"))
-    forged = {"status": {"containerStatuses": [{"name": "api", "imageID": "x"}]}}
-    for patch in (devops.core.patch_namespaced_pod_status, devops.core.patch_namespaced_pod):
-        with pytest.raises(ApiException) as info:
-            patch("api-1", STAGE, forged)
-        assert info.value.status == 403
+def test_a_viewer_cannot_read_the_ledger_and_is_told_so(k3s: Cluster) -> None:
+    prepare(k3s.admin, "stage")
+    with pytest.raises(Exit, match="may not read the release ledger"):
+        ledger(k3s.grant("viewer").core)
 
 
-def test_a_forged_entry_in_the_stage_namespace_is_ignored_by_prod(
-    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path
-) -> None:
-    devops = connect(grant(admin, tmp_path, "devops"))
-    forged = json.dumps({"image": IMAGE, "image_id": f"{REPO}@{DIGEST}", "deployed_at": "x"})
-    body = k8s.V1ConfigMap(
-        metadata=k8s.V1ObjectMeta(name=releases.LEDGER),
-        data={TAG: forged, f"{STAGE}.{TAG}": forged},
-    )
-    devops.core.create_namespaced_config_map(STAGE, body)  # devops may write its namespace
-    with pytest.raises(Exit, match=f"{TAG} never ran on stage"):
-        releases.check_prod_rules(
-            MockContext(), admin.core, STAGE, TAG, IMAGE, yes=True, confirm=never_asked
-        )
+def test_a_failed_verify_leaves_the_ledger_without_the_release(k3s: Cluster) -> None:
+    prepare(k3s.admin, "stage")
+    k3s.kubelet.behave("verify-", job="fail", logs="verify: upload FAILED: 507\n")
+    with pytest.raises(Exit, match="upload FAILED"):
+        deploy_release(release(k3s, "stage"))
+    assert f"{STAGE}.{TAG}" not in ledger(k3s.admin.core)
 
 
-def test_prod_refuses_a_tag_never_recorded_for_stage(
-    fake_api: FakeApiServer, admin: kube.Kube, admin_kubeconfig: Path
-) -> None:
-    record_as_admin(fake_api, admin_kubeconfig, f"{REPO}@{DIGEST}")
-    with pytest.raises(Exit, match=r"v1\.5\.0 never ran on stage"):
-        releases.check_prod_rules(
-            MockContext(), admin.core, STAGE, "v1.5.0", f"{REPO}:v1.5.0", True, never_asked
-        )
+# --- the prod gate ------------------------------------------------------------------------------
 
 
-def test_prod_refuses_a_sha_tag_before_reading_anything(
-    fake_api: FakeApiServer, admin: kube.Kube
-) -> None:
-    before = len(fake_api.requests)
+def test_prod_refuses_a_sha_tag_before_reading_anything(k3s: Cluster) -> None:
+    before = len(k3s.server.requests)
     with pytest.raises(Exit, match="only a release tag"):
-        releases.check_prod_rules(
-            MockContext(), admin.core, STAGE, "3f2a9c1", f"{REPO}:3f2a9c1", True, never_asked
-        )
-    assert len(fake_api.requests) == before
+        check_tag(config("prod"), "3f2a9c1")
+    assert len(k3s.server.requests) == before
 
 
-def test_prod_runs_the_recorded_digest_not_the_tag(
-    fake_api: FakeApiServer, admin: kube.Kube, admin_kubeconfig: Path, tmp_path: Path
+def test_prod_refuses_a_release_stage_never_ran(k3s: Cluster) -> None:
+    on_stage(k3s)
+    with pytest.raises(Exit, match=r"v1\.5\.0 never ran on stage"):
+        deploy_release(release(k3s, "prod", "v1.5.0"), dry_run=True)
+
+
+def test_prod_refuses_a_stage_record_that_is_not_verified(k3s: Cluster) -> None:
+    prepare(k3s.admin, "prod")
+    write_entry(
+        k3s.admin.core,
+        Record(
+            STAGE,
+            TAG,
+            f"{REPO}:{TAG}",
+            f"{REPO}@sha256:" + "ab" * 32,
+            "2026-11-20T10:00:00Z",
+            "admin",
+        ),
+    )
+    with pytest.raises(Exit, match="never verified there"):
+        deploy_release(release(k3s, "prod"), dry_run=True)
+
+
+def test_a_forged_entry_in_the_stage_namespace_is_ignored_by_prod(k3s: Cluster) -> None:
+    prepare(k3s.admin, "stage")
+    prepare(k3s.admin, "prod")
+    devops = k3s.grant("devops")
+    forged = json.dumps(
+        {
+            "image": "x",
+            "image_id": f"{REPO}@sha256:" + "ab" * 32,
+            "deployed_at": "x",
+            "by": "me",
+            "verified_by": "v",
+            "verified_at": "t",
+        }
+    )
+    devops.core.create_namespaced_config_map(
+        STAGE, {"metadata": {"name": LEDGER}, "data": {f"{STAGE}.{TAG}": forged}}
+    )
+    with pytest.raises(Exit, match=f"{TAG} never ran on stage"):
+        deploy_release(release(k3s, "prod"), dry_run=True)
+
+
+def test_prod_deploys_exactly_the_digest_stage_ran_after_a_typed_confirmation(
+    k3s: Cluster,
 ) -> None:
-    record_as_admin(fake_api, admin_kubeconfig, f"{REPO}@{DIGEST}")
-    prod_devops = connect(grant(admin, tmp_path, "devops", env="prod"))  # reads the ledger
+    on_stage(k3s)
+    digest = ledger(k3s.admin.core)[f"{STAGE}.{TAG}"].image_id
     asked: list[str] = []
 
     def typed(question: str) -> str:
         asked.append(question)
         return TAG
 
-    pinned = releases.check_prod_rules(
-        MockContext(), prod_devops.core, STAGE, TAG, IMAGE, False, typed
-    )
-    assert pinned == f"{REPO}@{DIGEST}"
-    assert TAG in asked[0] and "sha256:abababababab" in asked[0]
+    x = release(k3s, "prod", yes=False, confirm=typed)
+    with plan.watching() as seen:
+        deploy_release(x, dry_run=True)
+        assert asked == []  # a dry run never asks
+        deploy_release(x)
+    dry, real = seen
+    assert dry.rows == real.rows and real.ran == real.runnable
+    assert ("ask", f"type {TAG} to confirm (--yes skips it)") in real.ran
+    assert any(a == "check" and "prod gate" in t and digest in t for a, t in real.rows)
+    api = k3s.server.get("Deployment", names.API, PROD)
+    assert api is not None
+    assert api["spec"]["template"]["spec"]["containers"][0]["image"] == digest
+    assert TAG in asked[0]
+    assert ledger(k3s.admin.core)[f"{PROD}.{TAG}"].verified
 
 
-def test_prod_compares_a_local_image_id_with_the_image_in_k3s(
-    fake_api: FakeApiServer, admin: kube.Kube, admin_kubeconfig: Path
-) -> None:
-    record_as_admin(fake_api, admin_kubeconfig, LOCAL_ID)
+def test_a_wrong_answer_deploys_nothing_to_prod(k3s: Cluster) -> None:
+    on_stage(k3s)
+    with pytest.raises(Exit, match="Not confirmed"):
+        deploy_release(release(k3s, "prod", yes=False, confirm=lambda question: "yes"))
+    assert k3s.server.all("Deployment", PROD) == []
+
+
+def test_prod_compares_a_local_image_id_with_the_image_in_k3s(k3s: Cluster) -> None:
+    k3s.kubelet.image_ids[f"{REPO}:{TAG}"] = LOCAL_ID  # loaded into k3s without a registry
+    on_stage(k3s)
     c = crictl(LOCAL_ID)
-    assert releases.check_prod_rules(c, admin.core, STAGE, TAG, IMAGE, True, never_asked) == IMAGE
-    *_, command = commands(c)
-    assert command.endswith(
-        f"crictl inspecti -o go-template --template '{{{{.status.id}}}}' {IMAGE}"
+    deploy_release(release(k3s, "prod", c=c), dry_run=True)
+    assert commands(c)[-1].endswith(
+        f"crictl inspecti -o go-template --template '{{{{.status.id}}}}' {REPO}:{TAG}"
     )
-    rebuilt = crictl("sha256:" + "ef" * 32)
     with pytest.raises(Exit, match=r"local image sha256:cdcdcdcdcdcd .* has sha256:efefefefefef"):
-        releases.check_prod_rules(rebuilt, admin.core, STAGE, TAG, IMAGE, True, never_asked)
+        deploy_release(release(k3s, "prod", c=crictl("sha256:" + "ef" * 32)), dry_run=True)
 
 
-def test_a_viewer_cannot_read_the_ledger_and_is_told_so(admin: kube.Kube, tmp_path: Path) -> None:
-    viewer = connect(grant(admin, tmp_path, "viewer"))
-    with pytest.raises(Exit, match="may not read the release ledger"):
-        releases.ledger(viewer.core)
+# --- releases.record ----------------------------------------------------------------------------
 
 
-def test_pods_running_different_images_for_one_tag_are_not_recorded(
-    fake_api: FakeApiServer, admin: kube.Kube, admin_kubeconfig: Path
+def test_record_verifies_what_runs_then_records_it_and_its_dry_run_is_its_plan(
+    k3s: Cluster,
 ) -> None:
-    fake_api.seed(pod("api-1", IMAGE, f"{REPO}@{DIGEST}"))
-    fake_api.seed(pod("api-2", IMAGE, f"{REPO}@sha256:" + "12" * 32))
-    cfg = config_for(admin_kubeconfig)
-    assert not releases.record_release(admin, cfg, STAGE, IMAGE, TAG)
-    assert not releases.record_release(admin, cfg, PROD, IMAGE, TAG)  # no pods at all
-    assert recorded(fake_api) == {}
-
-
-@pytest.fixture
-def admin_tasks(monkeypatch: pytest.MonkeyPatch, admin_kubeconfig: Path) -> None:
-    """The tasks read stage's settings with the admin kubeconfig and this image name."""
-    monkeypatch.setenv("KUBECONFIG_PATH", str(admin_kubeconfig))
-    monkeypatch.setenv("IMAGE_NAME", REPO)
-
-
-@pytest.mark.usefixtures("admin_tasks")
-def test_the_record_task_is_how_an_admin_records_a_release(
-    fake_api: FakeApiServer, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(Exit) as failed:  # nothing runs the release yet
-        release_tasks.record(MockContext(), env="stage", tag=TAG)
-    assert failed.value.code == 1
-    fake_api.seed(pod("api-1", IMAGE, f"{REPO}@{DIGEST}"))
-    release_tasks.record(MockContext(), env="stage", tag=TAG)
-    assert recorded(fake_api)[f"{STAGE}.{TAG}"]["image_id"] == f"{REPO}@{DIGEST}"
-    release_tasks.list(MockContext(), env="stage")
-    assert TAG in capsys.readouterr().out
-
-
-@pytest.mark.usefixtures("wide_console", "admin", "admin_tasks")
-def test_record_dry_run_says_what_it_would_write_and_writes_nothing(
-    fake_api: FakeApiServer, capsys: pytest.CaptureFixture[str]
-) -> None:
-    ledger = f"ConfigMap {releases.SYSTEM_NAMESPACE}/{releases.LEDGER}"
-    seen = len(fake_api.requests)
-    release_tasks.record(MockContext(), env="stage", tag=TAG, dry_run=True)  # exits 0
-    why = f"no pod in {STAGE} reports an image ID for {IMAGE}"
-    assert plan_cells(capsys.readouterr().out) == [
-        ("skip", f"{TAG} is not recorded ({why}): the real run fails")
-    ]
-    fake_api.seed(pod("api-1", IMAGE, f"{REPO}@{DIGEST}"))
-    release_tasks.record(MockContext(), env="stage", tag=TAG, dry_run=True)
-    assert plan_cells(capsys.readouterr().out) == [
-        ("create", f"namespace {releases.SYSTEM_NAMESPACE}"),
-        ("create", ledger),
-        (
-            "add",
-            f"{ledger} key {STAGE}.{TAG}: image {IMAGE}, image ID {REPO}@{DIGEST[:19]}, by default",
-        ),
-    ]
-    assert [r.method for r in fake_api.requests[seen:] if r.method != "GET"] == []
-    assert recorded(fake_api) == {}
-    release_tasks.record(MockContext(), env="stage", tag=TAG)
-    release_tasks.record(MockContext(), env="stage", tag=TAG, dry_run=True)
-    assert plan_cells(capsys.readouterr().out)[-1] == (
-        "keep",
-        f"{ledger} key {STAGE}.{TAG} (already {REPO}@{DIGEST[:19]})",
-    )
-
-
-# --- deploy as stage devops: the release goes live, the ledger says no ---------------------------
-
-
-def workloads(fake_api: FakeApiServer, job: str) -> None:
-    """Secrets, finished migrate Job and ready workloads, as controllers would report them."""
-    meta = {"namespace": STAGE}
-    template = {"spec": {"containers": [{"name": "c", "image": IMAGE}]}}
-    spec = {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": template}
-    ready = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
-    for secret in SPECS:
-        fake_api.seed(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret.name, **meta}}
+    prepare(k3s.admin, "stage")
+    devops = k3s.grant("devops")
+    deploy_release(
+        Release(
+            Context(),
+            config("stage"),
+            devops,
+            TAG,
+            rendered("stage", TAG),
+            Options(yes=True, timeout=120, clock=FakeClock()),
         )
-    complete = {"conditions": [{"type": "Complete", "status": "True"}]}
-    fake_api.seed(
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": job, **meta},
-            "spec": {"template": template},
-            "status": complete,
-        }
     )
-    kinds = (
-        ("Deployment", names.DEPLOYMENTS, {**ready, "availableReplicas": 1}),
-        (
-            "StatefulSet",
-            names.STATEFULSETS,
-            {**ready, "currentRevision": "r", "updateRevision": "r"},
-        ),
-    )
-    for kind, workload_names, status in kinds:
-        for name in workload_names:
-            fake_api.seed(
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": kind,
-                    "metadata": {"name": name, "generation": 1, **meta},
-                    "spec": spec,
-                    "status": status,
-                }
-            )
-    fake_api.seed(pod("api-1", IMAGE, f"{REPO}@{DIGEST}"))
+    assert ledger(k3s.admin.core) == {}  # devops may not write it
+    cfg = config("stage")
+    with plan.watching() as seen:
+        plan.execute(record_plan(Context(), cfg, k3s.admin, TAG), dry_run=True)
+        assert ledger(k3s.admin.core) == {}
+        plan.execute(record_plan(Context(), cfg, k3s.admin, TAG))
+    dry, real = seen
+    assert dry.rows == real.rows and real.ran == real.runnable
+    assert [a for a, _ in real.ran] == ["run", "add"]
+    assert ledger(k3s.admin.core)[f"{STAGE}.{TAG}"].verified
 
 
-def test_a_stage_deploy_by_devops_succeeds_and_says_prod_will_not_accept_it(
-    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    job = "migrate-v1-4-0-0badc0de"
-    workloads(fake_api, job)
-    devops = grant(admin, tmp_path, "devops")
-    cfg = load_config(
-        "stage", flags={"KUBECONFIG_PATH": str(devops), "IMAGE_NAME": REPO}, environ={}
-    )
-    rendered = Rendered("stage", STAGE, IMAGE, job, "", [])
-    kubectl = MockContext(
-        run={
-            re.compile(r"^kubectl .* diff "): Result(exited=1),
-            re.compile(r"^kubectl .* apply "): Result(),
-        },
-        repeat=True,
-    )
-    assert deploy.deploy_release(kubectl, cfg, connect(devops), rendered, TAG)
-    out = " ".join(capsys.readouterr().out.split())
-    assert f"prod will not accept {TAG} until a cluster admin records it" in out
-    assert f"{IMAGE} is live in {STAGE}" in out
-    assert recorded(fake_api) == {}
+def test_record_refuses_when_verify_fails(k3s: Cluster) -> None:
+    on_stage(k3s)
+    k3s.server.remove("ConfigMap", LEDGER, SYSTEM_NAMESPACE)
+    k3s.kubelet.behave("verify-", job="fail", logs="verify: task FAILED: no worker\n")
+    with pytest.raises(Exit, match="no worker"):
+        plan.execute(record_plan(Context(), config("stage"), k3s.admin, TAG))
+    assert ledger(k3s.admin.core) == {}
+
+
+def test_pods_running_different_images_for_one_tag_are_not_recorded(k3s: Cluster) -> None:
+    on_stage(k3s)
+    pod = k3s.server.all("Pod", STAGE, f"{names.COMPONENT_LABEL}={names.WORKER}")[0]
+    pod["status"]["containerStatuses"][0]["imageID"] = f"{REPO}@sha256:" + "99" * 32
+    k3s.server.seed(pod)
+    with pytest.raises(Exit, match="different images"):
+        plan.execute(record_plan(Context(), config("stage"), k3s.admin, TAG))

@@ -22,6 +22,7 @@ from kubernetes import client as k8s
 from support.fakeapi.rbac import MASTERS, User
 from support.fakeapi.server import FakeApiServer, encode
 
+from desbordante_ops.cluster import access
 from desbordante_ops.cluster.kube.client import Kube, connect
 from desbordante_ops.core.settings import EnvConfig, load_config
 
@@ -89,3 +90,12 @@ def config_for(path: Path, env: str = "stage") -> EnvConfig:
 def connect_with(path: Path, env: str = "stage") -> Kube:
     """The toolkit's `connect` for the kubeconfig at PATH (the HTTPS server)."""
     return connect(config_for(path, env))
+
+
+def grant(
+    admin: Kube, directory: Path, role: str, user: str = "jane", env: str = "stage"
+) -> Path:
+    """`access.grant` of ROLE in ENV to USER over the admin's connection; its kubeconfig."""
+    out = directory / f"{user}-{env}-{role}.kubeconfig"
+    access.grant(admin, f"desbordante-{env}", user, role, out, days=30)
+    return out

@@ -118,7 +118,7 @@ class Kubelet:
             if current
             else str(max(revisions, default=0) + 1)
         )
-        labels = {**spec["selector"]["matchLabels"], "pod-template-hash": template_hash}
+        labels = {**template["metadata"].get("labels", {}), "pod-template-hash": template_hash}
         replicas = spec.get("replicas", 1)
         if current is None:
             current = self.server.put(
@@ -179,7 +179,8 @@ class Kubelet:
         meta, spec = obj["metadata"], obj["spec"]
         namespace, name = meta["namespace"], meta["name"]
         revision = f"{name}-{_hash(spec['template'])[:10]}"
-        labels = {**spec["selector"]["matchLabels"], "controller-revision-hash": revision}
+        template_labels = spec["template"]["metadata"].get("labels", {})
+        labels = {**template_labels, "controller-revision-hash": revision}
         replicas = spec.get("replicas", 1)
         how = self.behaviour(spec["template"]["metadata"].get("labels", {}).get(COMPONENT, name))
         admitted = True
