@@ -1,341 +1,144 @@
-"""deploy.teardown: deletes what is deployed (by label), asks before purging, never eats stdin.
-
-kubectl is a MockContext (commands are recorded, nothing runs). To check what a generated
-`kubectl delete` would remove, `apply_delete` evaluates its kinds and label selector over a
-namespace of deployed objects the way the API server does (equality and existence terms), and
-lets the garbage collector take the dependents of what it deleted unless the cascade orphans
-them.
-"""
+"""deploy.teardown on the fake API server: deletes what is deployed (found by label, whatever
+release it was), keeps data unless a confirmed --purge-data, asks before anything is deleted;
+the dry run is the plan the run executes."""
 
 from __future__ import annotations
 
-import re
-import shlex
-from typing import Any, cast
-from unittest.mock import Mock
+from collections.abc import Callable
 
 import pytest
-from invoke import Exit, MockContext, Result
-from support.plans import plan_cells
-from support.selectors import matches
+from invoke import Context, Exit
+from support.clock import FakeClock
+from support.fakeapi.k3s import Cluster, config, prepare, rendered
 
 from desbordante_ops.cluster import names
-from desbordante_ops.cluster import teardown as td
 from desbordante_ops.cluster.access import DEVOPS_RULES
-from desbordante_ops.core.settings import load_config
-from desbordante_ops.tasks import deploy as deploy_tasks
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.release.context import Options, Release
+from desbordante_ops.cluster.release.deploy import deploy_release
+from desbordante_ops.cluster.release.teardown import (
+    PURGED_KINDS,
+    WORKLOAD_KINDS,
+    teardown_plan,
+)
+from desbordante_ops.core import plan
+from desbordante_ops.core.plan import Plan
 
 NS = "desbordante-stage"
-OURS = {
-    names.PART_OF_LABEL: names.APP_NAME,
-    **names.MANAGED_BY,
-    names.INSTANCE_LABEL: NS,
-}
-# kubectl resource name -> the kind it lists
-RESOURCES = {
-    "serviceaccounts": "ServiceAccount",
-    "deployments.apps": "Deployment",
-    "statefulsets.apps": "StatefulSet",
-    "cronjobs.batch": "CronJob",
-    "jobs.batch": "Job",
-    "ingresses.networking.k8s.io": "Ingress",
-    "services": "Service",
-    "poddisruptionbudgets.policy": "PodDisruptionBudget",
-    "networkpolicies.networking.k8s.io": "NetworkPolicy",
-    "configmaps": "ConfigMap",
-    "middlewares.traefik.io": "Middleware",
-    "persistentvolumeclaims": "PersistentVolumeClaim",
-    "secrets": "Secret",
-}
+OLD = "v0.1.0"  # deployed by an older release: HEAD renders another tag and hash
 
 
-JOB = "migrate-v0-1-0-1a2b3c4d"  # deployed by an OLD release; HEAD renders another tag/hash
-# (kind/name, labels, owner kind/name): the namespace after that deploy
-Deployed = list[tuple[str, dict[str, str], str | None]]
-
-
-def deployed() -> Deployed:
-    toolkit = {names.PART_OF_LABEL: names.APP_NAME, **names.MANAGED_BY}  # no instance label
-    return [
-        ("Deployment/api", OURS, None),
-        ("Pod/api-7d9c-abcde", OURS, "Deployment/api"),  # via its ReplicaSet
-        ("Deployment/worker", OURS, None),
-        ("StatefulSet/postgres", OURS, None),
-        ("Pod/postgres-0", OURS, "StatefulSet/postgres"),
-        (f"Job/{JOB}", OURS, None),
-        (f"Pod/{JOB}-x7k2p", {**OURS, "job-name": JOB}, f"Job/{JOB}"),
-        ("Service/api", OURS, None),
-        ("Ingress/api", OURS, None),
-        ("PodDisruptionBudget/api", OURS, None),
-        ("NetworkPolicy/default-deny", OURS, None),
-        ("ConfigMap/desbordante-config-5g7h8k", OURS, None),
-        ("Middleware/flower-auth", OURS, None),
-        ("PersistentVolumeClaim/uploads", OURS, None),
-        ("PersistentVolumeClaim/data-postgres-0", {names.NAME_LABEL: names.APP_NAME}, None),
-        (f"Secret/{names.PostgresSecret.NAME}", toolkit, None),
-        ("ConfigMap/kube-root-ca.crt", {}, None),
-        ("Deployment/someone-elses", {"app": "other"}, None),
-    ]
-
-
-def apply_delete(command: str, objects: Deployed) -> set[str]:
-    """KIND/NAME of OBJECTS that the `kubectl delete` COMMAND removes, dependents included."""
-    argv = shlex.split(command)
-    assert argv[3] == "delete" and "-f" not in argv and "--all" not in argv
-    assert argv[argv.index("--namespace") + 1] == NS
-    kinds = {RESOURCES[resource] for resource in argv[4].split(",")}
-    selector = argv[argv.index("--selector") + 1]
-    gone = {
-        ref
-        for ref, labels, _ in objects
-        if ref.split("/")[0] in kinds and matches(selector, labels)
-    }
-    if "--cascade=orphan" not in argv:
-        gone |= {ref for ref, _, owner in objects if owner in gone}
-    return gone
-
-
-def kubectl_context(**results: Result) -> MockContext:
-    return MockContext(
-        run={
-            re.compile(r"^kubectl .* delete (?!namespace)\S+ .*"): results.get("delete", Result()),
-            re.compile(r"^kubectl .* delete namespace .*"): results.get("namespace", Result()),
-        },
-        repeat=True,
+def deployed(k3s: Cluster) -> None:
+    prepare(k3s.admin, "stage")
+    options = Options(yes=True, timeout=120, clock=FakeClock())
+    deploy_release(
+        Release(Context(), config("stage"), k3s.admin, OLD, rendered("stage", OLD), options)
     )
 
 
-def run_calls(c: MockContext) -> list[Any]:
-    """The recorded c.run calls (MockContext wraps run in a unittest.mock.Mock)."""
-    return list(cast(Mock, c.run).call_args_list)
+def twice(build: Callable[[], Plan]) -> tuple[plan.Seen, plan.Seen]:
+    with plan.watching() as seen:
+        plan.execute(build(), dry_run=True)
+        plan.execute(build())
+    return seen[0], seen[1]
 
 
-def commands(c: MockContext) -> list[str]:
-    return [call.args[0] for call in run_calls(c)]
-
-
-@pytest.fixture
-def cfg() -> Any:
-    return load_config("stage", environ={})
-
-
-def never_ask(prompt: str) -> str:
-    raise AssertionError("asked without a purge / with --yes")
-
-
-def test_teardown_deletes_the_deployed_release_by_label_and_keeps_data(cfg: Any) -> None:
-    c = kubectl_context()
-    td.teardown(c, cfg, purge_data=False, yes=False, ask=never_ask)
-    cmds = commands(c)
-    assert len(cmds) == 2  # built-in kinds, then the Traefik CRD kinds
-    assert all("--kubeconfig" in cmd for cmd in cmds)
-    gone = set().union(*(apply_delete(cmd, deployed()) for cmd in cmds))
-    assert f"Job/{JOB}" in gone and f"Pod/{JOB}-x7k2p" in gone  # whatever tag HEAD renders
-    assert {"Deployment/api", "StatefulSet/postgres", "Middleware/flower-auth"} <= gone
-    assert {"ConfigMap/desbordante-config-5g7h8k", "NetworkPolicy/default-deny"} <= gone
-    kept = {ref for ref, _, _ in deployed()} - gone
-    assert kept == {
-        "PersistentVolumeClaim/uploads",
-        "PersistentVolumeClaim/data-postgres-0",
-        f"Secret/{names.PostgresSecret.NAME}",
-        "ConfigMap/kube-root-ca.crt",
-        "Deployment/someone-elses",
-    }
-    assert all("--cascade=foreground" in cmd and " --wait" in cmd for cmd in cmds)
-    assert not any(" delete namespace " in cmd for cmd in cmds)
-
-
-def test_a_devops_kubeconfig_may_delete_every_kind_teardown_deletes() -> None:
-    allowed = {
-        f"{resource}.{group}" if group else resource
-        for group, resources, verbs in DEVOPS_RULES
-        if "delete" in verbs and "list" in verbs
-        for resource in resources
-    }
-    assert set(td.WORKLOAD_KINDS + td.CRD_KINDS) <= allowed
-
-
-def test_every_kubectl_call_is_cut_off_from_our_stdin(cfg: Any) -> None:
-    c = kubectl_context()
-    td.teardown(c, cfg, purge_data=True, yes=True)
-    calls = run_calls(c)
-    assert len(calls) == 3
-    assert all(call.kwargs.get("in_stream") is False for call in calls)
-
-
-def test_teardown_task_needs_no_render_and_no_git(monkeypatch: pytest.MonkeyPatch) -> None:
-    c = kubectl_context()  # any other command (git, kubectl kustomize) would fail the MockContext
-    deploy_tasks.teardown(c, env="stage")
-    assert [shlex.split(cmd)[3] for cmd in commands(c)] == ["delete", "delete"]
-
-
-@pytest.mark.parametrize("answer", ["", "yes", "desbordante-prod", "y"])
-def test_wrong_answer_deletes_nothing(cfg: Any, answer: str) -> None:
-    c = kubectl_context()
-    with pytest.raises(Exit, match=r"Not confirmed .* nothing was deleted"):
-        td.teardown(
-            c, cfg, purge_data=True, yes=False, ask=lambda p: answer, interactive=lambda: True
-        )
-    assert commands(c) == []
-
-
-def test_no_terminal_refuses_before_deleting_anything(cfg: Any) -> None:
-    c = kubectl_context()
-    with pytest.raises(Exit) as info:
-        td.teardown(c, cfg, purge_data=True, yes=False, ask=never_ask, interactive=lambda: False)
-    message = str(info.value.message)
-    assert "pass --yes" in message and "\n" not in message
-    assert commands(c) == []
-
-
-def test_eof_at_the_prompt_refuses_before_deleting_anything(cfg: Any) -> None:
-    def eof(prompt: str) -> str:
-        raise EOFError
-
-    c = kubectl_context()
-    with pytest.raises(Exit, match="pass --yes"):
-        td.teardown(c, cfg, purge_data=True, yes=False, ask=eof, interactive=lambda: True)
-    assert commands(c) == []
-
-
-def test_purge_asks_first_then_workloads_then_namespace(cfg: Any) -> None:
-    events: list[str] = []
-
-    class Recording(MockContext):
-        def run(self, command: str, **kw: Any) -> Any:
-            events.append(shlex.split(command)[4])
-            return Result()
-
-    def ask(prompt: str) -> str:
-        events.append("asked")
-        assert NS in prompt
-        return f"  {NS}\n"
-
-    td.teardown(Recording(), cfg, purge_data=True, yes=False, ask=ask, interactive=lambda: True)
-    assert events == ["asked", ",".join(td.WORKLOAD_KINDS), *td.CRD_KINDS, "namespace"]
-
-
-def test_purge_with_yes_needs_no_terminal(cfg: Any) -> None:
-    c = kubectl_context()
-    td.teardown(c, cfg, purge_data=True, yes=True, ask=never_ask, interactive=lambda: False)
-    assert commands(c)[-1].endswith(f"delete namespace {NS} --ignore-not-found --wait")
-
-
-def test_failed_delete_is_one_line_and_stops_before_the_namespace(cfg: Any) -> None:
-    c = kubectl_context(delete=Result(exited=1, stderr="error: You must be logged in"))
-    with pytest.raises(Exit, match=f"Deleting the objects of {NS} failed \\(exit 1\\)"):
-        td.teardown(c, cfg, purge_data=True, yes=True)
-    assert len(commands(c)) == 1
-
-
-def crd_delete_fails(stderr: str) -> MockContext:
-    return MockContext(
-        run={
-            re.compile(r".* delete middlewares\.traefik\.io .*"): Result(exited=1, stderr=stderr),
-            re.compile(r".* delete \S+ .*"): Result(),
-        },
-        repeat=True,
+def teardown(
+    k: Kube, purge: bool = False, yes: bool = False, answer: str = "", terminal: bool = True
+) -> Plan:
+    return teardown_plan(
+        k,
+        config("stage"),
+        purge,
+        yes,
+        ask=lambda question: answer,
+        interactive=lambda: terminal,
+        sleep=lambda seconds: None,
     )
 
 
-def test_missing_traefik_crds_mean_no_middlewares_to_delete(cfg: Any) -> None:
-    missing = 'error: the server doesn\'t have a resource type "middlewares"'
-    td.teardown(crd_delete_fails(missing), cfg, purge_data=False, yes=False)
-    forbidden = 'Error from server (Forbidden): middlewares.traefik.io is forbidden: User "x"'
-    with pytest.raises(Exit, match=r"middlewares\.traefik\.io of desbordante-stage failed: Error"):
-        td.teardown(crd_delete_fails(forbidden), cfg, purge_data=False, yes=False)
-
-
-class ReadOnlyKubectl(MockContext):
-    """Answers `kubectl get -o name` over the deployed objects as the API server would (by kind
-    and label selector); any other command fails the test."""
-
-    def __init__(self, objects: Deployed, crds: bool = True) -> None:
-        super().__init__()
-        self.objects, self.crds = objects, crds
-        self.commands: list[str] = []
-
-    def run(self, command: str, **kw: Any) -> Any:
-        self.commands.append(command)
-        assert kw.get("in_stream") is False
-        argv = shlex.split(command)
-        assert argv[3] == "get" and argv[argv.index("--output") + 1] == "name", command
-        assert argv[argv.index("--namespace") + 1] == NS
-        resources = argv[4].split(",")
-        if not self.crds and "middlewares.traefik.io" in resources:
-            stderr = 'error: the server doesn\'t have a resource type "middlewares"'
-            return Result(exited=1, stderr=stderr)
-        selector = argv[argv.index("--selector") + 1] if "--selector" in argv else ""
-        names_ = [
-            f"{ref.split('/')[0].lower()}{'.' + group if group else ''}/{ref.split('/')[1]}"
-            for resource in resources
-            for group in [resource.partition(".")[2]]
-            for ref, labels, _ in self.objects
-            if ref.split("/")[0] == RESOURCES[resource]
-            and (not selector or matches(selector, labels))
+def ours(k3s: Cluster) -> list[str]:
+    """Every object of a kind teardown deletes that carries our instance label."""
+    found = []
+    for kind in WORKLOAD_KINDS:
+        found += [
+            f"{kind.kind}/{o['metadata']['name']}"
+            for o in k3s.server.all(kind.kind, NS, names.INSTANCE_LABEL)
         ]
-        return Result(stdout="".join(f"{name}\n" for name in names_))
+    return found
 
 
-@pytest.mark.usefixtures("wide_console")
-def test_dry_run_lists_the_delete_commands_and_what_they_would_find(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    c = ReadOnlyKubectl(deployed())
-    deploy_tasks.teardown(c, env="stage", dry_run=True)
-    rows = plan_cells(capsys.readouterr().out)
-    cfg = load_config("stage")
-    found = [
-        ("delete", f"{name} in {NS}")
-        for name in (
-            "deployment.apps/api",
-            "deployment.apps/worker",
-            "statefulset.apps/postgres",
-            f"job.batch/{JOB}",
-            "ingress.networking.k8s.io/api",
-            "service/api",
-            "poddisruptionbudget.policy/api",
-            "networkpolicy.networking.k8s.io/default-deny",
-            "configmap/desbordante-config-5g7h8k",
-        )
-    ]
-    assert rows == [
-        ("run", td.delete_command(cfg, td.WORKLOAD_KINDS)),
-        *found,
-        ("run", td.delete_command(cfg, td.CRD_KINDS)),
-        ("delete", f"middleware.traefik.io/flower-auth in {NS}"),
-        ("keep", f"volume claims, Secrets and namespace {NS}"),
-    ]
-    assert len(c.commands) == 2  # one `kubectl get` per delete, nothing else
+def test_teardown_deletes_the_deployed_release_by_label_and_keeps_data(k3s: Cluster) -> None:
+    deployed(k3s)
+    assert any(name.startswith(f"Job/{names.MIGRATE}-v0-1-0-") for name in ours(k3s))
+    dry, real = twice(lambda: teardown(k3s.admin))
+    assert dry.rows == real.rows and real.ran == real.runnable
+    assert ("keep", f"volume claims, Secrets and namespace {NS}") in real.rows
+    assert ours(k3s) == []
+    assert k3s.server.all("Pod", NS) == []  # their pods went with them
+    assert k3s.server.get("PersistentVolumeClaim", names.UPLOADS_PVC, NS) is not None
+    assert k3s.server.get("Secret", names.PostgresSecret.NAME, NS) is not None
+    assert k3s.server.get("Namespace", NS) is not None
 
 
-@pytest.mark.usefixtures("wide_console")
-def test_dry_run_of_a_purge_asks_nothing_and_lists_the_data_that_would_go(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    c = ReadOnlyKubectl(deployed(), crds=False)
-    deploy_tasks.teardown(c, env="stage", purge_data=True, dry_run=True)
-    rows = plan_cells(capsys.readouterr().out)
-    assert rows[0] == ("ask", f"type {NS} to confirm the purge (--yes skips it)")
-    assert ("skip", "middlewares.traefik.io: not served by this cluster (none to delete)") in rows
-    assert rows[rows.index(("run", td.namespace_delete_command(load_config("stage")))) :][1:] == [
-        ("delete", f"deployment.apps/someone-elses in {NS}"),  # the namespace takes all
-        ("delete", f"configmap/kube-root-ca.crt in {NS}"),
-        ("delete", f"persistentvolumeclaim/uploads in {NS}"),
-        ("delete", f"persistentvolumeclaim/data-postgres-0 in {NS}"),
-        ("delete", f"secret/{names.PostgresSecret.NAME} in {NS}"),
-    ]
-    assert len(c.commands) == 3
+def test_the_dry_run_lists_every_object_the_run_deletes(k3s: Cluster) -> None:
+    deployed(k3s)
+    listed = {
+        target
+        for action, target in twice(lambda: teardown(k3s.admin))[0].rows
+        if action == "delete"
+    }
+    assert len(listed) >= 30 and f"Deployment {NS}/api" in listed
 
 
-@pytest.mark.usefixtures("wide_console")
-def test_dry_run_without_a_cluster_still_lists_the_commands(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    refused = Result(exited=1, stderr="The connection to the server 127.0.0.1:6443 was refused")
-    c = MockContext(run={re.compile(r"^kubectl .* get .*"): refused}, repeat=True)
-    deploy_tasks.teardown(c, env="stage", dry_run=True)
-    rows = plan_cells(capsys.readouterr().out)
-    refusal = "The connection to the server 127.0.0.1:6443 was refused"
-    assert rows[1] == ("unknown", f"objects of {NS}: {refusal}")
-    assert [action for action, _ in rows] == ["run", "unknown", "run", "unknown", "keep"]
+def test_purge_asks_first_then_deletes_the_workloads_and_the_namespace(k3s: Cluster) -> None:
+    deployed(k3s)
+    dry, real = twice(lambda: teardown(k3s.admin, purge=True, answer=NS))
+    assert dry.rows == real.rows and real.ran == real.runnable
+    assert real.ran[0] == ("ask", f"type {NS} to confirm the purge (--yes skips it)")
+    assert real.ran[-1] == ("delete", f"namespace {NS} and everything in it")
+    # What goes with the namespace is listed, people's access included.
+    assert any("Secret" in target for _, target in real.rows)
+    assert k3s.server.get("Namespace", NS) is None
+    assert k3s.server.get("Secret", names.PostgresSecret.NAME, NS) is None
+
+
+@pytest.mark.parametrize("answer", ["", "yes", "desbordante-prod"])
+def test_a_wrong_answer_deletes_nothing(k3s: Cluster, answer: str) -> None:
+    deployed(k3s)
+    before = ours(k3s)
+    with pytest.raises(Exit, match="Not confirmed"):
+        plan.execute(teardown(k3s.admin, purge=True, answer=answer))
+    assert ours(k3s) == before
+
+
+def test_no_terminal_refuses_before_deleting_anything_unless_yes(k3s: Cluster) -> None:
+    deployed(k3s)
+    before = ours(k3s)
+    with pytest.raises(Exit, match="there is no terminal: pass --yes"):
+        plan.execute(teardown(k3s.admin, purge=True, terminal=False))
+    assert ours(k3s) == before
+    plan.execute(teardown(k3s.admin, purge=True, yes=True, terminal=False))
+    assert k3s.server.get("Namespace", NS) is None
+
+
+def test_devops_may_delete_every_kind_teardown_deletes(k3s: Cluster) -> None:
+    writable = {
+        res for _, resources, verbs in DEVOPS_RULES if "delete" in verbs for res in resources
+    }
+    assert {kind.plural for kind in WORKLOAD_KINDS} <= writable
+    deployed(k3s)
+    devops = k3s.grant("devops")
+    plan.execute(teardown(devops))
+    assert ours(k3s) == []
+
+
+def test_without_traefiks_crds_there_are_no_middlewares_to_delete(k3s: Cluster) -> None:
+    deployed(k3s)
+    k3s.server.crds.clear()
+    _, real = twice(lambda: teardown(k3s.admin))
+    assert ("skip", "Middleware: not served by this cluster (none to delete)") in real.rows
+
+
+def test_a_purge_lists_the_kinds_that_go_with_the_namespace() -> None:
+    assert {"Secret", "PersistentVolumeClaim", "ServiceAccount"} <= {k.kind for k in PURGED_KINDS}
