@@ -2,12 +2,16 @@
 
 `database.dump` is `pg_dump -Fc` of the service's database, `uploads.tar` the uploaded files,
 `manifest.json` (written last, read first) says where the archive comes from (environment,
-release, image, alembic schema revision, time) and the sha256 and size of the other members.
+release, image, alembic schema revision, time), the sha256 and size of the other members and
+the rows of each table the dump holds (`row_counts`, counted in the dump itself right after
+pg_dump; absent from archives of older toolkits), which `invoke backup --verify` compares
+with a restore of the dump into a scratch database.
 The archive is written under a temporary name (mode 0600) and renamed when complete, so a
 file with the final name is always whole. Nothing else goes in: never a secret.
 
 Reading copies every member out while hashing it; a member that is missing, unexpected, not a
 regular file or of another size or checksum stops the restore before anything is touched.
+An archive that failed its verification keeps its data but is renamed `<name>.unverified.tar`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import datetime as dt
 import io
 import os
 import tarfile
+from collections.abc import Collection
 from pathlib import Path
 
 from invoke import Exit
@@ -23,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.filesize import decimal
 
 from desbordante_ops.backup.progress import Meter
-from desbordante_ops.core.console import tracker
+from desbordante_ops.core.console import print_table, tracker
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -31,6 +36,7 @@ DATABASE = "database.dump"
 UPLOADS = "uploads.tar"
 MEMBERS = (DATABASE, UPLOADS)
 SUFFIX = ".tar"
+UNVERIFIED = ".unverified"
 MANIFEST_MAX_BYTES = 1024 * 1024
 
 
@@ -56,6 +62,9 @@ class Manifest(BaseModel):
     schema_revision: str | None  # alembic revision of the database (None: empty database)
     created_at: str  # RFC 3339, UTC
     members: dict[str, Member] = {}
+    # Rows of each table in the dump ("public.datasets": 12), counted in the dump's data right
+    # after pg_dump. None: an archive of an older toolkit (it cannot be verified).
+    row_counts: dict[str, int] | None = None
 
 
 def utc_now() -> dt.datetime:
@@ -65,6 +74,21 @@ def utc_now() -> dt.datetime:
 def archive_name(env: str, created: dt.datetime) -> str:
     """desbordante-<env>-<YYYYmmddTHHMMSSZ>.tar (sorts by time)."""
     return f"desbordante-{env}-{created.strftime('%Y%m%dT%H%M%SZ')}{SUFFIX}"
+
+
+def unverified_name(path: Path) -> Path:
+    """PATH renamed as unverified: `<name>.unverified.tar` (itself when it is already)."""
+    if path.name.endswith(UNVERIFIED + SUFFIX):
+        return path
+    stem = path.name.removesuffix(SUFFIX)
+    return path.with_name(f"{stem}{UNVERIFIED}{SUFFIX}")
+
+
+def verified_name(path: Path) -> Path:
+    """The name of PATH without `.unverified` (itself when it has none)."""
+    if not path.name.endswith(UNVERIFIED + SUFFIX):
+        return path
+    return path.with_name(path.name.removesuffix(UNVERIFIED + SUFFIX) + SUFFIX)
 
 
 def write_archive(target: Path, manifest: Manifest, staged: dict[str, Path]) -> Manifest:
@@ -148,10 +172,14 @@ def verify(path: Path, manifest: Manifest) -> None:
 
 
 def extract_verified(
-    path: Path, manifest: Manifest, staging: Path, copy: bool = True
+    path: Path,
+    manifest: Manifest,
+    staging: Path,
+    copy: bool = True,
+    only: Collection[str] | None = None,
 ) -> dict[str, Path]:
-    """Copy the members of PATH to STAGING (unless not COPY), checking each against MANIFEST;
-    their paths."""
+    """Copy the members of PATH to STAGING (unless not COPY; ONLY: just these), checking each
+    against MANIFEST (all of them, copied or not); their paths."""
     found: dict[str, Path] = {}
     with _open(path) as tar, tracker() as track:
         for member in tar:
@@ -162,7 +190,8 @@ def extract_verified(
                 raise Exit(f"{path}: unexpected member {member.name!r}; the archive is damaged.")
             source = tar.extractfile(member)
             assert source is not None  # a regular file always has content
-            target = staging / member.name if copy else staging
+            kept = copy and (only is None or member.name in only)
+            target = staging / member.name if kept else Path(os.devnull)
             with target.open("wb") as out:
                 meter = Meter(source, member.size, f"verify: {member.name}", track)
                 while chunk := meter.read(1024 * 1024):
@@ -180,3 +209,25 @@ def extract_verified(
     if missing:
         raise Exit(f"{path}: {missing[0]} is missing; the archive is incomplete.")
     return found
+
+
+def show_manifest(title: str, manifest: Manifest) -> None:
+    counts = manifest.row_counts
+    rows = [
+        ("environment", manifest.env),
+        ("source", manifest.source),
+        ("release", manifest.release + (f" ({manifest.image})" if manifest.image else "")),
+        ("schema revision", manifest.schema_revision or "(empty database)"),
+        ("created at", manifest.created_at),
+        *(
+            (name, f"{decimal(member.size)}, sha256 {member.sha256[:16]}…")
+            for name, member in manifest.members.items()
+        ),
+        (
+            "row counts",
+            "(not recorded: an archive of an older toolkit)"
+            if counts is None
+            else f"{len(counts)} tables, {sum(counts.values())} rows",
+        ),
+    ]
+    print_table(title, ("what", "value"), rows)

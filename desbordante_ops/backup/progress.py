@@ -19,6 +19,7 @@ from rich.filesize import decimal
 
 from desbordante_ops.core.console import Tracker, tracker
 from desbordante_ops.core.poll import poll
+from desbordante_ops.core.shell import attempt
 
 WATCH_SECONDS = 0.5
 # At most one progress update per this many seconds (a log gets one line per update).
@@ -33,15 +34,6 @@ def size_of(path: Path) -> int:
         return 0
 
 
-def last_line(result: Result) -> str:
-    """The last line a failed command wrote (stderr first), for a one-line error."""
-    for text in (result.stderr, result.stdout):
-        lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-        if lines:
-            return lines[-1].strip()
-    return f"exit {result.exited}, no output"
-
-
 def run_watched(
     c: Context, command: str, label: str, timeout: float, watch: Path | None = None
 ) -> Result:
@@ -53,7 +45,7 @@ def run_watched(
     """
 
     def go() -> Result:
-        return c.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+        return attempt(c, command, timeout=timeout)
 
     def so_far(started: float) -> str:
         return decimal(size_of(watch)) if watch else f"{time.monotonic() - started:.0f}s"

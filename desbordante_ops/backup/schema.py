@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from alembic.script import ScriptDirectory
 from invoke import Exit
 
-from desbordante_ops.core.plan import Row
+from desbordante_ops.core.plan import Step, note
 from desbordante_service.migrate import SCRIPT_LOCATION
 
-# The plan row of a restore whose archive is at the code's head (no migration runs).
-SCHEMA_AT_HEAD: Row = ("skip", "migrations: the archive's schema is the code's head")
+# The plan step of a restore whose archive is at the code's head (no migration runs).
+SCHEMA_AT_HEAD: Step = note("skip", "migrations: the archive's schema is the code's head")
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from pathlib import Path
 from invoke import Context, Exit, task
 
 from desbordante_ops.backup import flow
-from desbordante_ops.backup.targets import open_target, plan_target
-from desbordante_ops.core.plan import print_plan
+from desbordante_ops.backup.targets import read_target
+from desbordante_ops.backup.verify import verify_plan
+from desbordante_ops.core.plan import execute
 from desbordante_ops.core.settings import ENV_NAMES, load_config, parse_sets
 from desbordante_ops.tasks import options
 
@@ -19,26 +20,32 @@ ENV_HELP = f"Environment: {', '.join(ENV_NAMES)}"
     help={
         "env": ENV_HELP,
         "output": "Directory for the archive (default: backups/ in the repository)",
+        "verify": "Then restore the archive's dump into a scratch database and compare its row "
+        "counts; --verify ARCHIVE checks an existing archive instead of taking a backup",
         "set_": options.SET,
         "dry_run": options.DRY_RUN,
     },
     iterable=["set_"],
+    optional=["verify"],
 )
 def backup(
     c: Context,
     env: str = "local",
     output: str | None = None,
+    verify: bool | str | None = None,
     set_: list[str] | None = None,
     dry_run: bool = False,
 ) -> None:
     """Write one archive of an environment's database and uploaded files (never secrets)."""
     cfg = load_config(env, parse_sets(set_))
-    directory = Path(output) if output else cfg.root / "backups"
-    if dry_run:
-        target, rows = plan_target(c, cfg)
-        print_plan(f"backup of {target.describe()}", rows + flow.backup_plan(target, directory))
+    target = read_target(c, cfg)
+    if isinstance(verify, str):
+        if output:
+            raise Exit("--output makes no sense with --verify ARCHIVE (no archive is written).")
+        execute(verify_plan(target, Path(verify)), dry_run)
         return
-    flow.backup(open_target(c, cfg), directory)
+    directory = Path(output) if output else cfg.root / "backups"
+    execute(flow.backup_plan(target, directory, verify_it=bool(verify)), dry_run)
 
 
 @task(
@@ -63,9 +70,4 @@ def restore(
     if not archive:
         raise Exit("Pass --archive PATH (an archive written by `invoke backup`).")
     cfg = load_config(env, parse_sets(set_))
-    if dry_run:
-        target, rows = plan_target(c, cfg)
-        rows += flow.restore_plan(target, Path(archive), yes=yes)
-        print_plan(f"restore of {target.describe()} from {Path(archive).name}", rows)
-        return
-    flow.restore(open_target(c, cfg), Path(archive), yes=yes)
+    execute(flow.restore_plan(read_target(c, cfg), Path(archive), yes=yes), dry_run)

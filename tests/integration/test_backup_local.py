@@ -7,13 +7,17 @@ dataset, a deleted one, a changed result), restores through the task and checks 
 answers exactly as before the backup, that the files are back, and that the archive holds no
 secret. Another restores an archive of an empty database (older than the code's head) and
 checks that the migrations ran; the dry runs of both read the running stack (the writers to
-stop, the files to replace) and change nothing; the last one takes a throwaway Debian cluster
-where the admin may only log in by peer authentication on the unix socket, as on a fresh
-install.
+stop, the files to replace), change nothing and print exactly the plan the real run then
+executes. `backup --verify` restores the dump into a scratch database on this machine's
+PostgreSQL and compares the row counts: a good archive verifies, a damaged dump or a changed
+count fails, renames the archive and leaves no scratch database, and the stack's database is
+never touched. The last test takes a throwaway Debian cluster where the admin may only log in
+by peer authentication on the unix socket, as on a fresh install.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import shutil
@@ -31,11 +35,14 @@ import httpx
 import psycopg
 import pytest
 from invoke import Context, Exit
+from psycopg import sql
 from support.plans import plan_cells
 
-from desbordante_ops.backup import archive, flow
+from desbordante_ops.backup import archive, flow, schema
+from desbordante_ops.backup.archive import DATABASE, MEMBERS
 from desbordante_ops.backup.local_target import LocalTarget
-from desbordante_ops.core import console
+from desbordante_ops.backup.protocol import Staging
+from desbordante_ops.core import console, plan
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local.credentials import read_secret, secrets_dir
 from desbordante_ops.local.processes import ProcessStack
@@ -146,6 +153,41 @@ def files_of(root: Path) -> dict[str, str]:
     }
 
 
+def tables(conn: psycopg.Connection) -> list[tuple[str, sql.Identifier]]:
+    """(name as pg_dump writes it, identifier) of every table of the connected database."""
+    found = conn.execute(
+        "SELECT format('%I.%I', schemaname, tablename), schemaname, tablename FROM pg_tables "
+        "WHERE schemaname = 'public' ORDER BY 1"
+    ).fetchall()
+    return [(name, sql.Identifier(schema_, table)) for name, schema_, table in found]
+
+
+def table_rows(cfg: EnvConfig) -> dict[str, int]:
+    """Rows of every table of the stack's database, named as pg_dump names them."""
+    with psycopg.connect(f"{ADMIN} dbname={cfg.value('POSTGRES_DB')}") as conn:
+        query = sql.SQL("SELECT count(*) FROM {}")
+        return {
+            name: conn.execute(query.format(ident)).fetchone()[0]  # type: ignore[index]
+            for name, ident in tables(conn)
+        }
+
+
+def table_contents(cfg: EnvConfig) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the stack's database (to prove it was not touched)."""
+    with psycopg.connect(f"{ADMIN} dbname={cfg.value('POSTGRES_DB')}") as conn:
+        query = sql.SQL("SELECT * FROM {} ORDER BY 1")
+        return {name: conn.execute(query.format(ident)).fetchall() for name, ident in tables(conn)}
+
+
+def scratch_databases(cfg: EnvConfig) -> list[str]:
+    with psycopg.connect(f"{ADMIN} dbname=postgres") as conn:
+        found = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+            (f"{cfg.value('POSTGRES_DB')}_verify_",),
+        ).fetchall()
+    return [name for (name,) in found]
+
+
 def only_archive(directory: Path) -> Path:
     found = sorted(directory.glob(f"*{archive.SUFFIX}"))
     assert len(found) == 1, found
@@ -168,6 +210,7 @@ def test_backup_change_restore_gives_the_exact_earlier_answers(
     manifest = archive.read_manifest(path)
     assert (manifest.env, manifest.schema_revision) == ("local", "0001")
     assert set(manifest.members) == {archive.DATABASE, archive.UPLOADS}
+    assert manifest.row_counts == table_rows(stack)  # nothing wrote since: what the dump holds
 
     # Change everything the restore must undo.
     added = upload(api, "new.csv", NEW_CSV)
@@ -252,8 +295,17 @@ def test_dry_runs_on_the_running_stack_read_it_and_change_nothing(
     backup_tasks.backup(Context(), env="local", output=str(tmp_path / "dry"), dry_run=True)
     rows = plan_cells(capsys.readouterr().out)
     assert not (tmp_path / "dry").exists()
-    assert [action for action, _ in rows] == ["create", "run", "pack", "write"]
-    assert "pg_dump -Fc --no-password" in rows[1][1] and f"{len(files_before)} files" in rows[2][1]
+    assert [action for action, _ in rows] == [
+        "create",
+        "create",
+        "read",
+        "run",
+        "pack",
+        "run",
+        "write",
+    ]
+    assert "pg_dump -Fc --no-password" in rows[3][1] and f"{len(files_before)} files" in rows[4][1]
+    assert "pg_restore --data-only" in rows[5][1]
 
     backup_tasks.restore(Context(), env="local", archive=str(path), dry_run=True)
     rows = plan_cells(capsys.readouterr().out)
@@ -262,14 +314,165 @@ def test_dry_runs_on_the_running_stack_read_it_and_change_nothing(
         ("stop", "supervisord program worker"),
     ]
     assert rows[4][0] == "run" and "pg_restore --no-owner" in rows[4][1]
-    assert rows[-2:] == [
-        ("start", "supervisord program api (and wait until ready)"),
-        ("start", "supervisord program worker (and wait until ready)"),
+    assert rows[-3:] == [
+        ("start", "supervisord program api"),
+        ("start", "supervisord program worker"),
+        ("wait", "until api, worker are ready (120 s at most)"),
     ]
     assert snapshot(api) == before and files_of(stack.uploads_dir) == files_before
     assert [entry.name for entry in path.parent.iterdir()] == [path.name]  # nothing unpacked
     states = ProcessStack(Context(), stack).sup.processes()
     assert {states[name]["statename"] for name in ("api", "worker")} == {"RUNNING"}
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[plan.Plan]:
+    """Every plan the tasks execute (executed for real by core.plan.execute); one clock
+    reading for the whole test, so that a dry run and its real run name the same archive."""
+    plans: list[plan.Plan] = []
+
+    def recording(item: plan.Plan, dry_run: bool = False) -> list[plan.Step]:
+        plans.append(item)
+        return plan.execute(item, dry_run)
+
+    monkeypatch.setattr(backup_tasks, "execute", recording)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    monkeypatch.setattr(archive, "utc_now", lambda: now)
+    monkeypatch.setattr(console.console, "width", 1000)  # one table row per line
+    return plans
+
+
+def assert_same_plan(seen: list[plan.Seen], plans: list[plan.Plan]) -> None:
+    """The dry run printed the rows the real run printed, and the real run ran exactly the
+    runnable ones, in order; the dry run ran none."""
+    (dry, real), (_, executed) = seen, plans
+    assert (dry.dry_run, real.dry_run) == (True, False)
+    assert dry.rows == real.rows and dry.title == real.title
+    assert dry.ran == [] and real.ran == plan.runnable(executed.steps)
+    assert len(real.ran) >= 5
+
+
+def test_backup_with_verify_runs_exactly_the_plan_its_dry_run_printed(
+    stack: EnvConfig,
+    api: httpx.Client,
+    tmp_path: Path,
+    built: list[plan.Plan],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    upload(api, "verified.csv", FD_CSV)
+    out = tmp_path / "backups"
+    before = table_contents(stack)
+    with plan.watching() as seen:
+        backup_tasks.backup(Context(), env="local", output=str(out), verify=True, dry_run=True)
+        printed = plan_cells(capsys.readouterr().out)
+        assert not out.exists() and scratch_databases(stack) == []
+        backup_tasks.backup(Context(), env="local", output=str(out), verify=True)
+    assert_same_plan(seen, built)
+    assert printed == [(a, " ".join(t.split())) for a, t in seen[0].rows]
+    assert [a for a, _ in seen[0].rows[-6:]] == ["unpack", "run", "run", "count", "run", "compare"]
+    path = only_archive(out)
+    assert ".unverified" not in path.name and [p.name for p in out.iterdir()] == [path.name]
+    assert archive.read_manifest(path).row_counts == table_rows(stack)
+    assert f"{path.name} verified: its dump restores" in capsys.readouterr().out
+    assert scratch_databases(stack) == [] and table_contents(stack) == before
+
+
+def test_restore_runs_exactly_the_plan_its_dry_run_printed(
+    stack: EnvConfig, api: httpx.Client, tmp_path: Path, built: list[plan.Plan]
+) -> None:
+    upload(api, "restored.csv", NEW_CSV)
+    flow.backup(LocalTarget(Context(), stack), tmp_path)
+    path = only_archive(tmp_path)
+    before = snapshot(api)
+    with plan.watching() as seen:
+        backup_tasks.restore(Context(), env="local", archive=str(path), yes=True, dry_run=True)
+        backup_tasks.restore(Context(), env="local", archive=str(path), yes=True)
+    assert_same_plan(seen, built)
+    assert [action for action, _ in seen[0].rows] == [
+        "unpack",
+        "stop",
+        "stop",
+        "run",
+        "replace",
+        "skip",
+        "start",
+        "start",
+        "wait",
+    ]
+    assert snapshot(api) == before  # restored what it held: the same answers, writers running
+    assert [entry.name for entry in tmp_path.iterdir()] == [path.name]
+
+
+def rewritten(path: Path, tmp_path: Path, dump: bytes | None = None, **manifest: Any) -> None:
+    """Write the archive at PATH again with DUMP and MANIFEST changes; checksums fit the new
+    members, so only restoring the dump or comparing the counts can find what changed."""
+    staged = tmp_path / "staged"
+    with tarfile.open(path) as tar:
+        tar.extractall(staged, members=[tar.getmember(name) for name in MEMBERS], filter="data")
+    if dump is not None:
+        (staged / DATABASE).write_bytes(dump)
+    old = archive.read_manifest(path)
+    archive.write_archive(
+        path, old.model_copy(update={"members": {}, **manifest}), {n: staged / n for n in MEMBERS}
+    )
+    shutil.rmtree(staged)
+
+
+@pytest.mark.parametrize("damage", ["truncated dump", "changed count"])
+def test_a_verification_that_fails_renames_the_archive_and_leaves_no_scratch_database(
+    stack: EnvConfig,
+    api: httpx.Client,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: str,
+) -> None:
+    upload(api, "damaged.csv", UCC_CSV)
+    path = flow.backup(LocalTarget(Context(), stack), tmp_path)
+    manifest = archive.read_manifest(path)
+    assert manifest.row_counts
+    if damage == "truncated dump":
+        with tarfile.open(path) as tar:
+            dump = tar.extractfile(DATABASE).read()  # type: ignore[union-attr]
+        rewritten(path, tmp_path, dump=dump[: len(dump) * 2 // 3])
+        expected = "failed while restoring the dump into the scratch database: pg_restore | psql:"
+    else:
+        counts = dict(manifest.row_counts)
+        counts["public.datasets"] += 1
+        rewritten(path, tmp_path, row_counts=counts)
+        found = manifest.row_counts["public.datasets"]
+        expected = (
+            "failed while comparing the row counts: the row counts differ from the manifest's: "
+            f"public.datasets has {found} rows instead of {found + 1}."
+        )
+    before, answers = table_contents(stack), snapshot(api)
+    capsys.readouterr()
+
+    with pytest.raises(Exit) as raised:
+        backup_tasks.backup(Context(), env="local", verify=str(path))
+
+    message = str(raised.value.message)
+    unverified = archive.unverified_name(path)
+    assert message.startswith(f"Verification of {path.name} {expected}") and "\n" not in message
+    assert message.endswith(
+        f"The archive is kept as {unverified.name}; do not rely on it: take a new backup."
+    )
+    assert unverified.is_file() and not path.exists()
+    assert [entry.name for entry in tmp_path.iterdir()] == [unverified.name]  # no staging left
+    assert scratch_databases(stack) == []
+    assert table_contents(stack) == before and snapshot(api) == answers  # never touched
+
+
+def test_an_archive_without_row_counts_cannot_be_verified(stack: EnvConfig, tmp_path: Path) -> None:
+    path = flow.backup(LocalTarget(Context(), stack), tmp_path)
+    rewritten(path, tmp_path, row_counts=None)
+    for dry_run in (True, False):
+        with pytest.raises(Exit) as raised:
+            backup_tasks.backup(Context(), env="local", verify=str(path), dry_run=dry_run)
+        assert str(raised.value.message) == (
+            f"{path.name} records no row counts (an archive of an older toolkit), so its restore "
+            "cannot be compared with them; take a new backup (`invoke backup --verify`)."
+        )
+    assert path.is_file() and scratch_databases(stack) == []
 
 
 @pytest.fixture
@@ -320,17 +523,35 @@ def test_database_round_trip_through_peer_auth_on_the_socket(
         "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'kept');",
         dbname=app,
     )
-    flags = {"POSTGRES_PORT": str(port), "POSTGRES_USER": app, "POSTGRES_DB": app}
+    flags = {
+        "POSTGRES_PORT": str(port),
+        "POSTGRES_USER": app,
+        "POSTGRES_DB": app,
+        "LOCAL_RUN_DIR": str(tmp_path / "run"),
+        "UPLOADED_FILES_DIR_PATH": str(tmp_path / "uploads"),
+    }
     target = LocalTarget(Context(), load_config("local", flags=flags))
     assert target.schema_revision() == "0001"
     assert target._route()[0].startswith("runuser -u postgres -- ")  # found, not given
-    dump = tmp_path / "database.dump"  # a directory the postgres OS user may not write
-    target.dump_database(dump)
-    assert dump.read_bytes().startswith(b"PGDMP")
+    staging = Staging(tmp_path / "staging")  # a directory the postgres OS user may not write
+    staging.create()
+    dump, _ = target.backup_steps(staging)
+    assert dump.run is not None
+    dump.run()
+    assert staging.database.read_bytes().startswith(b"PGDMP")
     as_postgres(port, "UPDATE t SET v = 'changed'; CREATE TABLE newer (x int)", dbname=app)
 
-    target.restore_database(dump)
+    (restore,) = target.restore_steps(staging, schema.plan("0001"), []).database
+    assert restore.run is not None
+    restore.run()
 
     assert as_postgres(port, "SELECT v FROM t", dbname=app) == "kept"
     assert as_postgres(port, "SELECT to_regclass('newer') IS NULL", dbname=app) == "t"
     assert as_postgres(port, "SELECT tableowner FROM pg_tables WHERE tablename='t'", app) == app
+    # A whole backup, verified on the same route: the scratch database is made, restored into,
+    # counted and dropped by the postgres OS user; the archive keeps its name.
+    path = flow.backup(target, tmp_path / "backups", verify_it=True)
+    assert archive.read_manifest(path).row_counts == {"public.alembic_version": 1, "public.t": 1}
+    assert path.is_file() and ".unverified" not in path.name
+    left = as_postgres(port, "SELECT count(*) FROM pg_database WHERE datname LIKE '%_verify_%'")
+    assert left == "0"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from invoke import Exit
 
-from desbordante_ops.backup import archive, schema, uploads
+from desbordante_ops.backup import archive, postgres, schema, uploads
 from desbordante_ops.backup.archive import DATABASE, MANIFEST, UPLOADS, Manifest
 
 
@@ -200,3 +200,105 @@ def test_pack_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
     assert uploads.pack(tmp_path / "never-created", tmp_path / "u.tar") == (0, 0)
     with tarfile.open(tmp_path / "u.tar") as tar:
         assert tar.getnames() == []
+
+
+# --- row counts and verification names ---------------------------------------------------------
+
+
+def test_row_counts_are_kept_and_older_manifests_have_none(
+    tmp_path: Path, staged: dict[str, Path]
+) -> None:
+    path = tmp_path / "a.tar"
+    counted = manifest().model_copy(update={"row_counts": {"public.datasets": 3}})
+    written = archive.write_archive(path, counted, staged)
+    assert archive.read_manifest(path).row_counts == {"public.datasets": 3}
+    older = written.model_dump_json(exclude={"row_counts"})  # what a toolkit before them wrote
+    assert "row_counts" not in older
+    rewrite(path, {MANIFEST: older.encode()})
+    assert archive.read_manifest(path).row_counts is None
+
+
+def test_unverified_names() -> None:
+    path = Path("/b/desbordante-stage-20261126T120000Z.tar")
+    unverified = archive.unverified_name(path)
+    assert unverified == Path("/b/desbordante-stage-20261126T120000Z.unverified.tar")
+    assert archive.unverified_name(unverified) == unverified
+    assert archive.verified_name(unverified) == path and archive.verified_name(path) == path
+    assert unverified.name.endswith(archive.SUFFIX)  # still found as an archive
+
+
+def test_extracting_only_the_dump_still_checks_every_member(
+    tmp_path: Path, staged: dict[str, Path]
+) -> None:
+    path = tmp_path / "a.tar"
+    written = archive.write_archive(path, manifest(), staged)
+    out = tmp_path / "out"
+    out.mkdir()
+    found = archive.extract_verified(path, written, out, only=[DATABASE])
+    assert found[DATABASE].read_bytes() == staged[DATABASE].read_bytes()
+    assert [entry.name for entry in out.iterdir()] == [DATABASE]
+    rewrite(path, {UPLOADS: b"changed"})
+    with pytest.raises(Exit, match=r"uploads\.tar does not match its checksum"):
+        archive.extract_verified(path, written, out, only=[DATABASE])
+
+
+DATA_ONLY = r"""--
+-- PostgreSQL database dump
+--
+SET statement_timeout = 0;
+
+--
+-- Data for Name: datasets; Type: TABLE DATA; Schema: public; Owner: -
+--
+
+COPY public.datasets (id, name) FROM stdin;
+1	COPY public.fake (x) FROM stdin;
+2	a\nb
+3	\\.
+\.
+
+
+--
+-- Data for Name: Odd (Name); Type: TABLE DATA; Schema: public; Owner: -
+--
+
+COPY public."Odd (Name)" (id) FROM stdin;
+\.
+
+
+SELECT pg_catalog.setval('public.datasets_id_seq', 3, true);
+"""
+
+
+def test_the_awk_counts_the_lines_of_each_copy_block() -> None:
+    """The awk of count_command on what `pg_restore --data-only -f -` writes: a row that
+    looks like a COPY line, an escaped newline and an escaped backslash-dot are rows."""
+    command = postgres.count_command().partition("| ")[2]  # the awk, reading standard input
+    done = subprocess.run(["bash", "-c", command], input=DATA_ONLY, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert postgres.parse_counts(done.stdout) == {"public.datasets": 3, 'public."Odd (Name)"': 0}
+    with pytest.raises(ValueError, match="unexpected line"):
+        postgres.parse_counts("3\tSELECT 1;\n")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["public.t; DROP DATABASE x", 'public."a"; DROP TABLE b; --"', "t) UNION SELECT 1", ""],
+)
+def test_count_queries_take_only_table_names(name: str) -> None:
+    with pytest.raises(ValueError, match="is not a table name"):
+        postgres.count_rows_query(["public.ok", name])
+
+
+def test_count_query_and_differences() -> None:
+    tables = ["public.datasets", 'public."Odd ""x"" (Name)"']
+    assert postgres.count_rows_query(tables) == (
+        'SELECT 0, count(*) FROM public.datasets UNION ALL SELECT 1, count(*) FROM public."Odd '
+        '""x"" (Name)" ORDER BY 1'
+    )
+    assert postgres.parse_rows("0|4\n1|0\n", tables) == {tables[0]: 4, tables[1]: 0}
+    assert postgres.differences({"a": 1, "b": 2, "c": 0}, {"a": 1, "b": 3, "d": 0}) == [
+        "b has 3 rows instead of 2",
+        "c is missing",
+        "d is not in the manifest",
+    ]
