@@ -8,7 +8,8 @@ git-ignored `*.kubeconfig`) holding a time-limited token from the TokenRequest A
   ledger (ConfigMap `desbordante-releases` in `desbordante-system`) and nothing else there, so
   devops can deploy but never record a release for prod.
 Revoking deletes the bindings and the ServiceAccount, which invalidates the token at once. The
-token is never printed.
+token is never printed. Both are plans (core/plan.py), read from the cluster once: the dry run
+prints the steps the real run executes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,10 +25,15 @@ import yaml
 from invoke import Exit
 from kubernetes import client as k8s
 
-from desbordante_ops.cluster import kube, names
-from desbordante_ops.cluster.releases import LEDGER, SYSTEM_NAMESPACE
-from desbordante_ops.core.console import warn
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube.client import Kube, connect_or_step
+from desbordante_ops.cluster.kube.errors import TRANSPORT_ERRORS, describe_error
+from desbordante_ops.cluster.kube.objects import ensure_namespace, if_exists, read_or_none
+from desbordante_ops.cluster.release.ledger import LEDGER, SYSTEM_NAMESPACE
+from desbordante_ops.core.console import ok, warn
 from desbordante_ops.core.files import write_private
+from desbordante_ops.core.plan import Plan, Step, execute, file_step, note, unknown
+from desbordante_ops.core.settings import EnvConfig
 
 DEVOPS_ROLE = "desbordante-devops"
 LEDGER_READER_ROLE = "desbordante-release-reader"
@@ -59,7 +66,7 @@ DEVOPS_RULES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("networking.k8s.io", ("ingresses", "networkpolicies"), WRITE),
     ("policy", ("poddisruptionbudgets",), WRITE),
     ("traefik.io", ("middlewares",), WRITE),
-    # The deploy lock (cluster/lock.py): a person's deploy and auto-update never interleave.
+    # The deploy lock (cluster/release/lock.py): a person's deploy and auto-update never interleave.
     ("coordination.k8s.io", ("leases",), ["get", "create", "update"]),
 ]
 
@@ -90,7 +97,7 @@ def _policy_rules(rules: list[tuple[str, tuple[str, ...], list[str]]]) -> list[A
 def ensure_role(rbac: Any, namespace: str, name: str, rules: list[Any]) -> None:
     """Role NAME in NAMESPACE with exactly RULES (created, or replaced when it exists)."""
     body = k8s.V1Role(metadata=k8s.V1ObjectMeta(name=name, labels=names.MANAGED_BY), rules=rules)
-    if kube.read_or_none(rbac.read_namespaced_role, name, namespace) is None:
+    if read_or_none(rbac.read_namespaced_role, name, namespace) is None:
         rbac.create_namespaced_role(namespace, body)
     else:
         rbac.replace_namespaced_role(name, namespace, body)
@@ -100,7 +107,7 @@ def ensure_binding(
     rbac: Any, namespace: str, name: str, ref: tuple[str, str], subject: Any, labels: dict[str, str]
 ) -> None:
     """RoleBinding NAME of SUBJECT to REF (kind, name); replaced when it points elsewhere."""
-    binding = kube.read_or_none(rbac.read_namespaced_role_binding, name, namespace)
+    binding = read_or_none(rbac.read_namespaced_role_binding, name, namespace)
     if binding is not None:
         if (binding.role_ref.kind, binding.role_ref.name) == ref:
             return
@@ -111,32 +118,6 @@ def ensure_binding(
         subjects=[subject],
     )
     rbac.create_namespaced_role_binding(namespace, body)
-
-
-def ensure_account(core: Any, rbac: Any, namespace: str, user: str, role: str) -> None:
-    """ServiceAccount + RoleBinding to ROLES[role] for USER (binding replaced on role change);
-    devops also gets its Role and read access to the release ledger."""
-    name = account_name(user)
-    labels = _labels(user, role)
-    patch = {"metadata": {"labels": labels}}
-    if not kube.if_exists(core.patch_namespaced_service_account, name, namespace, patch):
-        meta = k8s.V1ObjectMeta(name=name, labels=labels)
-        core.create_namespaced_service_account(namespace, k8s.V1ServiceAccount(metadata=meta))
-    subject = k8s.RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)
-    reader = ledger_binding_name(user, namespace)
-    if role == "devops":
-        ensure_role(rbac, namespace, DEVOPS_ROLE, _policy_rules(DEVOPS_RULES))
-        kube.ensure_namespace(core, SYSTEM_NAMESPACE, names.NAMESPACE_LABELS)
-        ledger_rule = k8s.V1PolicyRule(
-            api_groups=[""], resources=["configmaps"], resource_names=[LEDGER], verbs=["get"]
-        )
-        ensure_role(rbac, SYSTEM_NAMESPACE, LEDGER_READER_ROLE, [ledger_rule])
-        ensure_binding(
-            rbac, SYSTEM_NAMESPACE, reader, ("Role", LEDGER_READER_ROLE), subject, labels
-        )
-    else:
-        kube.if_exists(rbac.delete_namespaced_role_binding, reader, SYSTEM_NAMESPACE)
-    ensure_binding(rbac, namespace, name, ROLES[role], subject, labels)
 
 
 def request_token(core: Any, namespace: str, user: str, days: int) -> tuple[str, Any]:
@@ -167,7 +148,7 @@ def kubeconfig_for(
     }
 
 
-def cluster_endpoint(k: kube.Kube, server: str | None) -> tuple[str, str]:
+def cluster_endpoint(k: Kube, server: str | None) -> tuple[str, str]:
     """(API server URL, base64 CA bundle) for the kubeconfig being handed out."""
     configuration = k.api_client.configuration
     ca_file = configuration.ssl_ca_cert
@@ -188,25 +169,6 @@ def check_grant(role: str, days: int) -> None:
         raise Exit("--days must be between 1 and 365.")
 
 
-def grant(
-    k: kube.Kube,
-    namespace: str,
-    user: str,
-    role: str,
-    output: Path,
-    days: int = DEFAULT_DAYS,
-    server: str | None = None,
-) -> Any:
-    """Create the account of USER in ENV and write its kubeconfig to OUTPUT; returns expiry."""
-    check_grant(role, days)
-    url, ca_data = cluster_endpoint(k, server)
-    ensure_account(k.core, k.rbac, namespace, user, role)
-    token, expires = request_token(k.core, namespace, user, days)
-    config = kubeconfig_for(url, ca_data, namespace, user, token, namespace)
-    write_private(output, yaml.safe_dump(config, sort_keys=False))
-    return expires
-
-
 class AccountObject(NamedTuple):
     """One object `grant` makes for a person, and how to read and delete it."""
 
@@ -217,7 +179,7 @@ class AccountObject(NamedTuple):
     delete: Callable[..., Any]
 
 
-def account_objects(k: kube.Kube, user: str, namespace: str) -> list[AccountObject]:
+def account_objects(k: Kube, user: str, namespace: str) -> list[AccountObject]:
     """What USER's access to NAMESPACE consists of, in the order revoke deletes it."""
     name = account_name(user)
     rbac, core = k.rbac, k.core
@@ -237,19 +199,7 @@ def account_objects(k: kube.Kube, user: str, namespace: str) -> list[AccountObje
     ]
 
 
-def revoke(k: kube.Kube, user: str, namespaces: list[str]) -> list[str]:
-    """Delete USER's bindings and ServiceAccount in NAMESPACES; returns where something went."""
-    removed: list[str] = []
-    for namespace in namespaces:
-        found = False
-        for obj in account_objects(k, user, namespace):
-            found = kube.if_exists(obj.delete, obj.name, obj.namespace) or found
-        if found:
-            removed.append(namespace)
-    return removed
-
-
-def accounts(k: kube.Kube, namespace: str) -> list[tuple[str, str, str]]:
+def accounts(k: Kube, namespace: str) -> list[tuple[str, str, str]]:
     """(name, role, since) of everyone with access to NAMESPACE."""
     items = k.core.list_namespaced_service_account(namespace, label_selector=USER_LABEL).items
     return [
@@ -260,3 +210,196 @@ def accounts(k: kube.Kube, namespace: str) -> list[tuple[str, str, str]]:
         )
         for a in items
     ]
+
+
+def _fetch(read: Callable[..., Any], *args: Any) -> tuple[Any | None, str]:
+    """(object, "") / (None, "") when absent / (None, why it could not be read)."""
+    try:
+        return read_or_none(read, *args), ""
+    except TRANSPORT_ERRORS as exc:
+        return None, describe_error(exc)
+
+
+def _role_step(k: Kube, namespace: str, name: str, rules: list[Any]) -> Step:
+    what = f"Role {namespace}/{name}"
+    found, why = _fetch(k.rbac.read_namespaced_role, name, namespace)
+    if why:
+        return unknown(what, why)
+
+    def write() -> None:
+        body = k8s.V1Role(
+            metadata=k8s.V1ObjectMeta(name=name, labels=names.MANAGED_BY), rules=rules
+        )
+        if found is None:
+            k.rbac.create_namespaced_role(namespace, body)
+        else:
+            k.rbac.replace_namespaced_role(name, namespace, body)
+
+    return Step("create" if found is None else "replace (rules reset)", what, write)
+
+
+def _binding_steps(
+    k: Kube, namespace: str, name: str, ref: tuple[str, str], subject: Any, labels: dict[str, str]
+) -> list[Step]:
+    """The RoleBinding NAME of SUBJECT to REF: kept, created, or (roleRef is immutable)
+    deleted and created again when it points elsewhere."""
+    what = f"RoleBinding {namespace}/{name} -> {ref[0]} {ref[1]}"
+    found, why = _fetch(k.rbac.read_namespaced_role_binding, name, namespace)
+    if why:
+        return [unknown(what, why)]
+    if found is not None and (found.role_ref.kind, found.role_ref.name) == ref:
+        return [note("keep", what)]
+    body = k8s.V1RoleBinding(
+        metadata=k8s.V1ObjectMeta(name=name, labels=labels),
+        role_ref=k8s.V1RoleRef(api_group=RBAC_GROUP, kind=ref[0], name=ref[1]),
+        subjects=[subject],
+    )
+    steps = []
+    if found is not None:
+        was = f"RoleBinding {namespace}/{name} (-> {found.role_ref.kind} {found.role_ref.name})"
+        steps.append(
+            Step("delete", was, lambda: k.rbac.delete_namespaced_role_binding(name, namespace))
+        )
+    steps.append(
+        Step("create", what, lambda: k.rbac.create_namespaced_role_binding(namespace, body))
+    )
+    return steps
+
+
+@dataclass
+class _Token:
+    value: str = field(default="", repr=False)
+    expires: Any = None
+
+
+def grant_plan(
+    k: Kube,
+    namespace: str,
+    user: str,
+    role: str,
+    output: Path,
+    days: int = DEFAULT_DAYS,
+    server: str | None = None,
+) -> Plan:
+    """Everything `access.grant` makes for USER as ROLE in NAMESPACE, read from cluster K:
+    the ServiceAccount, the Role(s) and bindings, a token and the kubeconfig (0600)."""
+    check_grant(role, days)
+    url, ca_data = cluster_endpoint(k, server)
+    name = account_name(user)
+    labels = _labels(user, role)
+    account = f"ServiceAccount {namespace}/{name}"
+    subject = k8s.RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)
+    reader = ledger_binding_name(user, namespace)
+    existing, why = _fetch(k.core.read_namespaced_service_account, name, namespace)
+
+    def account_write() -> None:
+        patch = {"metadata": {"labels": labels}}
+        if not if_exists(k.core.patch_namespaced_service_account, name, namespace, patch):
+            meta = k8s.V1ObjectMeta(name=name, labels=labels)
+            k.core.create_namespaced_service_account(namespace, k8s.V1ServiceAccount(metadata=meta))
+
+    steps: list[Step] = [
+        unknown(account, why)
+        if why
+        else Step(
+            "create" if existing is None else "update labels",
+            f"{account} (role {role})",
+            account_write,
+        )
+    ]
+    if role == "devops":
+        steps.append(_role_step(k, namespace, DEVOPS_ROLE, _policy_rules(DEVOPS_RULES)))
+        system, why = _fetch(k.core.read_namespace, SYSTEM_NAMESPACE)
+        if why:
+            steps.append(unknown(f"namespace {SYSTEM_NAMESPACE}", why))
+        elif system is None:
+            steps.append(
+                Step(
+                    "create",
+                    f"namespace {SYSTEM_NAMESPACE}",
+                    lambda: ensure_namespace(k.core, SYSTEM_NAMESPACE, names.NAMESPACE_LABELS),
+                )
+            )
+        ledger_rule = k8s.V1PolicyRule(
+            api_groups=[""], resources=["configmaps"], resource_names=[LEDGER], verbs=["get"]
+        )
+        steps.append(_role_step(k, SYSTEM_NAMESPACE, LEDGER_READER_ROLE, [ledger_rule]))
+        steps += _binding_steps(
+            k, SYSTEM_NAMESPACE, reader, ("Role", LEDGER_READER_ROLE), subject, labels
+        )
+    else:
+        found, why = _fetch(k.rbac.read_namespaced_role_binding, reader, SYSTEM_NAMESPACE)
+        what = f"RoleBinding {SYSTEM_NAMESPACE}/{reader} (release ledger read access)"
+        if why:
+            steps.append(unknown(what, why))
+        elif found is not None:
+            steps.append(
+                Step(
+                    "delete",
+                    what,
+                    lambda: k.rbac.delete_namespaced_role_binding(reader, SYSTEM_NAMESPACE),
+                )
+            )
+    steps += _binding_steps(k, namespace, name, ROLES[role], subject, labels)
+    token = _Token()
+
+    def request() -> None:
+        token.value, token.expires = request_token(k.core, namespace, user, days)
+
+    def write() -> None:
+        config = kubeconfig_for(url, ca_data, namespace, user, token.value, namespace)
+        write_private(output, yaml.safe_dump(config, sort_keys=False))
+        ok(f"kubeconfig for {user} written to {output} (0600, token valid until {token.expires})")
+        warn("hand it over privately (it is a credential); `invoke access.revoke` disables it")
+
+    steps += [
+        Step("create", f"token of {account} (TokenRequest, valid {days} days)", request),
+        file_step(output, f"kubeconfig for {url}, namespace {namespace}", write),
+    ]
+    return Plan(f"access.grant {role} on {namespace} to {user}", steps)
+
+
+def revoke_plan(k: Kube, user: str, namespaces: list[str]) -> Plan:
+    """What `access.revoke` deletes in NAMESPACES (the token stops working at once)."""
+    steps: list[Step] = []
+    for namespace in namespaces:
+        for obj in account_objects(k, user, namespace):
+            what = f"{obj.kind} {obj.namespace}/{obj.name}"
+            found, why = _fetch(obj.read, obj.name, obj.namespace)
+            if why:
+                steps.append(unknown(what, why))
+            elif found is None:
+                steps.append(note("skip (absent)", what))
+            else:
+                steps.append(
+                    Step(
+                        "delete",
+                        what,
+                        lambda obj=obj: if_exists(obj.delete, obj.name, obj.namespace),
+                    )
+                )
+    if not any(s.run for s in steps):
+        steps.append(note("keep", f"{user} has no access in {', '.join(namespaces)}"))
+    return Plan(f"access.revoke of {user}", steps)
+
+
+def run_grant(
+    cfg: EnvConfig, user: str, role: str, output: Path, days: int, server: str | None, dry_run: bool
+) -> None:
+    """`invoke access.grant`: plan it from the cluster, then run it (or print it)."""
+    check_grant(role, days)
+    k, why = connect_or_step(cfg)
+    title = f"access.grant {role} on {cfg.namespace} to {user}"
+    plan = (
+        Plan(title, why)
+        if k is None
+        else grant_plan(k, cfg.namespace, user, role, output, days, server)
+    )
+    execute(plan, dry_run)
+
+
+def run_revoke(cfg: EnvConfig, user: str, namespaces: list[str], dry_run: bool) -> None:
+    """`invoke access.revoke`: plan it from the cluster, then run it (or print it)."""
+    k, why = connect_or_step(cfg)
+    plan = Plan(f"access.revoke of {user}", why) if k is None else revoke_plan(k, user, namespaces)
+    execute(plan, dry_run)

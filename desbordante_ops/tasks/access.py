@@ -6,10 +6,15 @@ from pathlib import Path
 
 from invoke import Context, Exit, task
 
-from desbordante_ops.cluster import access as team
-from desbordante_ops.cluster import access_plan, kube, reads
-from desbordante_ops.core.console import ok, print_table, step, warn
-from desbordante_ops.core.plan import print_plan
+from desbordante_ops.cluster.access import (
+    DEFAULT_DAYS,
+    account_name,
+    accounts,
+    run_grant,
+    run_revoke,
+)
+from desbordante_ops.cluster.kube.client import connect
+from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import CLUSTER_ENVS, cluster_config
 from desbordante_ops.tasks import options
 
@@ -17,7 +22,7 @@ from desbordante_ops.tasks import options
 def _name(name: str) -> str:
     if not name:
         raise Exit("Pass --name NAME (the person's short name, e.g. jane-doe).")
-    team.account_name(name)
+    account_name(name)
     return name
 
 
@@ -26,7 +31,7 @@ def _name(name: str) -> str:
         "name": "Person's short name, e.g. jane-doe (lower-case, digits, '-')",
         "role": "viewer (read-only) or devops (deploys the environment)",
         "env": options.CLUSTER_ENV,
-        "days": f"Token lifetime in days (default {team.DEFAULT_DAYS}); grant again to renew",
+        "days": f"Token lifetime in days (default {DEFAULT_DAYS}); grant again to renew",
         "server": "API URL written into the kubeconfig (default: the one you use)",
         "output": "Kubeconfig file to write (default: <name>-<env>.kubeconfig, mode 0600)",
         "dry_run": options.DRY_RUN,
@@ -37,25 +42,15 @@ def grant(
     name: str = "",
     role: str = "viewer",
     env: str = "stage",
-    days: int = team.DEFAULT_DAYS,
+    days: int = DEFAULT_DAYS,
     server: str | None = None,
     output: str | None = None,
     dry_run: bool = False,
 ) -> None:
     """Give a person access to one environment and write their kubeconfig (0600)."""
     cfg = cluster_config(env)
-    _name(name)
-    target = Path(output) if output else cfg.root / f"{name}-{env}.kubeconfig"
-    if dry_run:
-        team.check_grant(role, int(days))
-        k, rows = reads.connect(cfg)
-        rows += access_plan.grant_plan(k, cfg.namespace, name, role, target, int(days), server)
-        print_plan(f"access.grant {role} on {cfg.namespace} to {name}", rows)
-        return
-    step(f"Granting {role} on {cfg.namespace} to {name}")
-    expires = team.grant(kube.connect(cfg), cfg.namespace, name, role, target, int(days), server)
-    ok(f"kubeconfig for {name} written to {target} (0600, token valid until {expires})")
-    warn("hand it over privately (it is a credential); `invoke access.revoke` disables it")
+    target = Path(output) if output else cfg.root / f"{_name(name)}-{env}.kubeconfig"
+    run_grant(cfg, name, role, target, int(days), server, dry_run)
 
 
 @task(
@@ -69,22 +64,12 @@ def revoke(c: Context, name: str = "", env: str | None = None, dry_run: bool = F
     """Take a person's access away (their kubeconfig stops working at once)."""
     _name(name)
     cfgs = [cluster_config(e) for e in ([env] if env else CLUSTER_ENVS)]
-    namespaces = [cfg.namespace for cfg in cfgs]
-    if dry_run:
-        k, rows = reads.connect(cfgs[0])
-        rows += access_plan.revoke_plan(k, name, namespaces)
-        print_plan(f"access.revoke of {name}", rows)
-        return
-    removed = team.revoke(kube.connect(cfgs[0]), name, namespaces)
-    if removed:
-        ok(f"access of {name} revoked in {', '.join(removed)}")
-    else:
-        ok(f"{name} had no access in {', '.join(namespaces)}")
+    run_revoke(cfgs[0], name, [cfg.namespace for cfg in cfgs], dry_run)
 
 
 @task(help={"env": options.CLUSTER_ENV})
 def list(c: Context, env: str = "stage") -> None:
     """Show who has access to an environment and with which role."""
     cfg = cluster_config(env)
-    rows = team.accounts(kube.connect(cfg), cfg.namespace)
+    rows = accounts(connect(cfg), cfg.namespace)
     print_table(f"access to {cfg.namespace}", ("Name", "Role", "Since"), rows)

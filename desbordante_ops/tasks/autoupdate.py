@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from invoke import Context, Exit, task
 
-from desbordante_ops.cluster import autoupdate as cycle
-from desbordante_ops.cluster import autoupdate_setup as setup
-from desbordante_ops.cluster import autoupdate_state as stored
-from desbordante_ops.cluster import autoupdate_units as units
-from desbordante_ops.cluster.deploy import ROLLOUT_TIMEOUT_SECONDS, check_timeout
+from desbordante_ops.cluster.autoupdate import cycle, setup, statefile, units
+from desbordante_ops.cluster.release.context import ROLLOUT_TIMEOUT_SECONDS, check_timeout
 from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import cluster_config
 from desbordante_ops.image import source
@@ -61,11 +58,11 @@ def status(c: Context, env: str = "stage") -> None:
     """Show the timer, the last check, what it saw and deployed, errors and broken images."""
     cycle.check_env(env)
     cfg = cluster_config(env)
-    state = stored.load_state(stored.state_path(cfg))
+    state = statefile.load_state(statefile.state_path(cfg))
     found = units.installed(units.UNIT_DIR, env)
     timer = units.timer_state(c, env) if found else {}
-    rows = stored.status_rows(state, found, timer)
-    print_table(f"auto-update of {env} ({stored.state_path(cfg)})", ("", "State"), rows)
+    rows = statefile.status_rows(state, found, timer)
+    print_table(f"auto-update of {env} ({statefile.state_path(cfg)})", ("", "State"), rows)
 
 
 @task(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from invoke import Context, task
 
-from desbordante_ops.cluster import kube, secrets_plan
-from desbordante_ops.cluster import secrets as cluster_secrets
-from desbordante_ops.core.console import print_table, step, warn
-from desbordante_ops.core.plan import print_plan
+from desbordante_ops.cluster.kube.client import connect
+from desbordante_ops.cluster.kube.errors import api_errors
+from desbordante_ops.cluster.secrets.generate import listing, run_generate
+from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import cluster_config
 from desbordante_ops.tasks import options
 
@@ -15,8 +15,8 @@ from desbordante_ops.tasks import options
 @task(
     help={
         "env": options.CLUSTER_ENV,
-        "rotate": "Change this secret everywhere it is used: postgres, rabbitmq or flower "
-        "(run it again to finish an interrupted rotation)",
+        "rotate": "Change this secret everywhere it is used: postgres, rabbitmq, flower or "
+        "api-auth (run it again to finish an interrupted rotation)",
         "dry_run": options.DRY_RUN,
     },
 )
@@ -24,24 +24,14 @@ def generate(
     c: Context, env: str = "stage", rotate: str | None = None, dry_run: bool = False
 ) -> None:
     """Create the stack's Secrets if missing (kept if present); --rotate changes one safely."""
-    cfg = cluster_config(env)
-    if dry_run:
-        print_plan(f"secrets.generate in {cfg.namespace}", secrets_plan.dry_run(cfg, rotate))
-        return
-    step(f"Secrets in {cfg.namespace}" + (f" (rotating {rotate})" if rotate else ""))
-    k = kube.connect(cfg)
-    with kube.api_errors(f"Writing the Secrets of {cfg.namespace}"):
-        rows = cluster_secrets.ensure_secrets(cfg, k, rotate)
-    print_table(f"Secrets in {cfg.namespace}", ("Secret", "Action"), rows)
-    if rotate and not any(action.startswith("rotated") for _, action in rows):
-        warn(f"{rotate} did not exist yet, so it was created instead of rotated.")
+    run_generate(cluster_config(env), rotate, dry_run)
 
 
 @task(help={"env": options.CLUSTER_ENV})
 def list(c: Context, env: str = "stage") -> None:
     """Show the stack's Secrets: names, keys and ages only (never values)."""
     cfg = cluster_config(env)
-    core = kube.connect(cfg).core
-    with kube.api_errors(f"Reading the Secrets of {cfg.namespace}"):
-        rows = cluster_secrets.listing(core, cfg.namespace)
+    core = connect(cfg).core
+    with api_errors(f"Reading the Secrets of {cfg.namespace}"):
+        rows = listing(core, cfg.namespace)
     print_table(f"Secrets in {cfg.namespace}", ("Secret", "Keys", "Age", "Rotated at"), rows)

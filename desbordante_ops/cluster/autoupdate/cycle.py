@@ -11,15 +11,16 @@
    happens. A digest whose rollout failed before: skipped (only a newer image is tried). The
    digest auto-update itself deployed, while stage now runs something else: a person changed
    stage by hand (e.g. `deploy.rollback`), and auto-update waits for a newer image.
-3. Newer: under the deploy lock (cluster/lock.py; held -> this cycle skips), the commit's own
+3. Newer: under the deploy lock (release/lock.py; held -> this cycle skips), the commit's own
    `k8s/` and `env/` are exported (`git archive`), rendered pinned to `repo@sha256:...` and
-   deployed by the same `deploy_release` as `invoke deploy` (diff/apply with prune, migrate
-   Job, rollout waits, ledger record, diagnostics).
-4. A failed deploy after anything was applied marks the digest broken and rolls back to the
-   release stage ran before (cluster/rollback.py: its own schema check, then a deploy of it,
-   rendered from its commit); the failure is reported by that cycle only.
-The outcome and the state land in the state file (autoupdate_state.py); `autoupdate.status`
-reads it.
+   deployed by the same deploy plan as `invoke deploy` (server-side apply with prune, migrate
+   Job, rollout waits, the verify Job, ledger record, diagnostics).
+4. A failed deploy after anything was applied (a rollout that does not finish, a verify Job
+   that fails) marks the digest broken and rolls back to the release stage ran before
+   (release/rollback.py: its own schema check, then a deploy of it, rendered from its commit);
+   the failure is reported by that cycle only, and that image is never tried again.
+The outcome and the state land in the state file (autoupdate/statefile.py);
+`autoupdate.status` reads it.
 """
 
 from __future__ import annotations
@@ -28,30 +29,27 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import lock, names
-from desbordante_ops.cluster import rollback as cluster_rollback
-from desbordante_ops.cluster.autoupdate_state import Broken, Deployed, Seen, State
-from desbordante_ops.cluster.deploy import deploy_release
-from desbordante_ops.cluster.kube import (
-    TRANSPORT_ERRORS,
-    Kube,
-    describe_error,
-    now_iso,
-    read_or_none,
-)
-from desbordante_ops.cluster.manifests.render import Rendered, render
-from desbordante_ops.cluster.releases import (
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.autoupdate.statefile import Broken, Deployed, Seen, State
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.kube.errors import TRANSPORT_ERRORS, describe_error
+from desbordante_ops.cluster.kube.objects import now_iso, read_or_none
+from desbordante_ops.cluster.release import lock
+from desbordante_ops.cluster.release.context import Options, Release
+from desbordante_ops.cluster.release.deploy import deploy_release
+from desbordante_ops.cluster.release.ledger import (
     DIGEST_REF,
+    history,
+    ledger,
     ledger_key,
     running_image_ids,
     short_id,
 )
-from desbordante_ops.cluster.releases import ledger as read_ledger
-from desbordante_ops.cluster.rollout import Clock, Deadline
+from desbordante_ops.cluster.release.rollback import live_tag, schema_check
+from desbordante_ops.cluster.release.rollout import Clock
 from desbordante_ops.core.console import fail, ok, step, warn
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image import source
@@ -111,9 +109,15 @@ class Cycle:
     timeout: float = 600
     clock: Clock | None = None
 
-    def options(self) -> dict[str, Any]:
-        """deploy_release's keyword arguments besides the release."""
-        return {"timeout": self.timeout, "registry_auth": self.registry_auth, "clock": self.clock}
+    def release(self, cfg: EnvConfig, tag: str, image: ImageInfo | Running) -> Release:
+        """TAG pinned to IMAGE's digest with CFG's manifests, deployed as auto-update does
+        (no prompt: stage only; under the cycle's own lock)."""
+        options = Options(
+            yes=True, timeout=self.timeout, registry_auth=self.registry_auth, clock=self.clock
+        )
+        return Release.prepare(
+            self.c, cfg, self.k, tag, options, image_name=image.repository, digest=image.digest
+        )
 
 
 def check_env(env: str) -> str:
@@ -164,8 +168,8 @@ def running_release(k: Kube, cfg: EnvConfig) -> Running:
         ids = running_image_ids(k.core, namespace, image)
         found = [DIGEST_REF.match(i) for i in ids]
         pinned = found[0] if len(found) == 1 else None
-    history = cluster_rollback.history(k.core, namespace)
-    tag = cluster_rollback.live_tag(k.apps, namespace, cfg.toolkit.IMAGE_NAME, history)
+    recorded = history(k.core, namespace)
+    tag = live_tag(k.apps, namespace, cfg.toolkit.IMAGE_NAME, recorded)
     if pinned is None:
         return Running(image, "", "", tag)
     return Running(image, pinned["repo"], pinned["digest"], tag)
@@ -177,7 +181,7 @@ def is_current(k: Kube, namespace: str, image: ImageInfo, running: Running) -> b
         return False
     if not is_release_tag(image.tag):
         return True
-    entry = read_ledger(k.core).get(ledger_key(namespace, image.tag))
+    entry = ledger(k.core).get(ledger_key(namespace, image.tag))
     return entry is not None and entry.image_id.endswith(image.digest)
 
 
@@ -206,8 +210,8 @@ def roll_back(x: Cycle, previous: Running, failed_tag: str) -> str:
         with tempfile.TemporaryDirectory(prefix="desbordante-rollback-") as tmp:
             # Its own manifests when its commit is known; the checkout's otherwise.
             cfg = commit_settings(x, Path(tmp), commit) if commit else x.cfg
-            rendered = render(x.c, cfg, tag, image_name=previous.repository, digest=previous.digest)
-            cluster_rollback.rollback(x.c, cfg, x.k, rendered, tag, failed_tag, **x.options())
+            back = x.release(cfg, tag, previous)
+            deploy_release(back, locked=True, before_apply=schema_check(failed_tag))
     except (Exit, RegistryError) as error:
         why = error.message if isinstance(error, Exit) else error
         return f"the rollback to {previous.tag or short_id(previous.digest)} failed too: {why}"
@@ -220,22 +224,14 @@ def deploy_image(x: Cycle, state: State, head: source.Head, image: ImageInfo) ->
     if is_current(x.k, x.cfg.namespace, image, previous):
         return Report(CURRENT, f"stage runs {image.tag} ({short_id(image.ref)}) already")
     step(f"Deploying {image.tag} ({short_id(image.ref)}) of {head.branch} to {x.cfg.namespace}")
-    applying = False
-
-    def before_apply(rendered: Rendered, deadline: Deadline) -> None:
-        nonlocal applying
-        applying = True
-
     source.fetch_branch(x.c, x.repo, x.remote, head.branch)
+    touched: list[bool] = []
     try:
         with tempfile.TemporaryDirectory(prefix="desbordante-autoupdate-") as tmp:
             cfg = commit_settings(x, Path(tmp), head.sha)
-            rendered = render(x.c, cfg, image.tag, image_name=image.repository, digest=image.digest)
-            deploy_release(
-                x.c, cfg, x.k, rendered, image.tag, before_apply=before_apply, **x.options()
-            )
+            deploy_release(x.release(cfg, image.tag, image), locked=True, touched=touched)
     except Exit as error:
-        if not applying:
+        if not touched:
             raise  # nothing changed in the cluster: an error, tried again next cycle
         fail(f"{image.tag} failed: {error.message}")
         broken = Broken(image.tag, head.sha, now_iso(), str(error.message))
@@ -243,8 +239,8 @@ def deploy_image(x: Cycle, state: State, head: source.Head, image: ImageInfo) ->
         broken.rollback = roll_back(x, previous, image.tag)
         return Report(
             FAILED,
-            f"{image.tag} ({short_id(image.ref)}) failed to roll out and will not be retried; "
-            f"{broken.rollback}",
+            f"{image.tag} ({short_id(image.ref)}) failed to roll out or verify and will not be "
+            f"retried; {broken.rollback}",
         )
     state.deployed = Deployed(image.tag, image.digest, head.sha, now_iso())
     return Report(DEPLOYED, f"deployed {image.tag} ({short_id(image.ref)}) of {head.branch}")
@@ -274,7 +270,8 @@ def decide(x: Cycle, state: State) -> Report:
             f"{running.tag or running.image or 'nothing'}); waiting for a newer image",
         )
     try:
-        with lock.held(x.k.coordination, x.cfg.namespace, lock.identity(f"autoupdate {image.tag}")):
+        who = lock.identity(f"autoupdate {image.tag}")
+        with lock.held(x.k, x.cfg.namespace, x.cfg.name, who):
             return deploy_image(x, state, head, image)
     except lock.Busy as busy:
         return Report(SKIPPED, f"skipped: another deploy holds {x.cfg.namespace} ({busy.holder})")

@@ -1,5 +1,5 @@
 """Turning stage auto-update on (`install`) and running one cycle by hand or from the timer
-(`run_once`); the cycle itself is cluster/autoupdate.py, the units autoupdate_units.py."""
+(`run_once`); the cycle itself is cluster/autoupdate.py, the units units.py."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from pathlib import Path
 
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import autoupdate as cycle
-from desbordante_ops.cluster import autoupdate_state as stored
-from desbordante_ops.cluster import autoupdate_units as units
-from desbordante_ops.cluster import kube
+from desbordante_ops.cluster.autoupdate import cycle, statefile, units
 from desbordante_ops.cluster.k3s import K3S_KUBECONFIG, is_root
-from desbordante_ops.cluster.registry import ensure_pull_secret
+from desbordante_ops.cluster.kube.client import connect, kubeconfig_path
+from desbordante_ops.cluster.kube.objects import now_iso, read_or_none
+from desbordante_ops.cluster.secrets.pull import ensure_pull_secret
 from desbordante_ops.core.console import ok, step
 from desbordante_ops.core.settings import SOURCE_DEFAULT, EnvConfig, cluster_config, load_config
 from desbordante_ops.image import source
@@ -26,7 +25,7 @@ def admin_kubeconfig(cfg: EnvConfig) -> Path:
     """The kubeconfig the timer uses: KUBECONFIG_PATH when set, else k3s's admin one."""
     if cfg.source("KUBECONFIG_PATH") == SOURCE_DEFAULT and K3S_KUBECONFIG.is_file():
         return K3S_KUBECONFIG
-    return kube.kubeconfig_path(cfg)
+    return kubeconfig_path(cfg)
 
 
 def need_root(action: str) -> None:
@@ -47,23 +46,23 @@ def install(
     cfg = cluster_config(env)
     kubeconfig = admin_kubeconfig(cfg)
     cfg = cluster_config(env, {"KUBECONFIG_PATH": str(kubeconfig)})
-    k = kube.connect(cfg)
-    given = stored.registry_login(registry_user, interactive=sys.stdin.isatty())
-    secrets_file = stored.credentials_path(cfg)
-    auth = given or stored.load_credentials(secrets_file)
+    k = connect(cfg)
+    given = statefile.registry_login(registry_user, interactive=sys.stdin.isatty())
+    secrets_file = statefile.credentials_path(cfg)
+    auth = given or statefile.load_credentials(secrets_file)
     url = source.remote_url(c, cfg.root, remote)
     step(f"Checking {branch} of {url} and the registry of {cfg.toolkit.IMAGE_NAME}")
     try:
         with Registry(cfg.toolkit.IMAGE_NAME, auth) as registry:
-            head, image, note = cycle.newest(c, registry, stored.mirror_path(cfg), url, branch)
+            head, image, note = cycle.newest(c, registry, statefile.mirror_path(cfg), url, branch)
     except RegistryError as error:
         raise Exit(f"{error} Nothing was installed.") from None
     seen = f"{image.tag} ({image.ref})" if image else f"no image yet ({note})"
     ok(f"{branch} is at {head.short}: {seen}")
     if given is not None:
-        stored.save_credentials(secrets_file, given)
+        statefile.save_credentials(secrets_file, given)
         ok(f"registry credentials of {given['username']} stored in {secrets_file} (root only)")
-    if auth is not None and kube.read_or_none(k.core.read_namespace, cfg.namespace) is not None:
+    if auth is not None and read_or_none(k.core.read_namespace, cfg.namespace) is not None:
         ensure_pull_secret(k.core, cfg.namespace, cfg.toolkit.IMAGE_NAME, auth)
     invoke = Path(sys.executable).with_name("invoke")
     if not invoke.is_file():
@@ -85,7 +84,7 @@ def uninstall(c: Context, env: str) -> None:
     """Stop and remove the timer of ENV and the stored registry credentials (state stays)."""
     cfg = cluster_config(env)
     removed = units.remove(c, units.UNIT_DIR, env)
-    secrets_file = stored.credentials_path(cfg)
+    secrets_file = statefile.credentials_path(cfg)
     if secrets_file.exists():
         secrets_file.unlink()
         ok(f"registry credentials deleted ({secrets_file}; the pods' pull Secret stays)")
@@ -95,12 +94,12 @@ def uninstall(c: Context, env: str) -> None:
 def run_once(c: Context, env: str, branch: str, remote: str, timeout: int) -> cycle.Report:
     """One cycle for ENV, its outcome recorded in the state file."""
     cfg = cluster_config(env)
-    path = stored.state_path(cfg)
-    state = stored.load_state(path)
-    auth = stored.load_credentials(stored.credentials_path(cfg))
-    state.last_check = kube.now_iso()
+    path = statefile.state_path(cfg)
+    state = statefile.load_state(path)
+    auth = statefile.load_credentials(statefile.credentials_path(cfg))
+    state.last_check = now_iso()
     try:
-        k = kube.connect(cfg)
+        k = connect(cfg)
         url = source.remote_url(c, cfg.root, remote)
     except Exit as error:
         report = cycle.record(state, cycle.Report(cycle.ERROR, str(error.message)))
@@ -111,7 +110,7 @@ def run_once(c: Context, env: str, branch: str, remote: str, timeout: int) -> cy
                 cfg,
                 k,
                 registry,
-                stored.mirror_path(cfg),
+                statefile.mirror_path(cfg),
                 url,
                 branch,
                 settings=lambda root: load_config(env, root=root),
@@ -119,5 +118,5 @@ def run_once(c: Context, env: str, branch: str, remote: str, timeout: int) -> cy
                 timeout=timeout,
             )
             report = cycle.run_cycle(run, state)
-    stored.save_state(path, state)
+    statefile.save_state(path, state)
     return report

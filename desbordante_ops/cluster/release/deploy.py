@@ -67,6 +67,7 @@ class Run:
     x: Release
     stack: ExitStack
     changed: bool = False
+    touched: list[bool] = field(default_factory=list)  # [True] once a step wrote to it
     verified: tuple[str, str] = ("", "")  # (verify Job, when it passed)
     _deadline: Deadline | None = field(default=None, repr=False)
 
@@ -77,10 +78,12 @@ class Run:
         return self._deadline
 
 
-def _lock(run: Run, action: str) -> list[Step]:
+def _lock(run: Run, action: str, locked: bool) -> list[Step]:
     x = run.x
     k, namespace = x.k, x.namespace
     lease = f"Lease {namespace}/{lock.LEASE}"
+    if locked:
+        return [note("hold", f"the deploy lock ({lease}), taken by the caller")]
     if read_or_none(k.core.read_namespace, namespace) is None:
         return [note("skip", f"the deploy lock: namespace {namespace} does not exist yet")]
 
@@ -258,7 +261,7 @@ def _apply(run: Run, recreate: list[str]) -> tuple[list[Step], list[str]]:
                 f"{len(takeovers)} objects deployed by kubectl's client-side apply: their "
                 f"fields become {FIELD_MANAGER}'s (server-side apply), the last-applied "
                 "annotation goes",
-                lambda: apply.take_over(k, takeovers),
+                lambda: (run.touched.append(True), apply.take_over(k, takeovers)),
             )
         )
     rows += [note("take over", f"{change.name}: {change.conflicts}") for change in found.conflicts]
@@ -266,6 +269,7 @@ def _apply(run: Run, recreate: list[str]) -> tuple[list[Step], list[str]]:
     if changed:
 
         def apply_all() -> None:
+            run.touched.append(True)
             apply.apply_all(k, docs)
             run.changed = True
 
@@ -283,6 +287,7 @@ def _apply(run: Run, recreate: list[str]) -> tuple[list[Step], list[str]]:
     for obj in found.prunes:
 
         def delete(obj: dict[str, Any] = obj) -> None:
+            run.touched.append(True)
             apply.prune(k, [obj])
             run.changed = True
 
@@ -379,14 +384,18 @@ def deploy_plan(
     title: str = "",
     before_apply: BeforeApply | None = None,
     traefik: bool = True,
+    locked: bool = False,
+    touched: list[bool] | None = None,
 ) -> tuple[Plan, Run]:
     """The plan of deploying X (read from the cluster; nothing written) and its run state.
 
     BEFORE_APPLY adds steps before the apply (rollback's schema check); TRAEFIK: end with
-    Traefik's cluster-wide configuration.
+    Traefik's cluster-wide configuration; LOCKED: the caller holds the deploy lock; TOUCHED
+    gets True once a step writes to the cluster's objects (what auto-update asks after a
+    failure).
     """
-    run = Run(x, stack)
-    steps = _lock(run, title or f"deploy {x.tag}")
+    run = Run(x, stack, touched=touched if touched is not None else [])
+    steps = _lock(run, title or f"deploy {x.tag}", locked)
     if x.cfg.name == "prod":
         run.x, gated = gate(x, STAGE_NAMESPACE)
         steps += gated
@@ -416,10 +425,12 @@ def deploy_release(
     title: str = "",
     before_apply: BeforeApply | None = None,
     traefik: bool = True,
+    locked: bool = False,
+    touched: list[bool] | None = None,
 ) -> bool:
     """Plan and (unless DRY_RUN) run the deploy of X; True when it changed anything."""
     with ExitStack() as stack:
-        plan, run = deploy_plan(x, stack, title, before_apply, traefik)
+        plan, run = deploy_plan(x, stack, title, before_apply, traefik, locked, touched)
         execute(plan, dry_run)
     return run.changed
 

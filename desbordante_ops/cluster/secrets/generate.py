@@ -6,7 +6,8 @@ Secret is kept. `--rotate NAME` also changes the password where it is stored (Po
 `ALTER ROLE`, `rabbitmqctl change_password`, both fed on stdin of a pod exec) and restarts the
 consumers: PostgreSQL and RabbitMQ read their initial password only on first boot, so a Secret
 regenerated on its own would break every connection. How a rotation survives a dropped
-connection at any step: cluster/secrets/rotation.py.
+connection at any step: cluster/secrets/rotation.py. `generate_plan` reads the cluster once and
+returns the steps (core/plan.py): the dry run prints them, the real run executes them.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from invoke import Exit
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster import names
-from desbordante_ops.cluster.secrets import rotation
-from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.kube.client import Kube, connect_or_step
+from desbordante_ops.cluster.kube.errors import describe_error
 from desbordante_ops.cluster.kube.objects import (
     ensure_namespace,
     first_running_pod,
@@ -26,7 +28,13 @@ from desbordante_ops.cluster.kube.objects import (
     read_or_none,
 )
 from desbordante_ops.cluster.kube.podexec import PodExec, pod_exec
-from desbordante_ops.cluster.secrets.rotation import ExecFactory, Rotation, pending_password
+from desbordante_ops.cluster.secrets import rotation
+from desbordante_ops.cluster.secrets.rotation import (
+    ExecFactory,
+    Rotation,
+    pending_password,
+    rotation_steps,
+)
 from desbordante_ops.cluster.secrets.specs import (
     ROTATED_AT,
     SPECS,
@@ -34,19 +42,20 @@ from desbordante_ops.cluster.secrets.specs import (
     find_spec,
     new_password,
     secret_body,
+    secret_keys,
     secret_values,
 )
 from desbordante_ops.core.console import ok
+from desbordante_ops.core.plan import Plan, Step, execute, note, unknown
 from desbordante_ops.core.settings import EnvConfig
 
+# What secrets.generate does with one Secret.
+CREATE, KEEP, ROTATE, FINISH, RECOVER = "create", "keep", "rotate", "finish", "recover"
 
-def read_secret(core: Any, name: str, namespace: str) -> Any | None:
+
+def read_secret(core: k8s.CoreV1Api, name: str, namespace: str) -> Any | None:
     """The Secret NAME, or None when it does not exist."""
     return read_or_none(core.read_namespaced_secret, name, namespace)
-
-
-# What secrets.generate does with one Secret (its dry run lists the same decisions).
-CREATE, KEEP, ROTATE, FINISH, RECOVER = "create", "keep", "rotate", "finish", "recover"
 
 
 def decide(spec: SecretSpec, existing: Any | None, target: SecretSpec | None) -> str:
@@ -60,38 +69,104 @@ def decide(spec: SecretSpec, existing: Any | None, target: SecretSpec | None) ->
     return RECOVER if pending else KEEP
 
 
-def generate(
-    core: Any,
-    apps: Any,
-    cfg: EnvConfig,
-    namespace: str,
-    rotate: str | None = None,
-    exec_for: ExecFactory | None = None,
-) -> list[tuple[str, str]]:
-    """Create missing Secrets, keep existing ones, rotate ROTATE; returns (name, action) rows.
+def store_exec_factory(k: Kube, namespace: str) -> ExecFactory:
+    """Pod exec into the postgres / rabbitmq pod of NAMESPACE for a rotation."""
 
-    An unfinished rotation found on the way is finished (or undone) first.
-    """
+    def make(spec: SecretSpec) -> PodExec:
+        if spec.store is None:
+            raise ValueError(f"{spec.name} has no store to exec into")
+        component = names.POSTGRES if spec.store == "postgres" else names.RABBITMQ
+        pod = first_running_pod(k.core, namespace, names.selector(component))
+        return pod_exec(k, namespace, pod, container=component)
+
+    return make
+
+
+def _store_pod(k: Kube, namespace: str, spec: SecretSpec) -> str:
+    """`pod NAME` of the running pod of SPEC's store, else a note why there is none."""
+    component = names.POSTGRES if spec.store == "postgres" else names.RABBITMQ
+    try:
+        return f"pod {first_running_pod(k.core, namespace, names.selector(component))}"
+    except ApiException as exc:
+        return f"the {component} pod (not readable: {describe_error(exc)})"
+    except Exception:  # Exit: none runs
+        return f"the {component} pod (none runs now: the real run would stop here)"
+
+
+def _create(k: Kube, cfg: EnvConfig, spec: SecretSpec) -> Step:
+    namespace = cfg.namespace
+
+    def create() -> None:
+        body = secret_body(spec, secret_values(spec, cfg, new_password()), now_iso())
+        k.core.create_namespaced_secret(namespace, body)
+        ok(f"Secret {spec.name} created")
+
+    what = f"Secret {namespace}/{spec.name} (keys {secret_keys(spec)}; new random password)"
+    return Step("create", what, create)
+
+
+def generate_plan(
+    cfg: EnvConfig, k: Kube, rotate: str | None = None, exec_for: ExecFactory | None = None
+) -> Plan:
+    """What `secrets.generate [--rotate ROTATE]` does in CFG's namespace, read from K:
+    create missing Secrets, keep existing ones, rotate ROTATE; an unfinished rotation found on
+    the way is finished (or undone) first."""
     target = find_spec(rotate) if rotate else None
-    rows: list[tuple[str, str]] = []
+    namespace = cfg.namespace
+    title = f"secrets.generate in {namespace}" + (f" (rotating {rotate})" if rotate else "")
+    exec_for = exec_for or store_exec_factory(k, namespace)
+    steps: list[Step] = []
+    try:
+        missing = read_or_none(k.core.read_namespace, namespace) is None
+    except ApiException as exc:
+        missing = False
+        steps.append(unknown(f"namespace {namespace}", describe_error(exc)))
+    if missing:
+        labels = dict(names.NAMESPACE_LABELS)
+        steps.append(
+            Step(
+                "create",
+                f"namespace {namespace} (Pod Security: restricted)",
+                lambda: ensure_namespace(k.core, namespace, labels),
+            )
+        )
     for spec in SPECS:
-        existing = read_secret(core, spec.name, namespace)
+        secret = f"Secret {namespace}/{spec.name}"
+        try:
+            existing = None if missing else read_secret(k.core, spec.name, namespace)
+        except ApiException as exc:
+            steps.append(unknown(secret, describe_error(exc)))
+            continue
         action = decide(spec, existing, target)
         if action == CREATE:
-            password = new_password()
-            body = secret_body(spec, secret_values(spec, cfg, password), now_iso())
-            core.create_namespaced_secret(namespace, body)
-            rows.append((spec.name, "created"))
-            continue
-        if action == KEEP:
-            rows.append((spec.name, "kept"))
-            continue
-        if exec_for is None:
-            raise Exit("Rotation needs a cluster connection; run it through the task.")
-        job = Rotation(core, apps, cfg, namespace, spec, exec_for)
-        finish = rotation.recover if action == RECOVER else rotation.rotate
-        rows.append((spec.name, finish(job, existing)))
-    return rows
+            steps.append(_create(k, cfg, spec))
+            if spec is target:
+                steps.append(note("note", f"{rotate} does not exist yet: created, not rotated"))
+        elif action == KEEP:
+            steps.append(note("keep", secret))
+        else:
+            job = Rotation(k.core, k.apps, cfg, namespace, spec, exec_for)
+            pod = _store_pod(k, namespace, spec) if spec.store else ""
+            steps += rotation_steps(job, existing, action == RECOVER, pod)
+    return Plan(title, steps)
+
+
+def ensure_secrets(cfg: EnvConfig, k: Kube, rotate: str | None = None) -> None:
+    """Namespace + Secrets of CFG's environment on cluster K (bootstrap's step, test setup)."""
+    execute(generate_plan(cfg, k, rotate))
+
+
+def run_generate(cfg: EnvConfig, rotate: str | None, dry_run: bool) -> None:
+    """`invoke secrets.generate`: --rotate checked first, then the plan read from the cluster."""
+    if rotate:
+        find_spec(rotate)
+    k, why = connect_or_step(cfg)
+    plan = (
+        Plan(f"secrets.generate in {cfg.namespace}", why)
+        if k is None
+        else (generate_plan(cfg, k, rotate))
+    )
+    execute(plan, dry_run)
 
 
 def _age(created: dt.datetime | None, now: dt.datetime) -> str:
@@ -104,7 +179,9 @@ def _age(created: dt.datetime | None, now: dt.datetime) -> str:
     return f"{max(seconds, 0)}s"
 
 
-def listing(core: Any, namespace: str, now: dt.datetime | None = None) -> list[tuple[str, ...]]:
+def listing(
+    core: k8s.CoreV1Api, namespace: str, now: dt.datetime | None = None
+) -> list[tuple[str, ...]]:
     """(name, keys, age, rotated-at) of every Secret of the stack; values are never read out."""
     now = now or dt.datetime.now(dt.UTC)
     rows: list[tuple[str, ...]] = []
@@ -122,26 +199,3 @@ def listing(core: Any, namespace: str, now: dt.datetime | None = None) -> list[t
         created = secret.metadata.creation_timestamp
         rows.append((spec.name, keys, _age(created, now), rotated))
     return rows
-
-
-def store_exec_factory(k: Kube, namespace: str) -> ExecFactory:
-    """Pod exec into the postgres / rabbitmq pod of NAMESPACE for a rotation."""
-
-    def make(spec: SecretSpec) -> PodExec:
-        if spec.store is None:
-            raise ValueError(f"{spec.name} has no store to exec into")
-        component = names.POSTGRES if spec.store == "postgres" else names.RABBITMQ
-        pod = first_running_pod(k.core, namespace, names.selector(component))
-        return pod_exec(k, namespace, pod, container=component)
-
-    return make
-
-
-def ensure_secrets(cfg: EnvConfig, k: Kube, rotate: str | None = None) -> list[tuple[str, str]]:
-    """Namespace + Secrets of CFG's environment on cluster K (used by the task and bootstrap)."""
-    if rotate:
-        find_spec(rotate)
-    namespace = cfg.namespace
-    if ensure_namespace(k.core, namespace, dict(names.NAMESPACE_LABELS)):
-        ok(f"namespace {namespace} created")
-    return generate(k.core, k.apps, cfg, namespace, rotate, store_exec_factory(k, namespace))

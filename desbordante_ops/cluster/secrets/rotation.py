@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from invoke import Exit
+from kubernetes import client as k8s
 
 from desbordante_ops.cluster.kube.errors import TRANSPORT_ERRORS, describe_error
 from desbordante_ops.cluster.kube.objects import now_iso, restart_workloads
@@ -35,15 +36,18 @@ from desbordante_ops.cluster.secrets.specs import (
     decode,
     encode,
     new_password,
+    secret_keys,
     secret_values,
     store_of,
 )
 from desbordante_ops.cluster.secrets.stores import Store, StoreError, accepted, set_password
-from desbordante_ops.core.console import step, warn
+from desbordante_ops.core.console import ok, warn
+from desbordante_ops.core.plan import Step
 from desbordante_ops.core.settings import EnvConfig
 
 PENDING_KEY = "pending-password"
 STARTED_AT = "desbordante.io/rotation-started-at"
+PROMOTED = "password := the new one, pending-password removed, rotated-at stamped"
 T = TypeVar("T")
 
 # Secret spec -> a function running argv (with stdin) in the pod of the spec's store.
@@ -54,8 +58,8 @@ ExecFactory = Callable[[SecretSpec], PodExec]
 class Rotation:
     """One Secret of one namespace being rotated, and how to reach the API and its store."""
 
-    core: Any
-    apps: Any
+    core: k8s.CoreV1Api
+    apps: k8s.AppsV1Api
     cfg: EnvConfig
     namespace: str
     spec: SecretSpec
@@ -114,7 +118,8 @@ def _exec(r: Rotation, state: str) -> PodExec:
         raise Exit(f"Cannot find the {r.spec.store} pod ({reason}); {state}.") from None
 
 
-def _restart(r: Rotation, store: Store | None, done: str) -> str:
+def _restart(r: Rotation, store: Store | None) -> None:
+    """Step 4: restart the consumers, which read the password at start."""
     try:
         restarted = restart_workloads(r.apps, r.namespace, deployments=r.spec.restart)
     except TRANSPORT_ERRORS as exc:
@@ -125,11 +130,12 @@ def _restart(r: Rotation, store: Store | None, done: str) -> str:
             f"but restarting its consumers failed ({describe_error(exc)}): run "
             f"`kubectl -n {r.namespace} rollout restart {targets}`."
         ) from None
-    return done + (f", restarted {', '.join(restarted)}" if restarted else "")
+    if restarted:
+        ok(f"{r.spec.alias}: restarted {', '.join(restarted)}")
 
 
-def _promote(r: Rotation, store: Store | None, secret: Any, password: str, done: str) -> str:
-    """Make PASSWORD the Secret's value (dropping the pending one) and restart the consumers."""
+def _promote(r: Rotation, store: Store | None, secret: Any, password: str) -> None:
+    """Step 3: PASSWORD becomes the Secret's value (the pending one dropped), rotated-at."""
     where = f"{store.title} has the NEW password; " if store else ""
     failure = (
         f"{where}updating Secret {r.spec.name} failed ({{err}}), so it may still hold the old "
@@ -138,7 +144,7 @@ def _promote(r: Rotation, store: Store | None, secret: Any, password: str, done:
     values: dict[str, str | None] = {**secret_values(r.spec, r.cfg, password), PENDING_KEY: None}
     annotations: dict[str, str | None] = {STARTED_AT: None, ROTATED_AT: now_iso()}
     _api(lambda: _replace(r, secret, values, annotations), failure)
-    return _restart(r, store, done)
+    ok(f"{r.spec.alias}: rotated")
 
 
 def _drop_pending(r: Rotation, secret: Any, store: Store) -> None:
@@ -173,70 +179,147 @@ def _which(r: Rotation, store: Store, run: PodExec, secret: Any, new: str, cause
     return verdict or "neither"
 
 
-def _set_and_promote(
-    r: Rotation, store: Store, run: PodExec, secret: Any, password: str, done: str
-) -> str:
-    """Steps 2-4 with PASSWORD already stashed in SECRET."""
+@dataclass
+class _Progress:
+    """What the steps of one rotation hand on: the Secret as last written, the new password,
+    the exec into the store, and (recovering) which password the store accepts."""
+
+    secret: Any
+    password: str = ""
+    run: PodExec | None = None
+    verdict: str = ""
+
+
+def _connect(r: Rotation, p: _Progress, state: str) -> PodExec:
+    if p.run is None:
+        p.run = _exec(r, state)
+    return p.run
+
+
+def _set_in_store(r: Rotation, store: Store, p: _Progress) -> None:
+    """Step 2: set the stashed password in STORE; on a failure ask which one it has now."""
+    run = _connect(r, p, f"nothing was changed; {r.kept_pending}")
     try:
-        set_password(store, password, run)
+        set_password(store, p.password, run)
     except (ExecFailed, StoreError) as exc:
-        verdict = _which(r, store, run, secret, password, str(exc))
+        verdict = _which(r, store, run, p.secret, p.password, str(exc))
         failed = f"Setting the new {r.spec.alias} password in {store.title} failed ({exc})"
         if verdict == "pending":
             warn(f"{failed}, but it has the new password anyway; finishing the rotation.")
-            return _promote(r, store, secret, password, done)
+            return
         if verdict == "current":
-            _drop_pending(r, secret, store)
+            _drop_pending(r, p.secret, store)
             raise Exit(f"{failed}; it still has the old one, so nothing was changed.") from None
         raise Exit(
             f"{failed} and it accepts neither the old nor the new one; {r.kept_pending}: run "
             f"{r.rerun} again."
         ) from None
-    return _promote(r, store, secret, password, done)
 
 
-def rotate(r: Rotation, secret: Any) -> str:
-    """Rotate R's Secret (finishing an earlier unfinished attempt instead, if there is one)."""
-    store = store_of(r.spec, r.cfg)
-    if store is None:
-        return _promote(r, None, secret, new_password(), "rotated")
-    earlier = pending_password(secret)
-    if earlier is not None:
-        step(f"{r.spec.alias}: finishing the rotation started at {started_at(secret)}")
-        run = _exec(r, f"nothing was changed; {r.kept_pending}")
-        return _set_and_promote(r, store, run, secret, earlier, "rotated (earlier attempt)")
-    run = _exec(r, "nothing was changed")
-    password = new_password()
-    stashed = _api(
-        lambda: _replace(r, secret, {PENDING_KEY: password}, {STARTED_AT: now_iso()}),
+def _stash(r: Rotation, p: _Progress) -> None:
+    """Step 1: the new password into the Secret as pending-password (nobody reads it yet)."""
+    _connect(r, p, "nothing was changed")  # no stash when the store cannot be reached
+    p.password = new_password()
+    p.secret = _api(
+        lambda: _replace(r, p.secret, {PENDING_KEY: p.password}, {STARTED_AT: now_iso()}),
         f"Saving the new password in Secret {r.spec.name} failed ({{err}}); nothing was "
         f"changed: run {r.rerun} again.",
     )
-    step(f"{r.spec.alias}: new password stashed; setting it in {store.title}")
-    return _set_and_promote(r, store, run, stashed, password, "rotated")
 
 
-def recover(r: Rotation, secret: Any) -> str:
-    """An unfinished rotation of another Secret: finish or undo it by what the store accepts."""
-    password = pending_password(secret) or ""
-    store = store_of(r.spec, r.cfg)
-    if store is None:
-        _api(
-            lambda: _replace(r, secret, {PENDING_KEY: None}, {STARTED_AT: None}),
-            f"Removing {PENDING_KEY} from Secret {r.spec.name} failed ({{err}}).",
+def _ask(r: Rotation, store: Store, p: _Progress) -> None:
+    """Recovering: which password the store accepts (the current or the pending one)."""
+    run = _connect(r, p, f"an unfinished rotation is pending; {r.kept_pending}")
+    p.verdict = _which(r, store, run, p.secret, p.password, "")
+    if p.verdict == "neither":
+        raise Exit(
+            f"{store.title} accepts neither the password of Secret {r.spec.name} nor the "
+            f"pending new one: run {r.rerun} to set the new one in both."
         )
-        return "unfinished rotation undone"
-    step(f"{r.spec.alias}: unfinished rotation from {started_at(secret)}; asking {store.title}")
-    run = _exec(r, f"an unfinished rotation is pending; {r.kept_pending}")
-    verdict = _which(r, store, run, secret, password, "")
-    if verdict == "pending":
-        return _promote(r, store, secret, password, "unfinished rotation finished")
-    if verdict == "current":
-        _drop_pending(r, secret, store)
-        return "unfinished rotation undone (the store kept the old password)"
-    raise Exit(
-        f"{store.title} accepts neither the password of Secret {r.spec.name} nor the pending "
-        f"new one: run {r.rerun} to set the new one in both."
+
+
+def _settle(r: Rotation, store: Store, p: _Progress) -> None:
+    """Recovering: promote the pending password the store has, or drop the one it has not."""
+    if p.verdict == "pending":
+        _promote(r, store, p.secret, p.password)
+        ok(f"{r.spec.alias}: unfinished rotation finished")
+    else:
+        _drop_pending(r, p.secret, store)
+        ok(f"{r.spec.alias}: unfinished rotation undone (the store kept the old password)")
+
+
+def rotation_steps(r: Rotation, secret: Any, recovering: bool, pod: str) -> list[Step]:
+    """The steps of rotating R's Secret (read as SECRET), finishing an unfinished rotation
+    of it, or (RECOVERING) settling an unfinished rotation of another Secret. POD: where the
+    store's commands run, as the plan shows it."""
+    store = store_of(r.spec, r.cfg)
+    name = f"Secret {r.namespace}/{r.spec.name}"
+    earlier = pending_password(secret)
+    p = _Progress(secret, earlier or "")
+    consumers = ", ".join(f"deployment/{n}" for n in r.spec.restart)
+    restart = (
+        [Step("restart", f"{consumers} in {r.namespace}", lambda: _restart(r, store))]
+        if r.spec.restart
+        else []
+    )
+    if store is None:
+        if recovering:
+            undo = f"{name}: remove {PENDING_KEY} (unfinished rotation undone)"
+            return [Step("replace", undo, lambda: _undo(r, p))]
+        promote = f"{name}: new random password (keys {secret_keys(r.spec)})"
+        return [
+            Step("replace", promote, lambda: _promote(r, None, p.secret, new_password())),
+            *restart,
+        ]
+    where = f"{store.title} (user {store.user}) in {pod}"
+    started = f"at {started_at(secret)}"
+    if recovering:
+        return [
+            Step(
+                "exec",
+                f"{where}: ask which password it accepts (rotation started {started})",
+                lambda: _ask(r, store, p),
+            ),
+            Step(
+                "replace",
+                f"{name}: new one accepted -> {PROMOTED}; else {PENDING_KEY} removed",
+                lambda: _settle(r, store, p),
+            ),
+            *(
+                [
+                    Step(
+                        s.action,
+                        f"{s.target} (only when the new password is promoted)",
+                        lambda: _restart(r, store) if p.verdict == "pending" else None,
+                    )
+                    for s in restart
+                ]
+            ),
+        ]
+    stash = (
+        []
+        if earlier is not None
+        else [
+            Step(
+                "replace",
+                f"{name}: new random password stashed as {PENDING_KEY}",
+                lambda: _stash(r, p),
+            )
+        ]
+    )
+    what = f"the password stashed {started}" if earlier is not None else "the new password"
+    return [
+        *stash,
+        Step("exec", f"{where}: set {what} (on stdin)", lambda: _set_in_store(r, store, p)),
+        Step("replace", f"{name}: {PROMOTED}", lambda: _promote(r, store, p.secret, p.password)),
+        *restart,
+    ]
+
+
+def _undo(r: Rotation, p: _Progress) -> None:
+    _api(
+        lambda: _replace(r, p.secret, {PENDING_KEY: None}, {STARTED_AT: None}),
+        f"Removing {PENDING_KEY} from Secret {r.spec.name} failed ({{err}}).",
     )
 
 

@@ -75,6 +75,13 @@ def secret_values(spec: SecretSpec, cfg: EnvConfig, password: str) -> dict[str, 
     return {PASSWORD_KEY: password}
 
 
+def secret_keys(spec: SecretSpec) -> str:
+    """The keys SPEC's Secret holds, for plans and listings (never their values)."""
+    if spec.name in (names.FlowerSecret.NAME, names.ApiAuthSecret.NAME):
+        return "password, users (bcrypt)"
+    return PASSWORD_KEY
+
+
 def store_of(spec: SecretSpec, cfg: EnvConfig) -> Store | None:
     """Where SPEC's password also lives (service and user), None when only in the Secret."""
     if spec.store == "postgres":

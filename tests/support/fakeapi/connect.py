@@ -10,6 +10,7 @@ HTTPS server), what tasks do.
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
@@ -24,6 +25,7 @@ from support.fakeapi.server import FakeApiServer, encode
 
 from desbordante_ops.cluster import access
 from desbordante_ops.cluster.kube.client import Kube, connect
+from desbordante_ops.core.plan import execute
 from desbordante_ops.core.settings import EnvConfig, load_config
 
 ADMIN = User("system:admin", (MASTERS, "system:authenticated"))
@@ -65,10 +67,19 @@ class InProcess:
         )
 
 
+def _ca_file() -> str:
+    """A CA bundle file for in-process connections (what a kubeconfig hands `access.grant`)."""
+    path = Path(tempfile.gettempdir()) / "desbordante-fakeapi-ca.pem"
+    if not path.exists():
+        path.write_text("-----BEGIN CERTIFICATE-----\nZmFrZQ==\n-----END CERTIFICATE-----\n")
+    return str(path)
+
+
 def kube_for(server: FakeApiServer, user: User = ADMIN, token: str | None = None) -> Kube:
     """The toolkit's Kube talking to SERVER in process as USER (or as TOKEN's owner)."""
     configuration = k8s.Configuration()
     configuration.host = FAKE_HOST
+    configuration.ssl_ca_cert = _ca_file()
     if token:
         configuration.api_key = {"authorization": f"Bearer {token}"}
     api_client = k8s.ApiClient(configuration)
@@ -92,10 +103,8 @@ def connect_with(path: Path, env: str = "stage") -> Kube:
     return connect(config_for(path, env))
 
 
-def grant(
-    admin: Kube, directory: Path, role: str, user: str = "jane", env: str = "stage"
-) -> Path:
+def grant(admin: Kube, directory: Path, role: str, user: str = "jane", env: str = "stage") -> Path:
     """`access.grant` of ROLE in ENV to USER over the admin's connection; its kubeconfig."""
     out = directory / f"{user}-{env}-{role}.kubeconfig"
-    access.grant(admin, f"desbordante-{env}", user, role, out, days=30)
+    execute(access.grant_plan(admin, f"desbordante-{env}", user, role, out, days=30))
     return out

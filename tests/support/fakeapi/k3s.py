@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import copy
 import functools
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from invoke import Context
-from support.fakeapi.connect import kube_for
+from support.fakeapi.connect import kube_for, token_of
 from support.fakeapi.kubelet import Kubelet
 from support.fakeapi.server import FakeApiServer
 
-from desbordante_ops.cluster.access import ensure_account, request_token
+from desbordante_ops.cluster.access import grant_plan
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.manifests.render import Rendered, render
 from desbordante_ops.cluster.secrets.generate import ensure_secrets
+from desbordante_ops.core.plan import execute
 from desbordante_ops.core.settings import EnvConfig, load_config
 
 NODE_MEMORY = "4Gi"
@@ -115,10 +118,10 @@ class Cluster:
 
     def grant(self, role: str, env: str = "stage", user: str = "jane") -> Kube:
         """A connection with the token `access.grant` gives USER as ROLE in ENV."""
-        namespace = f"desbordante-{env}"
-        ensure_account(self.admin.core, self.admin.rbac, namespace, user, role)
-        token, _ = request_token(self.admin.core, namespace, user, days=1)
-        return kube_for(self.server, token=token)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "granted.kubeconfig"
+            execute(grant_plan(self.admin, f"desbordante-{env}", user, role, out, days=1))
+            return kube_for(self.server, token=token_of(out))
 
 
 def cluster() -> Cluster:
