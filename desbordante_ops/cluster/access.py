@@ -18,6 +18,7 @@ import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -375,7 +376,7 @@ def revoke_plan(k: Kube, user: str, namespaces: list[str]) -> Plan:
                     Step(
                         "delete",
                         what,
-                        lambda obj=obj: if_exists(obj.delete, obj.name, obj.namespace),
+                        partial(if_exists, obj.delete, obj.name, obj.namespace),
                     )
                 )
     if not any(s.run for s in steps):

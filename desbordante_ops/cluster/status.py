@@ -14,6 +14,7 @@ a claim that is not Bound. Each row says what is wrong; `invoke logs --env ENV` 
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,11 +22,14 @@ from typing import Any
 
 from invoke import Context, Exit
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 from rich.filesize import decimal
 
 from desbordante_ops.cluster import names
-from desbordante_ops.cluster.kube import Kube, kubectl
-from desbordante_ops.cluster.releases import RUNTIME_SCHEME, ledger, short_id
+from desbordante_ops.cluster.kube.client import Kube, kubectl
+from desbordante_ops.cluster.kube.errors import describe_error
+from desbordante_ops.cluster.release.ledger import RUNTIME_SCHEME, ledger, short_id
+from desbordante_ops.cluster.release.verify import last as last_verification
 from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image.refs import split_ref
@@ -205,16 +209,39 @@ def usage(c: Context, cfg: EnvConfig, mount: Mount | None) -> str:
     )
     lines = (result.stdout or "").strip().splitlines()
     if not result.ok or len(lines) < 2:
-        error = (result.stderr or "").strip().splitlines()[-1:] or [f"exit {result.exited}"]
-        if "forbidden" in error[0].lower():
-            return "usage unknown (this kubeconfig may not exec into pods)"
-        return f"usage unknown ({error[0]})"
+        return f"usage unknown ({exec_failure(result.stderr or '', result.exited)})"
     try:
         used_kib = int(lines[0].split()[0])
         free_kib = int(lines[-1].split()[3])
     except (ValueError, IndexError):
         return f"usage unknown (unexpected output {shlex.quote(lines[-1])})"
     return f"used {decimal(used_kib * 1024)}, {decimal(free_kib * 1024)} free on its disk"
+
+
+# What a failed `kubectl exec` said -> the one short reason shown instead (never the URL).
+EXEC_FAILURES = (
+    ("forbidden", "this kubeconfig may not exec into pods"),
+    ("dial tcp", "the node's kubelet is not reachable from the API server"),
+    ("error dialing backend", "the node's kubelet is not reachable from the API server"),
+    ("connection refused", "the node's kubelet is not reachable from the API server"),
+    ("i/o timeout", "the node's kubelet is not reachable from the API server"),
+    ("container not found", "its container is not running"),
+    ("is not running", "its container is not running"),
+    ("does not have a host assigned", "its pod is not scheduled"),
+)
+MAX_REASON = 80
+
+
+def exec_failure(stderr: str, exited: int) -> str:
+    """One short reason for a failed exec (never a URL or a whole error)."""
+    text = " ".join(stderr.split())
+    for marker, reason in EXEC_FAILURES:
+        if marker in text.lower():
+            return reason
+    text = re.sub(r"\S+://\S+", "", text).strip(" :")
+    if not text:
+        return f"exec exited {exited}"
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
 def volume_rows(c: Context, cfg: EnvConfig, k: Kube, pods: list[Any]) -> list[Row]:
@@ -234,7 +261,7 @@ def volume_rows(c: Context, cfg: EnvConfig, k: Kube, pods: list[Any]) -> list[Ro
     return rows
 
 
-def ingress_rows(networking: Any, namespace: str) -> list[Row]:
+def ingress_rows(networking: k8s.NetworkingV1Api, namespace: str) -> list[Row]:
     rows = []
     for ingress in networking.list_namespaced_ingress(namespace).items:
         tls = {host for entry in ingress.spec.tls or [] for host in entry.hosts or []}
@@ -250,10 +277,25 @@ def release_rows(k: Kube, namespace: str) -> list[Row]:
     return [
         Row("release", tag or "-", image or "no api pod runs"),
         Row("last deploy", deployed or "-", f"{when} by {by or 'unknown'}" if deployed else by),
+        verification_row(k, namespace),
     ]
 
 
-def collect(c: Context, cfg: EnvConfig, k: Kube, networking: Any) -> list[Row]:
+def verification_row(k: Kube, namespace: str) -> Row:
+    """The last verification of NAMESPACE (release, time, result); a failed one is unhealthy."""
+    try:
+        found = last_verification(k.core, namespace)
+    except ApiException as exc:
+        return Row("last verify", "-", f"not readable ({describe_error(exc)})")
+    if found is None:
+        return Row("last verify", "-", "never verified (`invoke verify --env ENV` runs it)")
+    detail = f"{found.release} at {found.at} ({found.job})"
+    if found.passed:
+        return Row("last verify", "passed", detail)
+    return Row("last verify", "failed", f"{detail}: {found.detail}", healthy=False)
+
+
+def collect(c: Context, cfg: EnvConfig, k: Kube) -> list[Row]:
     """Every row of the status of CFG's environment."""
     namespace = cfg.namespace
     pods = k.core.list_namespaced_pod(
@@ -263,7 +305,7 @@ def collect(c: Context, cfg: EnvConfig, k: Kube, networking: Any) -> list[Row]:
         *release_rows(k, namespace),
         *workload_rows(k, namespace, pods),
         *volume_rows(c, cfg, k, pods),
-        *ingress_rows(networking, namespace),
+        *ingress_rows(k.networking, namespace),
     ]
 
 
@@ -271,10 +313,9 @@ def _coloured(row: Row) -> str:
     return f"[green]{row.state}[/]" if row.healthy else f"[red]{row.state}[/]"
 
 
-def show(c: Context, cfg: EnvConfig, k: Kube, networking: Any = None) -> list[Row]:
+def show(c: Context, cfg: EnvConfig, k: Kube) -> list[Row]:
     """Print the status table of CFG's environment; Exit 1 when something is unhealthy."""
-    networking = networking or k8s.NetworkingV1Api(k.api_client)
-    rows = collect(c, cfg, k, networking)
+    rows = collect(c, cfg, k)
     print_table(
         f"{cfg.namespace} on {k.host}",
         ("part", "state", "detail"),

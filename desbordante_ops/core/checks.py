@@ -16,11 +16,13 @@ from desbordante_ops.core.console import print_table
 
 @dataclass(frozen=True)
 class Result:
-    """Outcome of one check; FIX overrides the check's generic advice."""
+    """Outcome of one check; FIX overrides the check's generic advice. UNCHECKED: the check
+    could not look (e.g. no right to read it): shown as such, not counted as a failure."""
 
     ok: bool
     detail: str
     fix: str = ""
+    unchecked: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,11 @@ class Report:
 
     @property
     def failed_required(self) -> list[Check]:
-        return [check for check, result in self.rows if check.required and not result.ok]
+        return [
+            check
+            for check, result in self.rows
+            if check.required and not result.ok and not result.unchecked
+        ]
 
 
 def _guard(check: Check) -> Result:
@@ -64,6 +70,8 @@ def run_checks(checks: Iterable[Check]) -> Report:
 def _result_cell(check: Check, result: Result) -> str:
     if result.ok:
         return f"[green]ok[/] {result.detail}"
+    if result.unchecked:
+        return f"[yellow]not checked[/] {result.detail.removeprefix('not checked: ')}"
     label = "[red]FAIL[/]" if check.required else "[yellow]missing[/] (optional)"
     return f"{label} {result.detail}"
 
@@ -71,7 +79,11 @@ def _result_cell(check: Check, result: Result) -> str:
 def print_report(report: Report, title: str = "doctor") -> None:
     """The table: check, result, how to fix (only for failures)."""
     rows = [
-        (check.name, _result_cell(check, result), "" if result.ok else (result.fix or check.fix))
+        (
+            check.name,
+            _result_cell(check, result),
+            "" if result.ok or result.unchecked else (result.fix or check.fix),
+        )
         for check, result in report.rows
     ]
     print_table(title, ("check", "result", "how to fix"), rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 from invoke import Context, Exit
 
-from desbordante_ops.core.console import ok, progress, step
-from desbordante_ops.core.plan import Row, read_or_row
+from desbordante_ops.core.console import ok, progress
+from desbordante_ops.core.plan import Plan, Step, execute, note, read_or_step, refused, unknown
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image import engine, tags
 from desbordante_ops.image.refs import image_refs, in_registry, split_ref
@@ -116,36 +117,58 @@ def plan(
     return list(zip(local_refs, remote_refs, strict=True))
 
 
-def dry_run(
+def push_plan(
     c: Context,
     cfg: EnvConfig,
     registry: str | None = None,
     push_tags: Iterable[str] = (),
     image: str | None = None,
-) -> list[Row]:
-    """What `push` would do: per reference the local image it starts from (read from the
-    engine), the tag it adds and the push; and where the credentials come from."""
+    auth: dict[str, str] | None = None,
+    digests: dict[str, str] | None = None,
+) -> Plan:
+    """What `images.push` does: per reference, the local image it starts from (read from the
+    engine), the tag it adds and the push; where the credentials come from. Each push puts its
+    digest into DIGESTS."""
     pairs = plan(c, cfg, registry, push_tags, image)
+    auth = auth or auth_from_environment()
     credentials = (
         f"{USER_VAR} / {PASSWORD_VAR} from the environment"
-        if auth_from_environment()
+        if auth
         else "the Docker config of this user (if any)"
     )
-    client, rows = read_or_row(engine.connect, "the Docker engine")
+    title = f"images.push ({cfg.name})"
+    client, steps = read_or_step(engine.connect, "the Docker engine")
+    found = digests if digests is not None else {}
     for local, remote in pairs:
         if client is None:
-            source = "local image not checked"
-        else:
-            try:
-                source = f"local image {client.images.get(local).short_id}"
-            except ImageNotFound:
-                source = f"no local image {local}: the real run stops here (invoke images.build)"
-            except DockerException as error:
-                source = f"local image not readable: {str(error).splitlines()[0][:120]}"
+            steps.append(note("push", f"{remote} (local image not checked)"))
+            continue
+        try:
+            source = client.images.get(local)
+        except ImageNotFound:
+            steps.append(
+                refused(
+                    "push",
+                    f"{remote}: no local image {local} (the real run stops here)",
+                    f"No local image {local}; run invoke images.build first.",
+                )
+            )
+            continue
+        except DockerException as error:
+            steps.append(unknown(f"local image {local}", str(error).splitlines()[0][:120]))
+            continue
         if remote != local:
-            rows.append(("tag", f"{local} as {remote}"))
-        rows.append(("push", f"{remote} ({source}; credentials: {credentials})"))
-    return rows
+            steps.append(
+                Step("tag", f"{local} as {remote}", partial(source.tag, *split_ref(remote)))
+            )
+
+        def push_one(remote: str = remote, engine_client: docker.DockerClient = client) -> None:
+            found[remote] = push_ref(engine_client, remote, auth)
+            ok(f"Pushed {remote} ({found[remote]})")
+
+        what = f"{remote} (local image {source.short_id}; credentials: {credentials})"
+        steps.append(Step("push", what, push_one))
+    return Plan(title, steps)
 
 
 def push(
@@ -155,20 +178,9 @@ def push(
     push_tags: Iterable[str] = (),
     image: str | None = None,
     auth: dict[str, str] | None = None,
+    dry_run: bool = False,
 ) -> dict[str, str]:
-    """Push the image's tags for the current revision (or PUSH_TAGS); remote ref → digest."""
-    pairs = plan(c, cfg, registry, push_tags, image)
-    client = engine.connect()
-    auth = auth or auth_from_environment()
+    """Push the image's tags for the current revision (or PUSH_TAGS); remote ref -> digest."""
     digests: dict[str, str] = {}
-    for local, remote in pairs:
-        try:
-            source = client.images.get(local)
-        except ImageNotFound:
-            raise Exit(f"No local image {local}; run invoke images.build first.") from None
-        if remote != local:
-            source.tag(*split_ref(remote))
-        step(f"Pushing {remote}")
-        digests[remote] = push_ref(client, remote, auth)
-        ok(f"Pushed {remote} ({digests[remote]})")
+    execute(push_plan(c, cfg, registry, push_tags, image, auth, digests), dry_run)
     return digests

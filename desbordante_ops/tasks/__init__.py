@@ -16,11 +16,13 @@ from desbordante_ops.tasks import (
     local,
     releases,
     secrets,
+    verify,
 )
 
 
 def namespace() -> Collection:
-    """Root tasks (local stack, config, doctor, backup, restore) plus one collection per area."""
+    """Root tasks (local stack, config, doctor, backup, restore, verify) plus one collection per
+    area."""
     ns = Collection(
         local.up,
         local.down,
@@ -30,6 +32,7 @@ def namespace() -> Collection:
         config.doctor,
         backup.backup,
         backup.restore,
+        verify.verify,
     )
     for module in (images, k3s, secrets, deploy, releases, autoupdate, access, bootstrap):
         ns.add_collection(Collection.from_module(module))

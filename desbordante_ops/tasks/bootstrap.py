@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from invoke import Context, Exit, task
 
-from desbordante_ops.cluster.bootstrap import Run, plan_tag
-from desbordante_ops.cluster.bootstrap import bootstrap as run_bootstrap
+from desbordante_ops.cluster.bootstrap import Run, bootstrap_environment, plan_tag
 from desbordante_ops.core.console import warn
 from desbordante_ops.core.settings import cluster_config
 from desbordante_ops.image.push import auth_from_environment
@@ -34,9 +33,8 @@ def bootstrap(
     cfg = cluster_config(env)
     if push and not cfg.toolkit.IMAGE_REGISTRY:
         raise Exit(f"--push needs IMAGE_REGISTRY in env/{env}.env (or the environment).")
-    if env == "prod" and not dry_run:
+    if env == "prod":
         warn("prod only takes a release that stage already runs; deploy asks for confirmation")
     run = Run(c=c, cfg=cfg, tag=plan_tag(c, cfg, tag), push=push, yes=yes)
-    if not dry_run:
-        run.registry_auth = auth_from_environment()
-    run_bootstrap(run, dry_run)
+    run.registry_auth = auth_from_environment()
+    bootstrap_environment(run, dry_run)

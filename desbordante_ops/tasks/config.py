@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from invoke import Context, task
 
-from desbordante_ops.cluster.checks import cluster_checks, server_checks
+from desbordante_ops.cluster.doctor import cluster_checks
+from desbordante_ops.cluster.host.tools import server_checks
 from desbordante_ops.core.checks import check_and_report
 from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import ENV_NAMES, cluster_config, load_config, parse_sets

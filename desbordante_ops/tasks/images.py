@@ -5,9 +5,8 @@ from __future__ import annotations
 from docker.errors import ImageNotFound
 from invoke import Context, Exit, task
 
-from desbordante_ops.cluster import k3s
+from desbordante_ops.cluster.host import k3s
 from desbordante_ops.core.console import print_table
-from desbordante_ops.core.plan import print_plan
 from desbordante_ops.core.settings import ENV_NAMES, load_config
 from desbordante_ops.image import build as image_build
 from desbordante_ops.image import engine
@@ -60,11 +59,7 @@ def push(
 ) -> None:
     """Push the image to a registry (credentials: REGISTRY_USERNAME/PASSWORD or Docker config)."""
     cfg = load_config(env)
-    if dry_run:
-        rows = image_push.dry_run(c, cfg, registry=registry, push_tags=tag or (), image=image)
-        print_plan(f"images.push ({env})", rows)
-        return
-    image_push.push(c, cfg, registry=registry, push_tags=tag or (), image=image)
+    image_push.push(c, cfg, registry=registry, push_tags=tag or (), image=image, dry_run=dry_run)
 
 
 @task(help={"force": "Download again even when the wheelhouse is current"})

@@ -6,10 +6,14 @@ from pathlib import Path
 
 from invoke import Context, Exit, task
 
-from desbordante_ops.cluster import k3s as server
-from desbordante_ops.cluster import k3s_plan
+from desbordante_ops.cluster.host.k3s import (
+    load_lock,
+    registry_plan,
+    run_install,
+    uninstall_plan,
+)
 from desbordante_ops.core.console import print_table
-from desbordante_ops.core.plan import print_plan
+from desbordante_ops.core.plan import execute
 from desbordante_ops.tasks import options
 
 
@@ -24,17 +28,13 @@ def install(
     c: Context, version: str | None = None, dry_run: bool = False, kubeconfig: str | None = None
 ) -> None:
     """Install the k3s release pinned in k3s.lock (checksums verified; needs root)."""
-    lock_ = server.load_lock()
-    if version and version != lock_.version:
+    pinned = load_lock()
+    if version and version != pinned.version:
         raise Exit(
-            f"--version {version} is not pinned: k3s.lock pins {lock_.version}. Update the "
+            f"--version {version} is not pinned: k3s.lock pins {pinned.version}. Update the "
             "version and its checksums in k3s.lock first."
         )
-    target = Path(kubeconfig) if kubeconfig else None
-    if dry_run:
-        print_plan(f"k3s.install {lock_.version}", k3s_plan.install(c, lock_, target))
-        return
-    server.install(c, lock_, kubeconfig=target)
+    run_install(c, pinned, Path(kubeconfig) if kubeconfig else None, dry_run)
 
 
 @task(
@@ -45,16 +45,13 @@ def install(
 )
 def uninstall(c: Context, yes: bool = False, dry_run: bool = False) -> None:
     """Remove k3s and all of its data from this machine (asks first; needs root)."""
-    if dry_run:
-        print_plan("k3s.uninstall", k3s_plan.uninstall(c, yes))
-        return
-    server.uninstall(c, yes)
+    execute(uninstall_plan(c, yes), dry_run)
 
 
 @task
 def lock(c: Context) -> None:
     """Show the k3s version and checksums pinned in k3s.lock."""
-    pinned = server.load_lock()
+    pinned = load_lock()
     print_table(
         "k3s.lock",
         ("Item", "Value"),
@@ -79,7 +76,4 @@ def registry(c: Context, registry: str = "", endpoint: str = "", dry_run: bool =
     """Make k3s pull a registry's images from another endpoint (registries.yaml; restarts k3s)."""
     if not registry or not endpoint:
         raise Exit("k3s.registry needs --registry HOST and --endpoint URL.")
-    if dry_run:
-        print_plan("k3s.registry", k3s_plan.registry(registry, endpoint))
-        return
-    server.set_registry_mirror(c, registry, endpoint)
+    execute(registry_plan(c, registry, endpoint), dry_run)

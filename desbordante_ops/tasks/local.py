@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from invoke import Context, Exit, task
 
-from desbordante_ops.cluster import kube
 from desbordante_ops.cluster import logs as cluster_logs
 from desbordante_ops.cluster import status as cluster_status
+from desbordante_ops.cluster.kube.client import connect
 from desbordante_ops.core.settings import cluster_config, load_config, parse_sets
 from desbordante_ops.local.stack import check_services
 from desbordante_ops.local.stacks import open_stack
@@ -63,7 +63,7 @@ def status(
     """Show what runs and whether it is healthy (local stack, or --env stage|prod)."""
     if env != "local":
         cfg = cluster_config(env, parse_sets(set_))
-        cluster_status.show(c, cfg, kube.connect(cfg))
+        cluster_status.show(c, cfg, connect(cfg))
         return
     open_stack(c, load_config("local", parse_sets(set_)), docker).status()
 

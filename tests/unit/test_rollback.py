@@ -12,13 +12,12 @@ from support.fakeapi.k3s import Cluster, config, prepare, rendered
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.release.context import Options, Release
 from desbordante_ops.cluster.release.deploy import deploy_release
-from desbordante_ops.cluster.release.ledger import Record, history, ledger, write_entry
+from desbordante_ops.cluster.release.ledger import Record, history, ledger, live_tag, write_entry
 from desbordante_ops.cluster.release.rollback import (
     CHECK_PREFIX,
     UNREACHABLE,
     check_job,
     choose_target,
-    live_tag,
     schema_check,
     target,
 )

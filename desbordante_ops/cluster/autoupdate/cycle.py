@@ -45,10 +45,11 @@ from desbordante_ops.cluster.release.ledger import (
     history,
     ledger,
     ledger_key,
+    live_tag,
     running_image_ids,
     short_id,
 )
-from desbordante_ops.cluster.release.rollback import live_tag, schema_check
+from desbordante_ops.cluster.release.rollback import schema_check
 from desbordante_ops.cluster.release.rollout import Clock
 from desbordante_ops.core.console import fail, ok, step, warn
 from desbordante_ops.core.settings import EnvConfig

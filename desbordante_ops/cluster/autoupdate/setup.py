@@ -9,7 +9,7 @@ from pathlib import Path
 from invoke import Context, Exit
 
 from desbordante_ops.cluster.autoupdate import cycle, statefile, units
-from desbordante_ops.cluster.k3s import K3S_KUBECONFIG, is_root
+from desbordante_ops.cluster.host.k3s import K3S_KUBECONFIG, is_root
 from desbordante_ops.cluster.kube.client import connect, kubeconfig_path
 from desbordante_ops.cluster.kube.objects import now_iso, read_or_none
 from desbordante_ops.cluster.secrets.pull import ensure_pull_secret

@@ -22,7 +22,7 @@ from typing import Any
 
 from invoke import Exit
 
-from desbordante_ops.cluster.releases import short_id
+from desbordante_ops.cluster.release.ledger import short_id
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image.push import PASSWORD_VAR, USER_VAR, auth_from_environment

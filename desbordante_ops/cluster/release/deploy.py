@@ -255,13 +255,18 @@ def _apply(run: Run, recreate: list[str]) -> tuple[list[Step], list[str]]:
     rows: list[Step] = []
     if found.takeovers:
         takeovers = found.takeovers
+
+        def take_over() -> None:
+            run.touched.append(True)
+            apply.take_over(k, takeovers)
+
         rows.append(
             Step(
                 "take over",
                 f"{len(takeovers)} objects deployed by kubectl's client-side apply: their "
                 f"fields become {FIELD_MANAGER}'s (server-side apply), the last-applied "
                 "annotation goes",
-                lambda: (run.touched.append(True), apply.take_over(k, takeovers)),
+                take_over,
             )
         )
     rows += [note("take over", f"{change.name}: {change.conflicts}") for change in found.conflicts]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from invoke import Exit
 
-from desbordante_ops.cluster.k3s import image_in_k3s
+from desbordante_ops.cluster.host.k3s import image_in_k3s
 from desbordante_ops.cluster.manifests.render import render
 from desbordante_ops.cluster.release.context import Release
 from desbordante_ops.cluster.release.ledger import (

@@ -27,9 +27,10 @@ from kubernetes.config.config_exception import ConfigException
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube.client import Kube, kubeconfig_path
 from desbordante_ops.cluster.kube.errors import FORBIDDEN, NOT_FOUND
-from desbordante_ops.cluster.kube.objects import ensure_namespace, if_exists, now_iso
+from desbordante_ops.cluster.kube.objects import ensure_namespace, if_exists, now_iso, read_or_none
 from desbordante_ops.core.console import ok, warn
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.image.refs import split_ref
 from desbordante_ops.image.tags import is_release_tag
 
 SYSTEM_NAMESPACE = "desbordante-system"
@@ -126,6 +127,24 @@ def history(core: k8s.CoreV1Api, namespace: str) -> list[Record]:
     """The releases the ledger records for NAMESPACE, oldest first."""
     entries = [entry for entry in ledger(core).values() if entry.namespace == namespace]
     return sorted(entries, key=lambda entry: (entry.deployed_at, entry.tag))
+
+
+def live_tag(
+    apps: k8s.AppsV1Api, namespace: str, image_name: str, recorded: list[Record]
+) -> str | None:
+    """The release the api Deployment runs: the tag of its image, or for an image pinned to a
+    digest (prod) the tag RECORDED for that reference; None when it cannot be told."""
+    deployment = read_or_none(apps.read_namespaced_deployment, names.API, namespace)
+    if deployment is None:
+        return None
+    for container in deployment.spec.template.spec.containers:
+        same = [entry.tag for entry in recorded if entry.image == container.image]
+        if same:
+            return same[-1]
+        repository, tag = split_ref(container.image)
+        if repository == image_name and tag and "@" not in container.image:
+            return tag
+    return None
 
 
 def running_image_ids(core: k8s.CoreV1Api, namespace: str, image: str) -> set[str]:

@@ -27,11 +27,11 @@ from kubernetes import client as k8s
 
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube.client import Kube, connect_or_step
-from desbordante_ops.cluster.kube.objects import if_exists, read_or_none
+from desbordante_ops.cluster.kube.objects import if_exists
 from desbordante_ops.cluster.manifests.render import Rendered, job_spec_hash
 from desbordante_ops.cluster.release.context import Options, open_release
 from desbordante_ops.cluster.release.deploy import BeforeApply, Run, deploy_release
-from desbordante_ops.cluster.release.ledger import Record, history
+from desbordante_ops.cluster.release.ledger import history, live_tag
 from desbordante_ops.cluster.release.rollout import (
     JOB_NAME_LABEL,
     explain_blocker,
@@ -41,31 +41,12 @@ from desbordante_ops.cluster.release.rollout import (
 from desbordante_ops.core.console import ok
 from desbordante_ops.core.plan import Plan, Step, execute
 from desbordante_ops.core.settings import EnvConfig
-from desbordante_ops.image.refs import split_ref
 
 CHECK_PREFIX = "schema-check"
 CHECK_ARGS = ["migrate", "--check"]
 CHECK_DEADLINE_SECONDS = 180
 CHECK_TTL_SECONDS = 600
 UNREACHABLE = "database unreachable"
-
-
-def live_tag(
-    apps: k8s.AppsV1Api, namespace: str, image_name: str, recorded: list[Record]
-) -> str | None:
-    """The release the api Deployment runs: the tag of its image, or for an image pinned to a
-    digest (prod) the tag RECORDED for that reference; None when it cannot be told."""
-    deployment = read_or_none(apps.read_namespaced_deployment, names.API, namespace)
-    if deployment is None:
-        return None
-    for container in deployment.spec.template.spec.containers:
-        same = [entry.tag for entry in recorded if entry.image == container.image]
-        if same:
-            return same[-1]
-        repository, tag = split_ref(container.image)
-        if repository == image_name and tag and "@" not in container.image:
-            return tag
-    return None
 
 
 def choose_target(recorded: list[str], live: str | None, to: str | None) -> str:

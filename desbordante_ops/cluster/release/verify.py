@@ -17,15 +17,22 @@ the next release's prune removes it; a finished Job also expires (ttlSecondsAfte
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 
-from invoke import Exit
+from invoke import Context, Exit
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster import names
-from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.kube.client import Kube, connect_or_step
+from desbordante_ops.cluster.kube.errors import FORBIDDEN
 from desbordante_ops.cluster.kube.objects import if_exists, now_iso, read_or_none
-from desbordante_ops.cluster.manifests.render import Rendered
+from desbordante_ops.cluster.manifests.render import Rendered, render
+from desbordante_ops.cluster.release.context import ROLLOUT_TIMEOUT_SECONDS
+from desbordante_ops.cluster.release.ledger import DIGEST_REF, live_tag
+from desbordante_ops.cluster.release.lock import LEASE, current_holder, exclusive
+from desbordante_ops.cluster.release.rights import denied
 from desbordante_ops.cluster.release.rollout import (
     JOB_NAME_LABEL,
     Deadline,
@@ -34,6 +41,8 @@ from desbordante_ops.cluster.release.rollout import (
     wait_job,
 )
 from desbordante_ops.core.console import console, fail, ok
+from desbordante_ops.core.plan import Plan, Step, execute, refused
+from desbordante_ops.core.settings import EnvConfig
 
 RESULT_CONFIG_MAP = "desbordante-verify"
 PASSED, FAILED = "passed", "failed"
@@ -142,3 +151,72 @@ def run_verify(
         f"as they are: `invoke deploy.rollback --env {env}` goes back to the previous release.",
         1,
     )
+
+
+def verify_plan(c: Context, cfg: EnvConfig, k: Kube, tag: str | None, stack: ExitStack) -> Plan:
+    """`invoke verify`: the verify Job of the release that runs (or TAG), under the deploy
+    lock (so it never interleaves with a deploy); its outcome is kept for `invoke status`."""
+    namespace = cfg.namespace
+    title = f"verify {namespace}"
+    live = tag or live_tag(k.apps, namespace, cfg.toolkit.IMAGE_NAME, [])
+    if live is None:
+        return Plan(
+            title,
+            [
+                refused(
+                    "run",
+                    f"the verify Job of {namespace}",
+                    f"Nothing runs in {namespace} to verify; deploy it first, or pass --tag.",
+                )
+            ],
+        )
+    api = read_or_none(k.apps.read_namespaced_deployment, names.API, namespace)
+    running = api.spec.template.spec.containers[0].image if api is not None else ""
+    pinned = DIGEST_REF.match(running)
+    rendered = (
+        render(c, cfg, live, image_name=pinned["repo"], digest=pinned["digest"])
+        if pinned
+        else render(c, cfg, live)
+    )
+    lease = f"Lease {namespace}/{LEASE}"
+    try:
+        holder = current_holder(k.coordination, namespace)
+    except ApiException as exc:
+        if exc.status != FORBIDDEN:
+            raise
+        why = denied(k, namespace, cfg.name, f"run the verify Job (the deploy lock, {lease})")
+        return Plan(title, [refused("take", f"the deploy lock ({lease})", why)])
+    timeout = ROLLOUT_TIMEOUT_SECONDS
+
+    def take() -> None:
+        stack.enter_context(exclusive(k, namespace, cfg.name, f"verify {live}", timeout))
+
+    def verify() -> None:
+        run_verify(k, rendered, live, Deadline.after(timeout), cfg.name)
+
+    job = rendered.find("Job", rendered.verify_job)
+    held = f", held by {holder}: at most {timeout} s" if holder else ""
+    return Plan(
+        title,
+        [
+            Step("wait" if holder else "take", f"the deploy lock ({lease}){held}", take),
+            Step(
+                "run",
+                describe_job(rendered),
+                verify,
+                check=lambda: k.objects.apply(job, force=True, dry_run=True),
+            ),
+        ],
+    )
+
+
+def run_verify_task(c: Context, cfg: EnvConfig, tag: str | None, dry_run: bool) -> None:
+    """`invoke verify --env ENV`: plan it from the cluster, then run it (or print it)."""
+    k, why = connect_or_step(cfg)
+    with ExitStack() as stack:
+        plan = (
+            Plan(f"verify {cfg.namespace}", why)
+            if k is None
+            else verify_plan(c, cfg, k, tag, stack)
+        )
+        execute(plan, dry_run)

@@ -29,7 +29,9 @@ from invoke import Context, Exit
 
 from desbordante_ops.core.console import ok, step, warn
 from desbordante_ops.core.files import write_private
+from desbordante_ops.core.plan import Plan, Step, execute, file_step, note, refused, unknown
 from desbordante_ops.core.settings import REPO_ROOT
+from desbordante_ops.core.shell import command_step
 from desbordante_ops.image import engine
 from desbordante_ops.image.refs import repository_path
 
@@ -229,38 +231,6 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def install(
-    c: Any,
-    lock: Lock,
-    kubeconfig: Path | None = None,
-    download: Downloader = http_download,
-    workdir: Path | None = None,
-) -> bool:
-    """Install LOCK's k3s (idempotent); True when something changed."""
-    current = installed_version(c)
-    if current == lock.version and service_active(c):
-        ok(f"k3s {lock.version} is installed and running: nothing to do")
-        return False
-    if not is_root():
-        raise Exit("k3s.install needs root: run `sudo -E invoke k3s.install` (nothing was done).")
-    with tempfile.TemporaryDirectory(prefix="k3s-install-", dir=workdir) as tmp:
-        binary, script = Path(tmp) / "k3s", Path(tmp) / "install.sh"
-        step(f"Downloading k3s {lock.version} and verifying sha256")
-        fetch_verified((lock.binary_url,), lock.binary_sha256, binary, download)
-        used = fetch_verified(lock.script_urls, lock.script_sha256, script, download)
-        ok(f"checksums match k3s.lock (install.sh from {used})")
-        BIN_PATH.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(binary, BIN_PATH)
-        BIN_PATH.chmod(0o755)
-        if write_server_config():
-            ok(f"wrote {CONFIG_PATH} (secrets-encryption, kubeconfig mode 0600, Traefik kept)")
-        step("Running the pinned install.sh (INSTALL_K3S_SKIP_DOWNLOAD=true)")
-        c.run(f"sh {shlex.quote(str(script))}", env=install_env(lock), pty=False, in_stream=False)
-    target = copy_kubeconfig(kubeconfig or default_kubeconfig_target())
-    ok(f"k3s {lock.version} running; kubeconfig (0600) at {target}")
-    return True
-
-
 def _with_root(command: str) -> str:
     return command if is_root() else f"sudo {command}"
 
@@ -353,30 +323,170 @@ def registries_yaml(registry: str, endpoint: str) -> str:
     return yaml.safe_dump({"mirrors": {registry: {"endpoint": [endpoint]}}}, sort_keys=True)
 
 
-def set_registry_mirror(c: Context, registry: str, endpoint: str) -> bool:
-    """Make k3s pull REGISTRY's images from ENDPOINT; True when registries.yaml changed."""
-    if not is_root():
-        raise Exit("k3s.registry needs root: run `sudo -E invoke k3s.registry ...`.")
-    content = registries_yaml(registry, endpoint)
-    if REGISTRIES_PATH.is_file() and REGISTRIES_PATH.read_text() == content:
-        ok(f"{REGISTRIES_PATH} already mirrors {registry}: nothing to do")
-        return False
-    write_private(REGISTRIES_PATH, content)
-    c.run("systemctl restart k3s", in_stream=False)
-    ok(f"k3s pulls {registry} images from {endpoint}")
-    return True
+UNINSTALL_REMOVES = (
+    "the k3s service, binary and its kubectl/crictl/ctr links, /etc/rancher/k3s, "
+    "/var/lib/rancher/k3s, /var/lib/kubelet: the cluster and every volume on it"
+)
 
 
-def uninstall(c: Context, yes: bool, confirm: Callable[[str], str] = input) -> None:
-    """Remove k3s and all of its data from this machine (asks first unless YES)."""
+def _needs_root(task: str, what: str) -> list[Step]:
+    if is_root():
+        return []
+    return [
+        refused(
+            "needs root",
+            f"not root: the real run stops here; run `sudo -E invoke {task}`",
+            f"{task} needs root: run `sudo -E invoke {task}`{what}.",
+        )
+    ]
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _server_config_step() -> Step:
+    try:
+        wanted = merged_server_config(read_server_config(CONFIG_PATH))
+    except OSError as exc:
+        return unknown(str(CONFIG_PATH), exc.strerror or str(exc))
+    if wanted is None:
+        return note("keep", f"{CONFIG_PATH} (already asks for secrets-encryption)")
+    what = "k3s server config (secrets-encryption, kubeconfig 0600)"
+    return file_step(CONFIG_PATH, what, write_server_config)
+
+
+def _kubeconfig_step(target: Path) -> Step:
+    current = _read(K3S_KUBECONFIG)
+    if target.exists() and current is not None and _read(target) == current:
+        return note("keep", f"{target} (already the admin kubeconfig)")
+    if target.exists():
+        alternative = target.with_name("k3s.yaml")
+        return file_step(
+            alternative,
+            f"the admin kubeconfig ({target} exists and is kept; set KUBECONFIG_PATH)",
+            lambda: copy_kubeconfig(target),
+        )
+    return file_step(
+        target, f"copy of {K3S_KUBECONFIG} (the admin kubeconfig)", lambda: copy_kubeconfig(target)
+    )
+
+
+def install_plan(
+    c: Context,
+    lock: Lock,
+    kubeconfig: Path | None = None,
+    download: Downloader = http_download,
+    workdir: Path | None = None,
+) -> Plan:
+    """What `k3s.install` does on this machine (idempotent): download and verify the pinned
+    binary and install.sh, install the binary, the server config, run the script, copy the
+    admin kubeconfig. WORKDIR: where the downloads go (made and removed by the caller)."""
+    title = f"k3s.install {lock.version}"
+    current = installed_version(c)
+    if current == lock.version and service_active(c):
+        return Plan(
+            title, [note("keep", f"k3s {lock.version} is installed and running: nothing to do")]
+        )
+    scratch = workdir or Path(tempfile.gettempdir())
+    binary, script = scratch / "k3s", scratch / "install.sh"
+    env = install_env(lock)
+    script_env = " ".join(f"{key}={value}" for key, value in env.items())
+
+    def install_binary() -> None:
+        BIN_PATH.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(binary, BIN_PATH)
+        BIN_PATH.chmod(0o755)
+
+    run_script = command_step(
+        c, f"sh {shlex.quote(str(script))}", "The pinned install.sh", hide=False, env=env
+    )
+    return Plan(
+        title,
+        [
+            *_needs_root("k3s.install", " (nothing was done)"),
+            Step(
+                "download",
+                f"{lock.binary_url} (sha256 {lock.binary_sha256} checked first)",
+                lambda: fetch_verified((lock.binary_url,), lock.binary_sha256, binary, download),
+            ),
+            Step(
+                "download",
+                f"install.sh from {' or '.join(lock.script_urls)} (sha256 {lock.script_sha256})",
+                lambda: fetch_verified(lock.script_urls, lock.script_sha256, script, download),
+            ),
+            Step(
+                "install",
+                f"{BIN_PATH} (mode 0755)" + (f", replacing k3s {current}" if current else ""),
+                install_binary,
+            ),
+            _server_config_step(),
+            Step(
+                "run",
+                f"{script_env} sh install.sh (installs and starts the k3s service)",
+                run_script.run,
+            ),
+            _kubeconfig_step(kubeconfig or default_kubeconfig_target()),
+        ],
+    )
+
+
+def uninstall_plan(c: Context, yes: bool, confirm: Callable[[str], str] = input) -> Plan:
+    """What `k3s.uninstall [--yes]` does on this machine (asks first unless YES)."""
     if not UNINSTALL_SCRIPT.exists():
-        ok("k3s is not installed: nothing to do")
-        return
-    if not is_root():
-        raise Exit("k3s.uninstall needs root: run `sudo -E invoke k3s.uninstall`.")
-    if not yes:
+        return Plan("k3s.uninstall", [note("keep", "k3s is not installed: nothing to do")])
+    version = installed_version(c) or "(version unknown)"
+
+    def ask() -> None:
         answer = confirm("This deletes the cluster and every volume on it. Type 'uninstall': ")
         if answer.strip() != "uninstall":
             raise Exit("Not confirmed; nothing was removed.")
-    c.run(str(UNINSTALL_SCRIPT), in_stream=False)
-    ok("k3s removed")
+
+    command = shlex.quote(str(UNINSTALL_SCRIPT))
+    remove = command_step(c, command, "k3s-uninstall.sh", hide=False)
+    return Plan(
+        "k3s.uninstall",
+        [
+            *_needs_root("k3s.uninstall", ""),
+            *([] if yes else [Step("ask", "type 'uninstall' to confirm (--yes skips it)", ask)]),
+            Step("run", f"{command}: removes k3s {version}", remove.run),
+            note("delete", UNINSTALL_REMOVES),
+        ],
+    )
+
+
+def registry_plan(c: Context, registry: str, endpoint: str) -> Plan:
+    """What `k3s.registry` does: registries.yaml mirroring REGISTRY to ENDPOINT, a restart."""
+    path = REGISTRIES_PATH
+    content = registries_yaml(registry, endpoint)
+    try:
+        current = path.read_text() if path.is_file() else None
+    except OSError as exc:
+        return Plan("k3s.registry", [unknown(str(path), exc.strerror or str(exc))])
+    if current == content:
+        return Plan(
+            "k3s.registry",
+            [note("keep", f"{path} already mirrors {registry} to {endpoint}: nothing to do")],
+        )
+    return Plan(
+        "k3s.registry",
+        [
+            *_needs_root("k3s.registry", " ..."),
+            file_step(
+                path,
+                f"k3s pulls {registry} images from {endpoint}",
+                lambda: write_private(path, content),
+            ),
+            command_step(c, "systemctl restart k3s", "Restarting k3s"),
+        ],
+    )
+
+
+def run_install(c: Context, lock: Lock, kubeconfig: Path | None, dry_run: bool) -> list[Step]:
+    """`invoke k3s.install`: the downloads go to a directory removed afterwards; the steps
+    that ran (none: nothing to do)."""
+    with tempfile.TemporaryDirectory(prefix="k3s-install-") as tmp:
+        return execute(install_plan(c, lock, kubeconfig, workdir=Path(tmp)), dry_run)

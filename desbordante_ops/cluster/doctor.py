@@ -1,9 +1,11 @@
-"""Checks of a server for image and cluster work, and of a cluster environment (doctor rows).
+"""`doctor --env stage|prod`: the cluster an environment runs on, read through the API.
 
-`server_checks`: this host's tools (Docker engine, kubectl, k3s). `cluster_checks`: what
-`doctor --env stage|prod` reads through the API: server and its version against k3s.lock, our
-namespace and its Pod Security labels, Traefik and its CRDs, a default StorageClass, memory and
-disk for both environments' rendered requests, the Secrets (names only) and clock skew.
+Rows: the API server and its version against k3s.lock, our namespace and its Pod Security
+labels, Traefik and its CRDs, a default StorageClass, memory and disk for both environments'
+rendered requests, the Secrets (names only), clock skew, then the edge (TLS mode, certificates).
+A row this kubeconfig may not read (a devops or viewer credential: nodes, StorageClasses and
+kube-system are cluster-wide) is one short row saying so, what it needs and whom to ask; it is
+not a failure. This host's own tools: cluster/host/tools.py.
 """
 
 from __future__ import annotations
@@ -11,20 +13,20 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
-import shutil
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from invoke import Context, Exit
-from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from desbordante_ops.cluster import certificates, kube
-from desbordante_ops.cluster.k3s import BIN_PATH, load_lock
-from desbordante_ops.cluster.kube import Kube
+from desbordante_ops.cluster import certificates
+from desbordante_ops.cluster.host.k3s import load_lock
+from desbordante_ops.cluster.host.tools import program_present
+from desbordante_ops.cluster.kube.client import Kube, connect
+from desbordante_ops.cluster.kube.errors import FORBIDDEN
+from desbordante_ops.cluster.kube.objects import read_or_none
 from desbordante_ops.cluster.manifests.render import Rendered, render
 from desbordante_ops.cluster.names import (
     INGRESS_CONTROLLER_NAMESPACE,
@@ -33,44 +35,6 @@ from desbordante_ops.cluster.names import (
 )
 from desbordante_ops.core.checks import Check, Result
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig, load_config
-from desbordante_ops.image.engine import engine_check
-
-
-def program_present(program: str) -> Result:
-    path = shutil.which(program)
-    return Result(path is not None, path or f"{program} not on PATH")
-
-
-def k3s_running() -> Result:
-    if not BIN_PATH.exists() and shutil.which("k3s") is None:
-        return Result(
-            False,
-            "k3s not installed on this host (for a cluster elsewhere: `invoke doctor --env stage`)",
-        )
-    running = any(
-        proc.info["name"] in ("k3s-server", "k3s") for proc in psutil.process_iter(["name"])
-    )
-    return Result(running, f"{BIN_PATH}, {'running' if running else 'not running'}")
-
-
-def server_checks(c: Context) -> list[Check]:
-    """Optional checks for image and cluster work."""
-    return [
-        engine_check(),
-        Check(
-            "kubectl",
-            lambda: program_present("kubectl"),
-            "install kubectl (needed for manifests and deploys)",
-            required=False,
-        ),
-        Check(
-            "k3s",
-            k3s_running,
-            "invoke bootstrap on the server (needed for cluster work)",
-            required=False,
-        ),
-    ]
-
 
 # --- `doctor --env stage|prod`: the cluster an environment runs on ---------------------------
 
@@ -87,23 +51,31 @@ RENDER_TAG = "doctor"
 GIB = 1024**3
 
 
-@dataclass
-class ClusterApis:
-    """The API objects the cluster checks read (plain kubernetes client classes, or fakes)."""
-
-    kube: Kube
-    version: Any
-    discovery: Any
-    storage: Any
+# "... cannot list resource "nodes" in API group "" at the cluster scope" (kube-apiserver's 403)
+DENIED = re.compile(
+    r'cannot (?P<verb>\w+) resource "(?P<resource>[^"]+)" in API group "(?P<group>[^"]*)"'
+    r'(?: in the namespace "(?P<namespace>[^"]+)")?'
+)
 
 
-def cluster_apis(cfg: EnvConfig) -> ClusterApis:
-    k = kube.connect(cfg)
-    return ClusterApis(
-        kube=k,
-        version=k8s.VersionApi(k.api_client),
-        discovery=k8s.ApisApi(k.api_client),
-        storage=k8s.StorageV1Api(k.api_client),
+def not_checked(exc: ApiException, env: str) -> Result:
+    """The row of a check this kubeconfig may not read: what it needs and whom to ask."""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, TypeError, AttributeError):
+        message = ""
+    found = DENIED.search(message)
+    if found:
+        resource = f"{found['resource']}.{found['group']}" if found["group"] else found["resource"]
+        where = f" in {found['namespace']}" if found["namespace"] else " (cluster-wide)"
+        needs = f"needs {found['verb']} {resource}{where}"
+    else:
+        needs = "needs rights this kubeconfig does not have"
+    return Result(
+        False,
+        f"not checked: {needs}; a cluster admin runs `invoke doctor --env {env}` with the "
+        "admin kubeconfig",
+        unchecked=True,
     )
 
 
@@ -150,36 +122,42 @@ class ClusterDoctor:
         self,
         c: Context,
         cfg: EnvConfig,
-        connect: Callable[[EnvConfig], ClusterApis] = cluster_apis,
+        connect_to: Callable[[EnvConfig], Kube] = connect,
         render_env: Callable[[str], Rendered] | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         pinned: Callable[[], str] = lambda: load_lock().version,
     ) -> None:
         self.c = c
         self.cfg = cfg
-        self._connect = connect
+        self._connect = connect_to
         self._render = render_env or (lambda env: render(c, load_config(env), RENDER_TAG))
         self._now = now
         self._pinned = pinned
-        self._apis: ClusterApis | None = None
+        self._apis: Kube | None = None
         self._error = ""
         self._skew: float | None = None
         self._needs: tuple[int, int] | None = None
         self._namespaces: set[str] = set()
 
     @property
-    def apis(self) -> ClusterApis:
+    def apis(self) -> Kube:
         assert self._apis is not None  # rows after the first run only once it connected
         return self._apis
 
     def _after_connect(self, row: Callable[[], Result]) -> Callable[[], Result]:
-        """ROW, or a skipped row pointing at the first one while there is no connection."""
+        """ROW, or a skipped row pointing at the first one while there is no connection; a
+        row this kubeconfig may not read says so (not_checked)."""
 
         def run() -> Result:
             if self._apis is None:
                 why = self._error or "the API server was not checked"
                 return Result(False, f"skipped: {why}", "fix the API server row first")
-            return row()
+            try:
+                return row()
+            except ApiException as exc:
+                if exc.status != FORBIDDEN:
+                    raise
+                return not_checked(exc, self.cfg.name)
 
         return run
 
@@ -211,7 +189,7 @@ class ClusterDoctor:
             local = sent + (received - sent) / 2
             self._skew = (local - server).total_seconds()
         version, pinned = str(info.git_version), self._pinned()
-        detail = f"{self.apis.kube.host}: {version} (k3s.lock pins {pinned})"
+        detail = f"{self.apis.host}: {version} (k3s.lock pins {pinned})"
         if version != pinned:
             return Result(
                 False,
@@ -223,7 +201,7 @@ class ClusterDoctor:
 
     def namespace(self) -> Result:
         namespace = self.cfg.namespace
-        found = kube.read_or_none(self.apis.kube.core.read_namespace, namespace)
+        found = read_or_none(self.apis.core.read_namespace, namespace)
         if found is None:
             return Result(False, f"{namespace} does not exist")
         labels = found.metadata.labels or {}
@@ -239,12 +217,12 @@ class ClusterDoctor:
 
     def traefik(self) -> Result:
         apis = self.apis
-        deployment = kube.read_or_none(
-            apis.kube.apps.read_namespaced_deployment,
+        deployment = read_or_none(
+            apis.apps.read_namespaced_deployment,
             TRAEFIK_DEPLOYMENT,
             INGRESS_CONTROLLER_NAMESPACE,
         )
-        groups = {group.name: group for group in apis.discovery.get_api_versions().groups or []}
+        groups = {group.name: group for group in apis.apis.get_api_versions().groups or []}
         problems = []
         if deployment is None:
             problems.append(f"no deployment {INGRESS_CONTROLLER_NAMESPACE}/{TRAEFIK_DEPLOYMENT}")
@@ -275,7 +253,7 @@ class ClusterDoctor:
         return Result(True, f"{defaults[0]} (default)")
 
     def memory(self) -> Result:
-        core = self.apis.kube.core
+        core = self.apis.core
         nodes = core.list_node().items
         allocatable = sum(int(parse_quantity(n.status.allocatable["memory"])) for n in nodes)
         need = self.needs()[0]
@@ -298,7 +276,7 @@ class ClusterDoctor:
         return Result(spare >= 0, detail)
 
     def disk(self) -> Result:
-        core = self.apis.kube.core
+        core = self.apis.core
         need = self.needs()[1]
         minimum = self.cfg.toolkit.MIN_FREE_DISK_MB * 1024 * 1024
         capacity = available = 0
@@ -335,12 +313,12 @@ class ClusterDoctor:
             return {}
 
     def secrets(self) -> Result:
-        core, namespace = self.apis.kube.core, self.cfg.namespace
+        core, namespace = self.apis.core, self.cfg.namespace
         wanted = [secret.NAME for secret in SECRETS]
         missing = [
             name
             for name in wanted
-            if kube.read_or_none(core.read_namespaced_secret, name, namespace) is None
+            if read_or_none(core.read_namespaced_secret, name, namespace) is None
         ]
         if missing:
             return Result(False, f"missing in {namespace}: {', '.join(missing)}")
@@ -378,8 +356,8 @@ class ClusterDoctor:
             Check(
                 "Traefik and its CRDs",
                 self._after_connect(self.traefik),
-                "k3s ships Traefik: do not install k3s with `--disable traefik` "
-                "(`sudo invoke k3s.install` keeps it)",
+                "k3s ships Traefik and its CRDs: check `kubectl -n kube-system get pods` (k3s "
+                "must not run with --disable traefik; `sudo invoke k3s.install` keeps it)",
             ),
             Check(
                 "default StorageClass",
@@ -411,5 +389,6 @@ class ClusterDoctor:
 
 
 def cluster_checks(c: Context, cfg: EnvConfig) -> list[Check]:
-    """The rows of `doctor --env stage|prod`: the cluster, then the edge (TLS mode, certs)."""
+    """The rows of `doctor --env stage|prod`: the cluster, then the edge (TLS mode and why,
+    certificates)."""
     return [*ClusterDoctor(c, cfg).checks(), *certificates.tls_checks(cfg)]
