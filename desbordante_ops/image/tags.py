@@ -16,6 +16,8 @@ from pathlib import Path
 
 from invoke import Context, Exit
 
+from desbordante_ops.core.shell import run
+
 SEMVER_TAG = re.compile(r"^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 DIRTY = "-dirty"
 DEFAULT_SOURCE = "https://github.com/desbordante/desbordante-ops"
@@ -47,14 +49,12 @@ class Revision:
 
 def git(c: Context, repo: Path, *args: str) -> str:
     """Output of `git -C REPO ARGS`; one clear Exit when git fails or is missing."""
-    result = c.run(
-        shlex.join(["git", "-C", str(repo), *args]), hide=True, warn=True, in_stream=False
+    result = run(
+        c,
+        shlex.join(["git", "-C", str(repo), *args]),
+        f"git {' '.join(args)} in {repo}",
+        missing="git is not installed; image tags come from git (apt-get install git).",
     )
-    if result.exited == 127:
-        raise Exit("git is not installed; image tags come from git (apt-get install git).")
-    if not result.ok:
-        message = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
-        raise Exit(f"git {' '.join(args)} failed in {repo}: {message[0]}")
     return str(result.stdout)
 
 

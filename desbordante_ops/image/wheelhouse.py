@@ -22,6 +22,7 @@ from invoke import Context, Exit
 
 from desbordante_ops.core.console import ok, step
 from desbordante_ops.core.settings import REPO_ROOT
+from desbordante_ops.core.shell import attempt, run
 
 PYTHON_VERSION = "3.11"
 ABI = "cp311"
@@ -68,15 +69,8 @@ def lock(c: Context, root: Path = REPO_ROOT) -> Path:
         pip = shlex.join([str(Path(tmp) / "bin" / "python"), "-m", "pip", "-q"])
         pip += " --disable-pip-version-check"
         step("Resolving the backend's dependencies in a throwaway virtualenv")
-        installed = c.run(
-            f"{pip} install {shlex.quote(str(root / 'backend'))}",
-            hide=True,
-            warn=True,
-            in_stream=False,
-        )
-        if not installed.ok:
-            raise Exit(f"pip install ./backend failed: {installed.stderr.strip()[-300:]}")
-        frozen = c.run(f"{pip} freeze --exclude-editable", hide=True, in_stream=False)
+        run(c, f"{pip} install {shlex.quote(str(root / 'backend'))}", "pip install ./backend")
+        frozen = run(c, f"{pip} freeze --exclude-editable", "pip freeze")
     pins = [line for line in frozen.stdout.splitlines() if not line.startswith("desbordante-")]
     target = lock_path(root)
     target.write_text(LOCK_HEADER + "\n".join(sorted(pins, key=str.lower)) + "\n")
@@ -121,7 +115,7 @@ def build(c: Context, root: Path = REPO_ROOT, force: bool = False) -> Path:
     reqs = requirements(locked)
     step(f"Downloading wheels of {len(reqs)} requirements for cp311 manylinux x86_64")
     command = shlex.join(download_command(reqs, target))
-    result = c.run(command, hide=True, warn=True, in_stream=False)
+    result = attempt(c, command)
     if not result.ok:
         errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
         raise Exit(f"pip download failed: {(errors or ['see pip output'])[0]}")

@@ -16,6 +16,7 @@ from invoke import Context
 
 from desbordante_ops.core.console import step
 from desbordante_ops.core.settings import BACKEND_KEYS, SECRET_KEYS, EnvConfig
+from desbordante_ops.core.shell import attempt
 from desbordante_ops.local.credentials import ensure_secrets, file_env, secrets_dir
 from desbordante_ops.local.provision import (
     GUEST,
@@ -73,14 +74,8 @@ def run_service_command(
     c: Context, env: Mapping[str, str], *args: str, timeout: int = 60
 ) -> tuple[bool, list[str]]:
     """Run `desbordante-service ARGS` with the stack's environment; (ok, output lines)."""
-    result = c.run(
-        service_command(*args),
-        env={**clean_environ(), **env},
-        replace_env=True,
-        in_stream=False,
-        hide=True,
-        warn=True,
-        timeout=timeout,
+    result = attempt(
+        c, service_command(*args), env={**clean_environ(), **env}, replace_env=True, timeout=timeout
     )
     output = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()
     return result.ok, output

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from invoke import Context
 
+from desbordante_ops.core.shell import attempt
+
 # `systemctl is-system-running` states in which systemd manages services ("offline": not PID 1).
 SYSTEMD_STATES = ("initializing", "starting", "running", "degraded", "maintenance")
 PROBE_TIMEOUT = 15
@@ -76,7 +78,7 @@ def privilege(c: Context) -> Privilege:
         return Privilege(root=True, sudo=False)
     if find_tool("sudo") is None:
         return Privilege(root=False, sudo=False)
-    result = c.run("sudo -n true", hide=True, warn=True, in_stream=False, timeout=PROBE_TIMEOUT)
+    result = attempt(c, "sudo -n true", timeout=PROBE_TIMEOUT)
     return Privilege(root=False, sudo=bool(result.ok))
 
 
@@ -84,9 +86,7 @@ def systemd_running(c: Context) -> bool:
     """systemd is PID 1 and manages services (else services start with their own commands)."""
     if find_tool("systemctl") is None:
         return False
-    result = c.run(
-        "systemctl is-system-running", hide=True, warn=True, in_stream=False, timeout=PROBE_TIMEOUT
-    )
+    result = attempt(c, "systemctl is-system-running", timeout=PROBE_TIMEOUT)
     return (result.stdout or "").strip() in SYSTEMD_STATES
 
 

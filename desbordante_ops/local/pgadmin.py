@@ -14,7 +14,6 @@ The application itself always logs in over TCP with its own role's password.
 
 from __future__ import annotations
 
-import io
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from invoke import Context, Exit
 from psycopg import pq, sql
 
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.core.shell import attempt
 from desbordante_ops.local.host import Privilege, find_tool, first_line, last_line, privilege
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -121,13 +121,7 @@ class PsqlAdmin:
 
     def run(self, text: str) -> tuple[bool, str, str]:
         """Run the SQL TEXT (fed on standard input); (ok, stdout, stderr)."""
-        result = self.c.run(
-            self.command,
-            in_stream=io.StringIO(text + ";\n"),
-            hide=True,
-            warn=True,
-            timeout=PSQL_TIMEOUT,
-        )
+        result = attempt(self.c, self.command, stdin=text + ";\n", timeout=PSQL_TIMEOUT)
         return bool(result.ok), result.stdout or "", result.stderr or ""
 
     def _checked(self, statement: Query) -> str:

@@ -17,6 +17,7 @@ from kombu import Connection
 import desbordante_service
 from desbordante_ops.core.checks import Check, Result
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.core.shell import attempt
 from desbordante_ops.local.host import first_line
 from desbordante_ops.local.pgadmin import open_admin, server_version
 
@@ -114,7 +115,7 @@ def rabbitmqctl_usable(c: Context) -> Result:
     path = shutil.which("rabbitmqctl")
     if path is None:
         return Result(False, "rabbitmqctl not on PATH; the stack will use guest/guest on vhost /")
-    result = c.run(f"{path} -q status", hide=True, warn=True, timeout=20, in_stream=False)
+    result = attempt(c, f"{path} -q status", timeout=20)
     if not result.ok:
         return Result(False, f"{path} cannot talk to the node (run as root or the rabbitmq user)")
     return Result(True, path)

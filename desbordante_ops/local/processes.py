@@ -22,6 +22,7 @@ from desbordante_ops.core.console import console, ok, print_table, step, warn
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.poll import poll
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.core.shell import attempt, run
 from desbordante_ops.local.environ import clean_environ, existing_env, run_service_command
 from desbordante_ops.local.health import Health, ServiceStatus, port_of, probe
 from desbordante_ops.local.preflight import local_checks
@@ -112,17 +113,13 @@ class ProcessStack(LocalStack):
         if stale is not None and self._is_our_supervisord(stale):
             raise Exit(f"supervisord (pid {stale}) does not answer; run `invoke down`, then retry.")
         self.paths.socket.unlink(missing_ok=True)
-        result = self.c.run(
+        run(
+            self.c,
             shlex.join(supervisord_command(sys.executable, self.paths.conf)),
+            "Starting supervisord",
             env=clean_environ(),
             replace_env=True,
-            in_stream=False,
-            hide=True,
-            warn=True,
         )
-        if not result.ok:
-            output = (result.stderr or result.stdout).strip()[-300:]
-            raise Exit(f"supervisord did not start: {output}")
         if not poll(self.sup.alive, bool, SUPERVISORD_START_SECONDS):
             raise Exit(
                 f"supervisord did not answer within {SUPERVISORD_START_SECONDS:.0f}s; "
@@ -222,7 +219,7 @@ class ProcessStack(LocalStack):
         if not existing:
             raise Exit("No logs yet; start the stack with `invoke up`.")
         command = ["tail", "-n", str(lines), *(["-F"] if follow else []), *existing]
-        self.c.run(shlex.join(command), pty=False, warn=True, in_stream=False)
+        attempt(self.c, shlex.join(command), hide=False)
 
 
 def _terminate_after(proc: psutil.Process, timeout: float) -> None:

@@ -22,6 +22,7 @@ from psycopg import sql
 from desbordante_ops.core.console import ok, warn
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.core.shell import attempt
 from desbordante_ops.local.credentials import read_secret, secrets_dir
 from desbordante_ops.local.host import last_line
 from desbordante_ops.local.pgadmin import LOOPBACK, open_admin
@@ -87,7 +88,7 @@ def _ctl(c: Context, ctl: str, *args: str, stdin_file: Path | None = None) -> tu
     command = shlex.join([ctl, "-q", *args])
     if stdin_file is not None:
         command += f" < {shlex.quote(str(stdin_file))}"
-    result = c.run(command, hide=True, warn=True, timeout=60, in_stream=False)
+    result = attempt(c, command, timeout=60)
     return result.ok, (result.stdout or "") + (result.stderr or "")
 
 

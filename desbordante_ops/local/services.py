@@ -26,6 +26,7 @@ from invoke import Context, Exit
 from desbordante_ops.core.console import ok, step, tracker
 from desbordante_ops.core.poll import poll
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.core.shell import attempt
 from desbordante_ops.local import pgadmin
 from desbordante_ops.local.host import (
     Privilege,
@@ -105,9 +106,7 @@ def find_postgres(c: Context, cfg: EnvConfig) -> Service | None:
     )
     if service is None or service.state == RUNNING or find_tool("pg_lsclusters") is None:
         return service
-    listed = c.run(
-        "pg_lsclusters --no-header", hide=True, warn=True, in_stream=False, timeout=LIST_TIMEOUT
-    )
+    listed = attempt(c, "pg_lsclusters --no-header", timeout=LIST_TIMEOUT)
     clusters = [line.split() for line in (listed.stdout or "").splitlines() if line.strip()]
     if not clusters:
         return service
@@ -178,14 +177,7 @@ def _one_line(commands: Sequence[Sequence[str]], rights: Privilege) -> str:
 def _run_as_root(
     c: Context, rights: Privilege, argv: Sequence[str], what: str, timeout: int, hide: bool
 ) -> None:
-    result = c.run(
-        shlex.join(rights.as_root(argv)),
-        hide=hide,
-        warn=True,
-        in_stream=False,
-        pty=False,
-        timeout=timeout,
-    )
+    result = attempt(c, shlex.join(rights.as_root(argv)), hide=hide, timeout=timeout)
     if not result.ok:
         output = (result.stderr or "") + (result.stdout or "")
         raise Exit(f"Could not {what} (`{shlex.join(argv)}`): {last_line(output)}")

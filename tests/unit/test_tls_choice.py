@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import http.server
-import json
 import ssl
 import subprocess
 import threading
@@ -20,6 +19,7 @@ import httpx
 import pytest
 from e2e.target import LoopbackTransport, Target, environment_target, is_loopback_name
 from invoke import Exit
+from support.fakeapi.server import FakeApiServer
 
 from desbordante_ops.cluster import certificates, names
 from desbordante_ops.cluster.manifests import edge, traefik
@@ -103,7 +103,7 @@ def test_which_names_no_public_ca_issues_for(host: str, kind: str | None) -> Non
 
 
 def test_every_private_suffix_is_self_signed() -> None:
-    assert ".localhost" in traefik.PRIVATE_SUFFIXES  # the constant moved to edge.py, same value
+    assert ".localhost" in edge.PRIVATE_SUFFIXES
     for suffix in edge.PRIVATE_SUFFIXES:
         choice = edge.choose_tls("auto", hosts(f"api{suffix}", f"flower{suffix}"))
         assert choice.mode == "selfsigned", suffix
@@ -251,63 +251,17 @@ KEYS = {  # the key of the password in each Secret
 }
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], list[str]]]:
-    """A Kubernetes API on loopback answering /version and GETs of the Secrets in PASSWORDS
-    (name -> password), 404 otherwise; yields its kubeconfig, PASSWORDS and the paths asked."""
-    passwords: dict[str, str] = {}
-    asked: list[str] = []
-    prefix = "/api/v1/namespaces/desbordante-stage/secrets/"
-
-    class Api(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            name = self.path.removeprefix(prefix)
-            if self.path.startswith("/version"):
-                body: dict[str, Any] = VERSION
-            elif self.path.startswith(prefix) and name in passwords:
-                encoded = base64.b64encode(passwords[name].encode()).decode()
-                body = {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": name, "namespace": "desbordante-stage"},
-                    "data": {KEYS[name]: encoded},
-                }
-            else:
-                body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404}
-            data = json.dumps(body).encode()
-            self.send_response(404 if body.get("code") == 404 else 200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.daemon = True
-    thread.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "k3s", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
-                ],
-                "users": [{"name": "devops", "user": {"token": "t"}}],
-                "contexts": [{"name": "k3s", "context": {"cluster": "k3s", "user": "devops"}}],
-                "current-context": "k3s",
-            }
-        )
+def seed_password(server: FakeApiServer, name: str, password: str) -> None:
+    """The Secret NAME in desbordante-stage holding PASSWORD under its key."""
+    encoded = base64.b64encode(password.encode()).decode()
+    server.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": "desbordante-stage"},
+            "data": {KEYS[name]: encoded},
+        }
     )
-    yield kubeconfig, passwords, asked
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
 
 
 def no_cluster(tmp_path: Path, **flags: str) -> EnvConfig:
@@ -334,16 +288,17 @@ def test_stage_target_of_a_local_cluster(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_stage_target_reads_the_passwords_from_the_cluster_secrets(
-    cluster: tuple[Path, dict[str, str], list[str]], monkeypatch: pytest.MonkeyPatch
+    fake_api: FakeApiServer, admin_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLOWER_PASSWORD", "not-this-one")  # the Secret wins
     monkeypatch.delenv("API_AUTH_PASSWORD", raising=False)
-    kubeconfig, passwords, asked = cluster
-    passwords.update({names.FlowerSecret.NAME: "from-secret", names.ApiAuthSecret.NAME: "api"})
-    target = environment_target("stage", stage(KUBECONFIG_PATH=str(kubeconfig)))
+    seed_password(fake_api, names.FlowerSecret.NAME, "from-secret")
+    seed_password(fake_api, names.ApiAuthSecret.NAME, "api")
+    target = environment_target("stage", stage(KUBECONFIG_PATH=str(admin_kubeconfig)))
     assert target.flower_auth == ("admin", "from-secret")
     assert target.api_auth == ("desbordante", "api")
-    secrets = [path.rsplit("/", 1)[-1] for path in asked if "/secrets/" in path]
+    asked = [r.path.split("?")[0] for r in fake_api.requests if "/secrets/" in r.path]
+    secrets = [path.rsplit("/", 1)[-1] for path in asked]
     assert secrets == [names.FlowerSecret.NAME, names.ApiAuthSecret.NAME]
     assert target.verify is False and target.api_url == f"https://{STAGE_API}"
 
