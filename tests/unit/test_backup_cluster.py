@@ -14,11 +14,20 @@ import shlex
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from invoke import Exit, Result
-from support.fake_cluster import DIGEST, HOST, IMAGE, TAG, ScalingContext, fake_cluster
+from support.fake_cluster import (
+    DIGEST,
+    HOST,
+    IMAGE,
+    TAG,
+    ClusterApps,
+    ClusterCore,
+    ScalingContext,
+)
 from support.fake_kube import FakeClock
 from support.plans import plan_cells, snapshot
 
@@ -48,6 +57,15 @@ COUNTED = {
 COUNTS = {"public.alembic_version": 1, "public.datasets": 2, "public.profiling_tasks": 0}
 # What counting them in a scratch database answers: `i|rows` in the manifest's order.
 SCRATCH_COUNTS = {r"SELECT 0, count\(\*\)": Result(stdout="0|1\n1|2\n2|0\n")}
+
+
+def fake_cluster() -> Kube:
+    """support.fake_cluster's in-memory namespace (ClusterCore, ClusterApps at HOST), built
+    with every field of the current Kube (the APIs backup does not use stay None)."""
+    core = ClusterCore()
+    api_client = SimpleNamespace(configuration=SimpleNamespace(host=HOST))
+    unused: dict[str, Any] = dict.fromkeys(Kube.__dataclass_fields__)
+    return Kube(**{**unused, "api_client": api_client, "core": core, "apps": ClusterApps(core)})
 
 
 def uploads_tar() -> bytes:
