@@ -87,13 +87,13 @@ def _build(run: Run) -> None:
         before = None
     revision_tags = tags.revision(run.c, run.cfg.root).tags
     extra = [] if run.tag in revision_tags else [run.tag]
-    result = build.build(run.c, run.cfg, extra_tags=extra)
+    result = build.build_backend(run.c, run.cfg, extra_tags=extra)
     run.changed = run.changed or result.image_id != before
 
 
 def _ship(run: Run) -> None:
     if run.push:
-        push.push(run.c, run.cfg, push_tags=[run.tag])
+        push.push_image(run.c, run.cfg, push_tags=[run.tag])
         run.changed = True
         return
     run.changed = k3s.load_into_k3s(run.c, run.ref) or run.changed

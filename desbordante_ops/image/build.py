@@ -136,7 +136,7 @@ def build_image(
     return BuildResult(str(image.id), int(image.attrs["Size"]), refs, cached)
 
 
-def build(
+def build_backend(
     c: Context,
     cfg: EnvConfig,
     extra_tags: Iterable[str] = (),

@@ -171,7 +171,7 @@ def push_plan(
     return Plan(title, steps)
 
 
-def push(
+def push_image(
     c: Context,
     cfg: EnvConfig,
     registry: str | None = None,

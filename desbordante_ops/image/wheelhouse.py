@@ -62,7 +62,7 @@ def requirements(lock: Path) -> list[str]:
     return [*pins, *BUILD_REQUIREMENTS]
 
 
-def lock(c: Context, root: Path = REPO_ROOT) -> Path:
+def lock_requirements(c: Context, root: Path = REPO_ROOT) -> Path:
     """Resolve backend/pyproject.toml in a throwaway venv and write every pin to the lock."""
     with tempfile.TemporaryDirectory(prefix="desbordante-lock-") as tmp:
         venv.create(tmp, with_pip=True)
@@ -101,7 +101,7 @@ def download_command(reqs: list[str], target: Path) -> list[str]:
     return [*command, *reqs]
 
 
-def build(c: Context, root: Path = REPO_ROOT, force: bool = False) -> Path:
+def build_wheelhouse(c: Context, root: Path = REPO_ROOT, force: bool = False) -> Path:
     """Fill the wheelhouse unless it is current; return its directory."""
     target = directory(root)
     locked = lock_path(root)

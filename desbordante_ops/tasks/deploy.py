@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import yaml
 from invoke import Context, task
 
-from desbordante_ops.cluster.manifests.render import render as render_manifests
-from desbordante_ops.cluster.release.context import ROLLOUT_TIMEOUT_SECONDS, Options, check_tag
-from desbordante_ops.cluster.release.deploy import run_deploy
+from desbordante_ops.cluster.release.context import ROLLOUT_TIMEOUT_SECONDS, Options
+from desbordante_ops.cluster.release.deploy import manifests_text, run_deploy
 from desbordante_ops.cluster.release.rollback import run_rollback
 from desbordante_ops.cluster.release.teardown import run_teardown
-from desbordante_ops.cluster.secrets.pull import PULL_SECRET
 from desbordante_ops.core.settings import cluster_config
 from desbordante_ops.image.push import auth_from_environment
 from desbordante_ops.image.tags import default_tag
@@ -55,14 +52,7 @@ def deploy(
 def render(c: Context, env: str = "stage", tag: str | None = None, all: bool = False) -> None:
     """Print the manifests `deploy` applies (for `kubectl apply --server-side -f -`)."""
     cfg = cluster_config(env)
-    release_tag = check_tag(cfg, tag or default_tag(c, cfg.root))
-    pull_secret = PULL_SECRET if auth_from_environment() else None
-    rendered = render_manifests(c, cfg, release_tag, pull_secret=pull_secret)
-    docs = rendered.docs if all else rendered.applied_docs
-    if not all:
-        print("# What `invoke deploy` applies. Left out: the Namespace (a cluster admin creates")
-        print("# it) and the verify Job (deploy runs it after the rollouts); --all shows them.")
-    print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+    print(manifests_text(c, cfg, tag or default_tag(c, cfg.root), all), end="")
 
 
 @task(

@@ -8,13 +8,13 @@ from invoke import Context, Exit, task
 from desbordante_ops.cluster.host import k3s
 from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import ENV_NAMES, load_config
-from desbordante_ops.image import build as image_build
 from desbordante_ops.image import engine
-from desbordante_ops.image import inspect as image_inspect
-from desbordante_ops.image import push as image_push
-from desbordante_ops.image import tags as image_tags
-from desbordante_ops.image import wheelhouse as image_wheelhouse
+from desbordante_ops.image.build import build_backend
+from desbordante_ops.image.inspect import describe, layers
+from desbordante_ops.image.push import push_image
 from desbordante_ops.image.refs import image_refs
+from desbordante_ops.image.tags import publish_tags, revision
+from desbordante_ops.image.wheelhouse import build_wheelhouse, lock_requirements
 from desbordante_ops.tasks import options
 
 
@@ -36,7 +36,7 @@ def build(
 ) -> None:
     """Build the backend image (tags <sha>[, vX.Y.Z]; -dirty on a dirty tree)."""
     cfg = load_config("local")
-    image_build.build(c, cfg, tag or (), base_image=base_image, no_cache=no_cache, image=image)
+    build_backend(c, cfg, tag or (), base_image=base_image, no_cache=no_cache, image=image)
 
 
 @task(
@@ -59,29 +59,29 @@ def push(
 ) -> None:
     """Push the image to a registry (credentials: REGISTRY_USERNAME/PASSWORD or Docker config)."""
     cfg = load_config(env)
-    image_push.push(c, cfg, registry=registry, push_tags=tag or (), image=image, dry_run=dry_run)
+    push_image(c, cfg, registry=registry, push_tags=tag or (), image=image, dry_run=dry_run)
 
 
 @task(help={"force": "Download again even when the wheelhouse is current"})
 def wheelhouse(c: Context, force: bool = False) -> None:
     """Download the wheels of the backend's pinned dependencies for the image (cp311 x86_64)."""
-    image_wheelhouse.build(c, force=force)
+    build_wheelhouse(c, force=force)
 
 
 @task
 def lock(c: Context) -> None:
     """Regenerate backend/requirements.lock (every pin) from backend/pyproject.toml."""
-    image_wheelhouse.lock(c)
+    lock_requirements(c)
 
 
 @task(help={"ref": "Image reference (default: <IMAGE_NAME>:<short sha> of HEAD)"})
 def inspect(c: Context, ref: str | None = None) -> None:
     """Show user, entry point, labels, health check, size and layers of the image."""
     cfg = load_config("local")
-    ref = ref or image_refs(cfg.toolkit.IMAGE_NAME, image_tags.revision(c, cfg.root).tags)[-1]
+    ref = ref or image_refs(cfg.toolkit.IMAGE_NAME, revision(c, cfg.root).tags)[-1]
     client = engine.connect()
     try:
-        info = image_inspect.describe(client, ref)
+        info = describe(client, ref)
     except ImageNotFound:
         raise Exit(f"No local image {ref}; run invoke images.build first.") from None
     rows = [
@@ -92,9 +92,10 @@ def inspect(c: Context, ref: str | None = None) -> None:
         *sorted(info["labels"].items()),
     ]
     print_table(ref, ("field", "value"), rows)
-    layers = image_inspect.layers(client, ref)
     print_table(
-        "Layers", ("instruction", "size"), [(i, f"{s / 1e6:.1f} MB") for i, s in layers if s]
+        "Layers",
+        ("instruction", "size"),
+        [(i, f"{s / 1e6:.1f} MB") for i, s in layers(client, ref) if s],
     )
 
 
@@ -102,7 +103,7 @@ def inspect(c: Context, ref: str | None = None) -> None:
 def load(c: Context, env: str = "stage", tag: str | None = None) -> None:
     """Copy the image from the local Docker engine into k3s (for a server without a registry)."""
     cfg = load_config(env)
-    tag = tag or image_tags.revision(c, cfg.root).tags[0]
+    tag = tag or revision(c, cfg.root).tags[0]
     k3s.load_into_k3s(c, f"{cfg.toolkit.IMAGE_NAME}:{tag}")
 
 
@@ -117,7 +118,7 @@ def tags(c: Context, ref: str = "", output: str | None = None) -> None:
     if not ref:
         raise Exit("Pass --ref, e.g. --ref refs/heads/main.")
     cfg = load_config("local")
-    env, published = image_tags.publish_tags(image_tags.revision(c, cfg.root), ref)
+    env, published = publish_tags(revision(c, cfg.root), ref)
     lines = [f"env={env}", f"tags={' '.join(published)}"]
     print("\n".join(lines))
     if output:

@@ -41,7 +41,7 @@ def base_image(docker_client: docker.DockerClient) -> str:
 
 @pytest.fixture(scope="session")
 def wheels() -> None:
-    wheelhouse.build(Context())
+    wheelhouse.build_wheelhouse(Context())
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +55,7 @@ def built(
     docker_client: docker.DockerClient, base_image: str, wheels: None, image_cfg: EnvConfig
 ) -> Iterator[images.BuildResult]:
     """The backend image, built by `images.build` exactly as the task does."""
-    result = images.build(Context(), image_cfg, base_image=base_image)
+    result = images.build_backend(Context(), image_cfg, base_image=base_image)
     yield result
     for ref in result.refs:
         with contextlib.suppress(ImageNotFound):

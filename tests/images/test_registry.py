@@ -40,7 +40,7 @@ def pushed(
 ) -> dict[str, str]:
     """Every tag of the built image pushed with `images.push`: remote ref → digest."""
     tags = [split_ref(ref)[1] or "" for ref in built.refs]
-    return image_push.push(
+    return image_push.push_image(
         Context(),
         image_cfg,
         registry=test_registry.address,
@@ -85,7 +85,7 @@ def test_push_with_wrong_password_fails_with_the_registry_message(
     monkeypatch.setenv("REGISTRY_PASSWORD", "not-the-password")
     tag = split_ref(built.refs[-1])[1] or ""
     with pytest.raises(Exit) as raised:
-        image_push.push(Context(), image_cfg, registry=test_registry.address, push_tags=[tag])
+        image_push.push_image(Context(), image_cfg, registry=test_registry.address, push_tags=[tag])
     message = str(raised.value.message)
     assert "Push of" in message and "failed" in message
     assert "unauthorized" in message.lower() or "authentication required" in message.lower()
@@ -95,7 +95,7 @@ def test_push_with_wrong_password_fails_with_the_registry_message(
 def test_push_to_prod_refuses_a_sha_tag(built, test_registry) -> None:
     sha_tag = split_ref(built.refs[-1])[1] or ""
     with pytest.raises(Exit, match="only clean"):
-        image_push.push(
+        image_push.push_image(
             Context(),
             load_config("prod"),
             registry=test_registry.address,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from invoke import Context, Exit
 from support.clock import FakeClock
 from support.fakeapi.connect import kube_for
@@ -22,7 +23,7 @@ from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.release import apply
 from desbordante_ops.cluster.release.context import Options, Release
-from desbordante_ops.cluster.release.deploy import deploy_release
+from desbordante_ops.cluster.release.deploy import deploy_release, manifests_text
 from desbordante_ops.cluster.release.ledger import LEDGER, SYSTEM_NAMESPACE, ledger
 from desbordante_ops.cluster.secrets.pull import PULL_SECRET
 from desbordante_ops.core import plan
@@ -385,3 +386,22 @@ def test_the_printed_plan_has_one_row_per_step(
     lines = plan_lines(capsys.readouterr().out)
     assert len(lines) == len(seen[0].rows)
     assert lines[0].startswith("│ 1 │ take │ the deploy lock")
+
+
+def test_deploy_render_prints_exactly_what_deploy_applies_so_devops_can_apply_it(
+    k3s: Cluster,
+) -> None:
+    """`invoke deploy.render --env stage | kubectl apply -f -` as devops failed on the
+    Namespace (`cannot patch resource "namespaces"`): render leaves out what deploy does not
+    apply, and each object it prints is one the devops Role may apply."""
+    text = manifests_text(Context(), config("stage"), TAG, everything=False)
+    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+    assert {doc["kind"] for doc in docs}.isdisjoint({"Namespace"})
+    verify = rendered("stage", TAG).verify_job
+    assert verify not in {doc["metadata"]["name"] for doc in docs}
+    prepare(k3s.admin, "stage")
+    devops = k3s.grant("devops")
+    for doc in docs:
+        devops.objects.apply(doc, dry_run=True)  # no 403 for any of them
+    everything = manifests_text(Context(), config("stage"), TAG, everything=True)
+    assert "kind: Namespace" in everything and verify in everything

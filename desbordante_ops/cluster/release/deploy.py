@@ -23,6 +23,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from invoke import Context, Exit
 from kubernetes.client.exceptions import ApiException
 
@@ -33,7 +34,7 @@ from desbordante_ops.cluster.kube.resources import FIELD_MANAGER, describe
 from desbordante_ops.cluster.manifests.render import render, with_pull_secret
 from desbordante_ops.cluster.manifests.traefik_config import traefik_steps
 from desbordante_ops.cluster.release import apply, lock, prereqs
-from desbordante_ops.cluster.release.context import Options, Release, open_release
+from desbordante_ops.cluster.release.context import Options, Release, check_tag, open_release
 from desbordante_ops.cluster.release.gate import gate
 from desbordante_ops.cluster.release.ledger import WHERE, not_recorded, record_release
 from desbordante_ops.cluster.release.rights import denied
@@ -52,6 +53,7 @@ from desbordante_ops.cluster.secrets.specs import SPECS
 from desbordante_ops.core.console import ok
 from desbordante_ops.core.plan import Plan, Step, execute, note, refused, unknown
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.image.push import auth_from_environment
 from desbordante_ops.image.tags import is_release_tag
 
 STAGE_NAMESPACE = "desbordante-stage"
@@ -468,3 +470,20 @@ def run_deploy(c: Context, cfg: EnvConfig, tag: str, options: Options, dry_run: 
         execute(unreachable_plan(c, cfg, tag, why), dry_run)
         return False
     return deploy_release(x, dry_run)
+
+
+RENDER_HEADER = (
+    "# What `invoke deploy` applies. Left out: the Namespace (a cluster admin creates\n"
+    "# it) and the verify Job (deploy runs it after the rollouts); --all shows them.\n"
+)
+
+
+def manifests_text(c: Context, cfg: EnvConfig, tag: str, everything: bool) -> str:
+    """What `deploy.render` prints: the objects deploy applies (EVERYTHING: all rendered),
+    with the pull Secret referenced when registry credentials are set, as deploy does."""
+    check_tag(cfg, tag)
+    pull_secret = PULL_SECRET if auth_from_environment() else None
+    rendered = render(c, cfg, tag, pull_secret=pull_secret)
+    if everything:
+        return rendered.text
+    return RENDER_HEADER + yaml.safe_dump_all(rendered.applied_docs, sort_keys=False)
