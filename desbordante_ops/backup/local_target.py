@@ -39,7 +39,7 @@ from desbordante_ops.core.shell import attempt, last_line
 from desbordante_ops.image.tags import revision
 from desbordante_ops.local.environ import existing_env, run_service_command
 from desbordante_ops.local.health import Health
-from desbordante_ops.local.host import privilege
+from desbordante_ops.local.machine import privilege
 from desbordante_ops.local.pgadmin import PsqlAdmin, open_admin
 from desbordante_ops.local.processes import ProcessStack
 

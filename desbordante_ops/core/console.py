@@ -1,4 +1,7 @@
-"""Shared rich output: one status line per step, warnings, tables and progress bars."""
+"""Shared rich output: one status line per step, warnings, tables and progress bars.
+
+Messages are text, never markup: a path or command with `[brackets]` prints as it is.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -20,22 +24,22 @@ console = Console(highlight=False, soft_wrap=False)
 
 def step(msg: str) -> None:
     """Announce one step of work."""
-    console.print(f"[bold cyan]→[/] {msg}")
+    console.print(f"[bold cyan]→[/] {escape(msg)}")
 
 
 def ok(msg: str) -> None:
     """Report a step that succeeded (or had nothing to do)."""
-    console.print(f"[bold green]✓[/] {msg}")
+    console.print(f"[bold green]✓[/] {escape(msg)}")
 
 
 def warn(msg: str) -> None:
     """Report something the user should know about; work continues."""
-    console.print(f"[bold yellow]![/] {msg}")
+    console.print(f"[bold yellow]![/] {escape(msg)}")
 
 
 def fail(msg: str) -> None:
     """Report a failed step (the caller decides whether to stop)."""
-    console.print(f"[bold red]✗[/] {msg}")
+    console.print(f"[bold red]✗[/] {escape(msg)}")
 
 
 def make_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from invoke import Exit
+from rich.markup import escape
 
 from desbordante_ops.core.console import console, fail, print_table, step
 
@@ -136,9 +137,9 @@ def print_steps(plan: Plan, dry_run: bool) -> None:
     """The numbered table of PLAN (headed DRY_RUN for a dry run), after its preface."""
     for line in plan.preface:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    numbered = [(str(number), *s.row) for number, s in enumerate(plan.steps, 1)]
+    numbered = [(str(number), *map(escape, s.row)) for number, s in enumerate(plan.steps, 1)]
     title = f"{plan.title} ({DRY_RUN})" if dry_run else plan.title
-    print_table(title, ("#", *plan.columns), numbered)
+    print_table(escape(title), ("#", *plan.columns), numbered)
 
 
 def _server_checks(plan: Plan) -> None:

@@ -25,7 +25,7 @@ from psycopg import pq, sql
 
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.core.shell import attempt
-from desbordante_ops.local.host import Privilege, find_tool, first_line, last_line, privilege
+from desbordante_ops.local.machine import Privilege, find_tool, first_line, last_line, privilege
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 PSQL_TIMEOUT = 60

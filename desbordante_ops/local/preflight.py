@@ -18,7 +18,7 @@ import desbordante_service
 from desbordante_ops.core.checks import Check, Result
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.core.shell import attempt
-from desbordante_ops.local.host import first_line
+from desbordante_ops.local.machine import first_line
 from desbordante_ops.local.pgadmin import open_admin, server_version
 
 MIN_PYTHON = (3, 11)

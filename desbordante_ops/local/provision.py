@@ -24,7 +24,7 @@ from desbordante_ops.core.files import write_private
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.core.shell import attempt
 from desbordante_ops.local.credentials import read_secret, secrets_dir
-from desbordante_ops.local.host import last_line
+from desbordante_ops.local.machine import last_line
 from desbordante_ops.local.pgadmin import LOOPBACK, open_admin
 
 GUEST = "guest"

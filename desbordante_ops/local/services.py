@@ -28,7 +28,7 @@ from desbordante_ops.core.poll import poll
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.core.shell import attempt
 from desbordante_ops.local import pgadmin
-from desbordante_ops.local.host import (
+from desbordante_ops.local.machine import (
     Privilege,
     apt_available,
     find_tool,

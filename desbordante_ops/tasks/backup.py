@@ -7,8 +7,8 @@ from pathlib import Path
 from invoke import Context, Exit, task
 
 from desbordante_ops.backup import flow
+from desbordante_ops.backup.scratch import verify_plan
 from desbordante_ops.backup.targets import read_target
-from desbordante_ops.backup.verify import verify_plan
 from desbordante_ops.core.plan import execute
 from desbordante_ops.core.settings import ENV_NAMES, load_config, parse_sets
 from desbordante_ops.tasks import options

@@ -119,3 +119,65 @@ def test_outside_tools_never_read_our_stdin(module: str) -> None:
     """Every command runs with `in_stream=False`: Invoke would otherwise hand it our stdin (a
     piped answer meant for a prompt would be eaten, and pytest's capture breaks)."""
     assert run_calls_without_in_stream(MODULES[module]) == []
+
+
+# --- the shape of the cluster layer (plans, sub-packages, names) ---------------------------------
+
+
+def test_no_dry_run_is_written_beside_its_run() -> None:
+    """A dry run is the plan the real run executes: no `*_plan.py` module re-describes a run,
+    and no task module branches on --dry-run (core.plan.execute takes it)."""
+    assert [p.name for p in PACKAGE.rglob("*_plan.py")] == []
+    for path in (PACKAGE / "tasks").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        branches = [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If | ast.IfExp)
+            and any(isinstance(n, ast.Name) and n.id == "dry_run" for n in ast.walk(node.test))
+        ]
+        assert branches == [], f"{path.name}: `if dry_run` at lines {branches}"
+
+
+def test_no_module_of_ours_is_imported_under_another_name() -> None:
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "desbordante_ops"
+            ):
+                aliased = [a.name for a in node.names if a.asname and a.asname != a.name]
+                assert aliased == [], f"{name}: imports {aliased} under another name"
+            if isinstance(node, ast.Import):
+                aliased = [
+                    a.name for a in node.names if a.name.startswith("desbordante_ops") and a.asname
+                ]
+                assert aliased == [], f"{name}: imports {aliased} under another name"
+
+
+def test_library_module_names_do_not_clash_across_packages() -> None:
+    """Tasks are named after `invoke --list` areas; every other module name is unique, so a
+    name says which module it is without its package."""
+    seen: dict[str, str] = {}
+    for name in MODULES:
+        parts = name.split(".")
+        if area(name) == "tasks" or len(parts) < 3 or MODULES[name].name == "__init__.py":
+            continue
+        leaf = parts[-1]
+        assert leaf not in seen, f"{name} and {seen[leaf]} share the name {leaf!r}"
+        seen[leaf] = name
+    packages = {name.split(".")[-1] for name, path in MODULES.items() if path.name == "__init__.py"}
+    clashes = sorted(set(seen) & packages)
+    assert clashes == [], f"modules named like packages: {clashes}"
+
+
+def test_the_kube_connection_is_typed() -> None:
+    tree = ast.parse((PACKAGE / "cluster" / "kube" / "client.py").read_text(encoding="utf-8"))
+    kube = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Kube")
+    fields = {
+        node.target.id: ast.unparse(node.annotation)
+        for node in kube.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
+    assert len(fields) >= 8
+    assert [f for f, annotation in fields.items() if "Any" in annotation] == []

@@ -13,7 +13,8 @@ from invoke import Exit, MockContext, Result
 from support.mockrun import calls, commands
 
 from desbordante_ops.core.settings import EnvConfig, load_config
-from desbordante_ops.local import host, services
+from desbordante_ops.local import machine as host
+from desbordante_ops.local import services
 from desbordante_ops.local.services import Service, ensure_services, wait_answering
 
 CLUSTER = "15 main 5432 down postgres /var/lib/postgresql/15/main /var/log/postgresql/pg-15.log"

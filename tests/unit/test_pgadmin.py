@@ -14,7 +14,8 @@ from invoke import Exit, MockContext, Result
 from support.mockrun import calls, commands
 
 from desbordante_ops.core.settings import EnvConfig, load_config
-from desbordante_ops.local import host, pgadmin
+from desbordante_ops.local import machine as host
+from desbordante_ops.local import pgadmin
 from desbordante_ops.local.credentials import ensure_secrets, read_secret
 from desbordante_ops.local.preflight import postgres_reachable
 from desbordante_ops.local.provision import provision_postgres
