@@ -31,7 +31,7 @@ from desbordante_ops.core.console import ok, step, warn
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.plan import Plan, Step, execute, file_step, note, refused, unknown
 from desbordante_ops.core.settings import REPO_ROOT
-from desbordante_ops.core.shell import command_step
+from desbordante_ops.core.shell import attempt, command_step, run
 from desbordante_ops.image import engine
 from desbordante_ops.image.refs import repository_path
 
@@ -147,17 +147,17 @@ def fetch_verified(urls: tuple[str, ...], sha256: str, dest: Path, download: Dow
     raise Exit("Checksum verification failed, nothing was run: " + "; ".join(problems))
 
 
-def installed_version(c: Any) -> str | None:
+def installed_version(c: Context) -> str | None:
     """Version of the installed k3s binary (`v1.36.4+k3s1`), or None."""
-    result = c.run(f"{BIN_PATH} --version", hide=True, warn=True, in_stream=False)
+    result = attempt(c, f"{BIN_PATH} --version")
     if result is None or not result.ok:
         return None
     match = re.search(r"k3s version (\S+)", result.stdout)
     return match.group(1) if match else None
 
 
-def service_active(c: Any) -> bool:
-    result = c.run("systemctl is-active --quiet k3s", hide=True, warn=True, in_stream=False)
+def service_active(c: Context) -> bool:
+    result = attempt(c, "systemctl is-active --quiet k3s")
     return result is not None and result.ok
 
 
@@ -243,26 +243,24 @@ def containerd_name(image_ref: str) -> str:
     return f"docker.io/{image_ref}" if "/" in image_ref else f"docker.io/library/{image_ref}"
 
 
-def _inspect(c: Any, image_ref: str, template: str) -> str | None:
+def _inspect(c: Context, image_ref: str, template: str) -> str | None:
     """`crictl inspecti` of IMAGE_REF formatted by the Go TEMPLATE; None when it is not there."""
-    result = c.run(
+    result = attempt(
+        c,
         _with_root(f"{BIN_PATH} crictl inspecti -o go-template --template '{template}' ")
         + shlex.quote(image_ref),
-        hide=True,
-        warn=True,
-        in_stream=False,
     )
     if result is None or not result.ok:
         return None
     return result.stdout.strip() or None
 
 
-def image_in_k3s(c: Any, image_ref: str) -> str | None:
+def image_in_k3s(c: Context, image_ref: str) -> str | None:
     """The image ID (config digest) of IMAGE_REF in k3s's containerd, or None."""
     return _inspect(c, image_ref, "{{.status.id}}")
 
 
-def k3s_image(c: Any, image_ref: str) -> tuple[str, bool] | None:
+def k3s_image(c: Context, image_ref: str) -> tuple[str, bool] | None:
     """(image ID, pinned) of IMAGE_REF in k3s's containerd, or None when it is not there."""
     found = _inspect(c, image_ref, "{{.status.id}} {{.status.pinned}}")
     if found is None:
@@ -271,19 +269,13 @@ def k3s_image(c: Any, image_ref: str) -> tuple[str, bool] | None:
     return image_id, pinned.strip() == "true"
 
 
-def pin_in_k3s(c: Any, image_ref: str) -> None:
+def pin_in_k3s(c: Context, image_ref: str) -> None:
     """Label IMAGE_REF pinned, so the kubelet's image garbage collection never removes it."""
-    c.run(
-        _with_root(
-            f"{BIN_PATH} ctr -n k8s.io images label {shlex.quote(containerd_name(image_ref))} "
-            f"{PINNED_LABEL}"
-        ),
-        hide=True,
-        in_stream=False,
-    )
+    label = f"{BIN_PATH} ctr -n k8s.io images label {shlex.quote(containerd_name(image_ref))}"
+    run(c, _with_root(f"{label} {PINNED_LABEL}"), f"Pinning {image_ref} in k3s")
 
 
-def load_into_k3s(c: Any, image_ref: str, docker_client: Any = None) -> bool:
+def load_into_k3s(c: Context, image_ref: str, docker_client: Any = None) -> bool:
     """Copy IMAGE_REF from the local Docker engine into k3s (no registry); True when changed.
 
     `docker save` keeps the tag (named=True), so the pods' `image:` reference resolves. The
@@ -312,7 +304,7 @@ def load_into_k3s(c: Any, image_ref: str, docker_client: Any = None) -> bool:
         tar.flush()
         step(f"Importing {image_ref} into k3s (containerd namespace k8s.io)")
         import_command = f"{BIN_PATH} ctr -n k8s.io images import {shlex.quote(tar.name)}"
-        c.run(_with_root(import_command), in_stream=False)
+        run(c, _with_root(import_command), f"Importing {image_ref} into k3s", hide=False)
     pin_in_k3s(c, image_ref)
     ok(f"{image_ref} loaded into k3s (pinned against image garbage collection)")
     return True
