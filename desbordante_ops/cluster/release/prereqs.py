@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from invoke import Exit
+from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster.kube.client import Kube
@@ -59,7 +60,7 @@ def needs_storage_class(docs: list[dict[str, Any]]) -> bool:
     return any(not claim.get("storageClassName") for claim in claims)
 
 
-def served(custom: Any, kind: CustomKind) -> bool:
+def served(custom: k8s.CustomObjectsApi, kind: CustomKind) -> bool:
     """True when API discovery lists KIND under its group/version (404: not installed yet)."""
     try:
         resources = custom.get_api_resources(kind.group, kind.version)
@@ -70,7 +71,7 @@ def served(custom: Any, kind: CustomKind) -> bool:
     return any(r.kind == kind.kind for r in resources.resources or [])
 
 
-def default_storage_class(storage: Any) -> str | None:
+def default_storage_class(storage: k8s.StorageV1Api) -> str | None:
     """Name of the default StorageClass, or None (ApiException 403 when not allowed to list)."""
     for item in storage.list_storage_class().items:
         annotations = item.metadata.annotations or {}

@@ -16,9 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from invoke import Exit
+from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from desbordante_ops.cluster import names
@@ -143,11 +144,11 @@ def _selector(labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
-def _observed(obj: Any) -> bool:
+def _observed(obj: k8s.V1Deployment | k8s.V1StatefulSet) -> bool:
     return (obj.status.observed_generation or 0) >= (obj.metadata.generation or 0)
 
 
-def rollout_of(kind: str, obj: Any) -> Rollout:
+def rollout_of(kind: str, obj: k8s.V1Deployment | k8s.V1StatefulSet) -> Rollout:
     """How far the rollout of a Deployment or StatefulSet object is."""
     spec, status, meta = obj.spec, obj.status, obj.metadata
     desired = spec.replicas if spec.replicas is not None else 1
@@ -170,7 +171,7 @@ def rollout_of(kind: str, obj: Any) -> Rollout:
     return Rollout(kind, meta.name, desired, min(updated, ready), done)
 
 
-def deployment_pods(k: Kube, namespace: str, obj: Any) -> str:
+def deployment_pods(k: Kube, namespace: str, obj: k8s.V1Deployment) -> str:
     """Selector of the pods of the Deployment's newest ReplicaSet ("" until it exists, or when
     this kubeconfig may not list ReplicaSets)."""
     labels = dict(obj.spec.selector.match_labels or {})
@@ -195,7 +196,7 @@ def deployment_pods(k: Kube, namespace: str, obj: Any) -> str:
     return ""
 
 
-def statefulset_pods(obj: Any) -> str:
+def statefulset_pods(obj: k8s.V1StatefulSet) -> str:
     """Selector of the pods of the StatefulSet's update revision ("" until it is known)."""
     labels = dict(obj.spec.selector.match_labels or {})
     revision = obj.status.update_revision
@@ -220,7 +221,7 @@ def rollouts(k: Kube, namespace: str) -> list[Rollout]:
     return items
 
 
-def _waiting_blocker(pod: str, status: Any) -> Blocker | None:
+def _waiting_blocker(pod: str, status: k8s.V1ContainerStatus) -> Blocker | None:
     waiting = status.state.waiting if status.state else None
     reason = waiting.reason if waiting else None
     detail = (waiting.message or "") if waiting else ""
@@ -237,7 +238,7 @@ def _waiting_blocker(pod: str, status: Any) -> Blocker | None:
     return None
 
 
-def pod_blockers(pod: Any) -> list[Blocker]:
+def pod_blockers(pod: k8s.V1Pod) -> list[Blocker]:
     """The states of POD that will not fix themselves (empty for a pod that may still start)."""
     name = pod.metadata.name
     if pod.metadata.deletion_timestamp is not None or pod.status is None:
@@ -341,7 +342,9 @@ def wait_rollouts(
     return [item for item in snap.items if not item.done], blocker
 
 
-def failing_pods(core: Any, namespace: str, selector: str | None = None) -> list[Any]:
+def failing_pods(
+    core: k8s.CoreV1Api, namespace: str, selector: str | None = None
+) -> list[k8s.V1Pod]:
     pods = core.list_namespaced_pod(namespace, label_selector=selector or "").items
     bad = []
     for pod in pods:
@@ -354,7 +357,7 @@ def failing_pods(core: Any, namespace: str, selector: str | None = None) -> list
     return bad
 
 
-def pod_log(core: Any, namespace: str, pod: str, container: str) -> str | None:
+def pod_log(core: k8s.CoreV1Api, namespace: str, pod: str, container: str) -> str | None:
     """The last log lines of one container; None when there are none (204, empty, not started).
 
     The client returns None for a 204 No Content answer and "" for an empty 200.
@@ -368,7 +371,7 @@ def pod_log(core: Any, namespace: str, pod: str, container: str) -> str | None:
     return logs if logs and logs.strip() else None
 
 
-def describe_pod(k: Kube, namespace: str, pod: Any) -> None:
+def describe_pod(k: Kube, namespace: str, pod: k8s.V1Pod) -> None:
     """Print POD's phase, last events and the last log lines of each of its containers."""
     name = pod.metadata.name
     fail(f"pod {name}: {pod.status.phase if pod.status else 'unknown'}")

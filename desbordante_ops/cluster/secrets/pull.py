@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 from invoke import Exit
 from kubernetes import client as k8s
@@ -42,13 +41,13 @@ def docker_config(registry: str, auth: dict[str, str]) -> str:
     return json.dumps({"auths": {registry: entry}}, sort_keys=True)
 
 
-def _stored(secret: Any) -> str:
+def _stored(secret: k8s.V1Secret) -> str:
     raw = (secret.data or {}).get(CONFIG_KEY, "")
     return base64.b64decode(raw).decode() if raw else ""
 
 
 def ensure_pull_secret(
-    core: Any, namespace: str, image: str, auth: dict[str, str] | None
+    core: k8s.CoreV1Api, namespace: str, image: str, auth: dict[str, str] | None
 ) -> str | None:
     """Create/update the pull Secret from AUTH; its name when it exists afterwards, else None."""
     existing = read_or_none(core.read_namespaced_secret, PULL_SECRET, namespace)
