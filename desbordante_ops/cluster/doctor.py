@@ -96,9 +96,9 @@ def claim_storage(claim: dict[str, Any]) -> int:
 
 
 def rendered_needs(rendered: Rendered) -> tuple[int, int]:
-    """(memory, storage) in bytes the long-running workloads and claims of RENDERED request.
-
-    Jobs (migrate) are left out: they run for a moment during a deploy.
+    """(memory, storage) in bytes that RENDERED requests at its peak: the long-running
+    workloads and claims, plus the larger of deploy's migrate and verify Jobs (they run one
+    after the other during a deploy: a transient peak, counted once).
     """
     memory = storage = 0
     for doc in rendered.of_kind("Deployment") + rendered.of_kind("StatefulSet"):
@@ -106,6 +106,8 @@ def rendered_needs(rendered: Rendered) -> tuple[int, int]:
         memory += replicas * pod_memory(doc["spec"]["template"]["spec"])
         for claim in doc["spec"].get("volumeClaimTemplates", []):
             storage += replicas * claim_storage(claim)
+    jobs = [rendered.find("Job", name) for name in (rendered.migrate_job, rendered.verify_job)]
+    memory += max(pod_memory(job["spec"]["template"]["spec"]) for job in jobs)
     storage += sum(claim_storage(claim) for claim in rendered.of_kind("PersistentVolumeClaim"))
     return memory, storage
 
