@@ -534,7 +534,7 @@ class ClusterTarget:
         deployment = read_or_none(self.k.apps.read_namespaced_deployment, names.API, self.namespace)
         if deployment is None:
             raise Exit(f"No Deployment api in {self.namespace}; deploy the stack first.")
-        template: dict[str, Any] = k8s.ApiClient().sanitize_for_serialization(
+        template: dict[str, Any] = self.k.api_client.sanitize_for_serialization(
             deployment.spec.template
         )
         return template
@@ -584,12 +584,12 @@ class ClusterTarget:
         self.helper = name
         selector = f"{JOB_NAME_LABEL}={name}"
 
-        def pods() -> list[Any]:
+        def pods() -> list[k8s.V1Pod]:
             return list(
                 self.k.core.list_namespaced_pod(self.namespace, label_selector=selector).items
             )
 
-        def started(found: list[Any]) -> bool:
+        def started(found: list[k8s.V1Pod]) -> bool:
             return any(pod.status and pod.status.phase != "Pending" for pod in found)
 
         found = poll(pods, started, POD_TIMEOUT_SECONDS, POLL_SECONDS, sleep=self.clock.sleep)
