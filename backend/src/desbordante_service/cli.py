@@ -2,6 +2,8 @@
 
 Each role runs its server in this very process (no wrapper process), so signals reach it.
 Bad configuration stops the process with one line naming the variable and exit code 2.
+`verify` only talks HTTP to an API (see verify.py): it reads its own VERIFY_* variables and none
+of the service's settings.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from desbordante_service.settings import Settings, SettingsError, get_settings
 
@@ -244,11 +246,45 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="repeat the pass every SECONDS until SIGTERM (default: one pass, then exit)",
     )
+    roles.add_parser(
+        "verify",
+        help="prove over HTTP that the API profiles a dataset (a post-deploy check)",
+        description=VERIFY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     return parser
+
+
+VERIFY_HELP = """\
+Check a running API: readiness, upload a small CSV, run an FD task to the end and compare its
+FDs with the expected ones, delete the dataset; one line per step on stdout. Exit 0 when every
+step passed, 1 when one failed, 2 on bad configuration. Environment variables only:
+  VERIFY_API_URL             base URL of the API, e.g. http://api (required)
+  VERIFY_TIMEOUT_SECONDS     bound of the checks in seconds (default 120)
+  VERIFY_AUTH_USER           basic-auth user (optional)
+  VERIFY_AUTH_PASSWORD_FILE  file holding its password (required with VERIFY_AUTH_USER)
+"""
+
+
+def run_verify(environ: Mapping[str, str]) -> int:
+    """The `verify` role: its own configuration (no database or broker settings)."""
+    from desbordante_service import verify
+
+    try:
+        config = verify.load_config(environ)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return verify.main(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.role == "verify":
+        try:
+            return run_verify(os.environ)
+        except KeyboardInterrupt:
+            return 130
     try:
         settings = get_settings()
         if args.role in DATABASE_ROLES:
