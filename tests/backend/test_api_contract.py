@@ -244,3 +244,49 @@ def test_upload_form_is_documented_as_the_server_reads_it(document) -> None:
     assert "UTF-8" in schema["properties"]["file"]["description"]
     assert schema["properties"]["separator"]["pattern"] == "^[^\\u000d\\u000a\\u0022\\u0000]$"
     assert f"{LIMIT} bytes" in document["info"]["description"]
+
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+    "3a7e9b550000000a49444154789c636000000002000148afa47100000000"
+    "49454e44ae426082"
+)
+
+
+def test_upload_file_is_published_as_utf8_csv_text_not_any_bytes(document) -> None:
+    """What the schema admits for `file` is what the server takes: CSV text sent as UTF-8.
+
+    Not `format: binary` (any bytes): the server refuses bytes that are not UTF-8 (422).
+    """
+    assert document["openapi"].startswith("3.1.")
+    media = document["paths"]["/api/v1/datasets"]["post"]["requestBody"]["content"][
+        "multipart/form-data"
+    ]
+    field = media["schema"]["properties"]["file"]
+    assert field["type"] == "string"
+    assert field["contentMediaType"] == "text/csv"
+    assert field["minLength"] == 1
+    assert "format" not in field and "contentEncoding" not in field
+    assert media["encoding"] == {"file": {"contentType": "text/csv; charset=utf-8"}}
+
+
+def test_upload_as_the_schema_describes_it_is_accepted(api) -> None:
+    """A plain form part (no file name) of UTF-8 text, as a generated client sends the string."""
+    text = "naïve,größe\nœuvre,東京\n"
+    files = {"file": (None, text.encode("utf-8"), "text/csv; charset=utf-8")}
+
+    response = api.client.post("/api/v1/datasets", files=files)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["columns"] == ["naïve", "größe"]
+    assert response.json()["row_count"] == 1
+
+
+def test_bytes_the_schema_no_longer_admits_are_refused(api, stored) -> None:
+    before = stored.snapshot()
+
+    response = api.upload("pixel.png", PNG)
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == "file: the file is not UTF-8 text: invalid bytes on line 1"
+    assert stored.snapshot() == before

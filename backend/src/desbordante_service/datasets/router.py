@@ -22,16 +22,22 @@ from desbordante_service.storage import Storage, UploadLease
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 FILE_RULES = (
-    "The dataset: CSV text in UTF-8. Fields are separated by `separator`, records end with LF "
-    'or CRLF; a field may be quoted with `"` (then it may hold the separator, line breaks and '
-    "doubled quotes). Every record has as many fields as the first one, which must not be "
-    "empty; with `has_header` the first record names the columns, each name non-empty after "
-    "trimming spaces, without NUL, and unique. Not empty, at most MAX_UPLOAD_SIZE_BYTES bytes "
-    "(this server's value is in the API description). Any part Content-Type is accepted; the "
-    "client's file name is kept as `name` (without control characters), never used as a path. "
-    "A file breaking a rule is 422 naming the first bad line."
+    "The dataset: CSV text, sent as UTF-8 (a file that is not UTF-8 is 422). Fields are "
+    'separated by `separator`, records end with LF or CRLF; a field may be quoted with `"` (then '
+    "it may hold the separator, line breaks and doubled quotes). Every record has as many fields "
+    "as the first one, which must not be empty; with `has_header` the first record names the "
+    "columns, each name non-empty after trimming spaces, without NUL, and unique. Not empty, at "
+    "most MAX_UPLOAD_SIZE_BYTES bytes (this server's value is in the API description). Sent as "
+    "a file part or a plain form field; any part Content-Type is accepted; the client's file "
+    "name is kept as `name` (without control characters), never used as a path. A file breaking "
+    "a rule is 422 naming the first bad line."
 )
 SEPARATOR_PATTERN = "^[^" + "".join(f"\\u{ord(char):04x}" for char in form.NOT_SEPARATORS) + "]$"
+# The `file` part is text, not any bytes: a JSON Schema string (Unicode) whose content is CSV
+# (OpenAPI 3.1: `contentMediaType`, not `format: binary`), sent as UTF-8 (the part's encoding).
+# Swagger UI still offers a file picker for it (it does for any `contentMediaType`).
+FILE_MEDIA_TYPE = "text/csv"
+FILE_PART_CONTENT_TYPE = "text/csv; charset=utf-8"
 CREATED_ID = "$response.body#/id"
 UPLOADED = {
     "links": {
@@ -68,11 +74,18 @@ UPLOAD_BODY = {
                         "has_header": {
                             "type": "boolean",
                             "default": True,
-                            "description": "whether the first record names the columns",
+                            "description": "whether the first record names the columns; as "
+                            "form text `true` or `false`, in any case",
                         },
-                        "file": {"type": "string", "format": "binary", "description": FILE_RULES},
+                        "file": {
+                            "type": "string",
+                            "contentMediaType": FILE_MEDIA_TYPE,
+                            "minLength": 1,
+                            "description": FILE_RULES,
+                        },
                     },
-                }
+                },
+                "encoding": {"file": {"contentType": FILE_PART_CONTENT_TYPE}},
             }
         },
     }
