@@ -1,6 +1,8 @@
-"""Auto-update without services: the systemd units it writes (MockContext records systemctl),
-prod refused everywhere, state and credential files, the registry login, `git ls-remote`
-parsing, and the deploy lock taken by `invoke deploy`. Real cycles: tests/integration."""
+"""Auto-update without a registry: the systemd units it writes (MockContext records systemctl),
+prod refused everywhere, root checks, state and credential files, status rows, the registry
+login, `git ls-remote` parsing, errors as one line, and the deploy lock that `invoke deploy` and
+bootstrap take (on the fake API server over HTTPS, so a cycle sees their Lease). Real cycles:
+tests/integration/test_autoupdate_cycles.py."""
 
 from __future__ import annotations
 
@@ -8,19 +10,29 @@ import json
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
-from invoke import Exit, MockContext, Result
-from support.fake_release import SHA_TAG, cluster, kubectl_context, release, verbs
+from invoke import Context, Exit, MockContext, Result
+from kubernetes.client.exceptions import ApiException
+from support.fakeapi.k3s import Cluster, prepare
+from support.fakeapi.kinds import Kind
+from support.fakeapi.server import FakeApiServer
 
-from desbordante_ops.cluster import autoupdate as au
-from desbordante_ops.cluster import autoupdate_setup as setup
-from desbordante_ops.cluster import autoupdate_state as stored
-from desbordante_ops.cluster import autoupdate_units as units
 from desbordante_ops.cluster import bootstrap as bs
-from desbordante_ops.cluster import kube, lock
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.autoupdate import cycle as au
+from desbordante_ops.cluster.autoupdate import setup as autoupdate_setup
+from desbordante_ops.cluster.autoupdate import statefile as stored
+from desbordante_ops.cluster.autoupdate import units
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.release import lock
+from desbordante_ops.core import plan
+from desbordante_ops.core.poll import poll
 from desbordante_ops.core.settings import load_config
 from desbordante_ops.image import source
 from desbordante_ops.image.registry import Registry
@@ -57,10 +69,12 @@ def test_every_autoupdate_task_refuses_prod_with_one_line(name: str) -> None:
     assert "invoke deploy --env prod --tag vX.Y.Z" in message
 
 
-def test_enable_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(setup, "is_root", lambda: False)
-    with pytest.raises(Exit, match=r"run `sudo \.venv/bin/invoke autoupdate\.enable`"):
-        tasks.enable(MockContext(), env="stage")
+@pytest.mark.parametrize("name", ["enable", "disable"])
+def test_enable_and_disable_need_root(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autoupdate_setup, "is_root", lambda: False)
+    c = MockContext()  # nothing may run: any command would fail the test
+    with pytest.raises(Exit, match=rf"run `sudo \.venv/bin/invoke autoupdate\.{name}`"):
+        getattr(tasks, name)(c, env="stage")
 
 
 def test_run_needs_once() -> None:
@@ -239,6 +253,29 @@ def test_status_rows_say_what_happened() -> None:
     assert rows["Outcome"].startswith("skipped: another deploy holds")
 
 
+def test_status_rows_name_what_was_deployed_and_every_broken_image_oldest_first() -> None:
+    bad, worse = "sha256:" + "b" * 64, "sha256:" + "d" * 64
+    state = stored.State(
+        seen=stored.Seen(commit=SHA, note="CI has not published it yet"),
+        deployed=stored.Deployed("3f2a9c1", "sha256:" + "a" * 64, SHA, "2026-11-26T09:00:00Z"),
+    )
+    state.broken[worse] = stored.Broken("ddd1111", OTHER, "2026-11-26T11:00:00Z", "e2", "r2")
+    state.broken[bad] = stored.Broken(
+        "bbb2222", OTHER, "2026-11-26T10:00:00Z", "verify failed", "rolled back to 3f2a9c1"
+    )
+    rows = stored.status_rows(state, {}, {})
+    found = dict(rows)
+    assert found["Timer"].startswith("not installed (`sudo invoke autoupdate.enable")
+    assert found["Runs"] == found["Next run"] == "-" and found["Last check"] == "never"
+    assert found["Newest image"] == "none for 3f2a9c100000 (CI has not published it yet)"
+    assert found["Deployed"] == "3f2a9c1 (sha256:aaaaaaaaaaaa) at 2026-11-26T09:00:00Z"
+    assert [value for key, value in rows if key == "Broken (not retried)"] == [
+        "bbb2222 (sha256:bbbbbbbbbbbb) at 2026-11-26T10:00:00Z: verify failed -> rolled back "
+        "to 3f2a9c1",
+        "ddd1111 (sha256:dddddddddddd) at 2026-11-26T11:00:00Z: e2 -> r2",
+    ]
+
+
 # --- the branch head --------------------------------------------------------------------------
 
 
@@ -280,85 +317,173 @@ def test_a_missing_branch_is_one_line() -> None:
         source.branch_head(c, Path("."), "origin", "main")
 
 
-# --- invoke deploy takes the deploy lock ----------------------------------------------------------
+# --- invoke deploy and bootstrap take the deploy lock ---------------------------------------------
+
+STAGE = "desbordante-stage"
+SHA_TAG = SHA[:7]
+LEASE_ROW = f"the deploy lock (Lease {STAGE}/{lock.LEASE})"
+T = TypeVar("T")
 
 
-def deploy_task_cluster(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, MockContext]:
-    k = cluster(SHA_TAG)
+@pytest.fixture
+def stage_kubeconfig(admin: Kube, admin_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Stage prepared on the HTTPS fake; the process settings point `invoke deploy` at it."""
+    prepare(admin, "stage")
     for name in ("REGISTRY_USERNAME", "REGISTRY_PASSWORD", "REGISTRY_PASSWORD_FILE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(deploy_tasks.kube, "connect", lambda cfg: k)
-    monkeypatch.setattr(deploy_tasks, "render_release", lambda c, cfg, tag, **kw: release(tag, cfg))
-    return k, kubectl_context()
+    monkeypatch.setenv("KUBECONFIG_PATH", str(admin_kubeconfig))
+    return admin_kubeconfig
 
 
-def test_invoke_deploy_holds_the_lock_while_it_deploys(monkeypatch: pytest.MonkeyPatch) -> None:
-    k, c = deploy_task_cluster(monkeypatch)
-    deploy_tasks.deploy(c, env="stage", tag=SHA_TAG, timeout=30)
-    assert verbs(c) == ["diff", "apply"]
-    holders = k.coordination.holders
-    assert holders[0] and f"deploy {SHA_TAG}" in holders[0]  # taken before anything else
-    assert holders[-1] is None  # released at the end
+def lease_holders_at_apply(server: FakeApiServer) -> list[str | None]:
+    """Who holds the deploy lock each time stage's api Deployment is written (filled as it
+    happens; read from the server's store, no request)."""
+    holders: list[str | None] = []
+
+    def seen(_: FakeApiServer, kind: Kind, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        if (kind.kind, meta["name"], meta.get("namespace")) == ("Deployment", names.API, STAGE):
+            holders.append(lease_holder(server))
+
+    server.after_write.append(seen)
+    return holders
+
+
+def lease_holder(server: FakeApiServer) -> str | None:
+    lease = server.get("Lease", lock.LEASE, STAGE)
+    return None if lease is None else lease["spec"].get("holderIdentity")
+
+
+def written_deployments(server: FakeApiServer) -> list[str]:
+    """The Deployment writes the server kept (a plan's server-side dry runs are not)."""
+    return [
+        w.path
+        for w in server.writes()
+        if "/deployments" in w.path and "dryRun=All" not in w.path and w.code < 400
+    ]
+
+
+def test_invoke_deploy_holds_the_lock_while_it_deploys(
+    fake_api: FakeApiServer, stage_kubeconfig: Path
+) -> None:
+    holders = lease_holders_at_apply(fake_api)
+    with plan.watching() as seen:
+        deploy_tasks.deploy(Context(), env="stage", tag=SHA_TAG, timeout=30)
+    ran = seen[0].ran
+    assert ran[0] == ("take", LEASE_ROW)  # taken before anything else
+    assert ("apply" in [action for action, _ in ran]) and len(holders) == 1
+    assert holders[0] is not None and f"(deploy {SHA_TAG}, pid" in holders[0]
+    assert lease_holder(fake_api) is None  # released at the end
 
 
 def test_invoke_deploy_waits_for_a_held_lock_then_names_the_holder(
-    monkeypatch: pytest.MonkeyPatch,
+    fake_api: FakeApiServer, admin: Kube, stage_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    k, c = deploy_task_cluster(monkeypatch)
     monkeypatch.setattr(lock, "RETRY_SECONDS", 0.05)
     with (
-        lock.held(k.coordination, "desbordante-stage", "root@server (autoupdate 3f2a9c1)"),
+        lock.held(admin, STAGE, "stage", "root@server (autoupdate 3f2a9c1)"),
+        plan.watching() as seen,
         pytest.raises(Exit) as busy,
     ):
-        deploy_tasks.deploy(c, env="stage", tag=SHA_TAG, timeout=1)  # waits 1 s
+        deploy_tasks.deploy(Context(), env="stage", tag=SHA_TAG, timeout=1)  # waits 1 s
     message = str(busy.value.message)
     assert "Another deploy holds desbordante-stage (root@server (autoupdate 3f2a9c1) since" in (
         message
     )
-    assert verbs(c) == []  # never interleaved
+    assert "after waiting 1 s" in message and "\n" not in message
+    assert seen[0].rows[0][0] == "wait" and "held by root@server (autoupdate" in seen[0].rows[0][1]
+    assert seen[0].ran == [seen[0].rows[0]]  # the wait failed: no step after it ran
+    assert written_deployments(fake_api) == []  # never interleaved
 
 
-def test_bootstrap_deploys_under_the_lock_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    k = cluster(SHA_TAG)
-    monkeypatch.setattr(bs, "render", lambda c, cfg, tag: release(tag, cfg))
-    run = bs.Run(c=kubectl_context(), cfg=load_config("stage", environ={}), tag=SHA_TAG, push=False)
-    run.connection = k
-    monkeypatch.setattr(bs, "ROLLOUT_TIMEOUT_SECONDS", 0)  # do not wait for the holder
-    with (
-        lock.held(k.coordination, "desbordante-stage", "root@server (autoupdate x)"),
-        pytest.raises(Exit, match=r"Another deploy holds desbordante-stage \(root@server"),
-    ):
-        bs._deploy(run)
-    assert verbs(run.c) == []  # type: ignore[arg-type]
-    bs._deploy(run)
-    assert verbs(run.c) == ["diff", "apply"]  # type: ignore[arg-type]
-    assert "bootstrap 3f2a9c1" in str(k.coordination.holders[-2])
+def test_bootstrap_deploys_under_the_lock_too(
+    fake_api: FakeApiServer,
+    admin: Kube,
+    stage_kubeconfig: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bootstrap's deploy step is the deploy plan: it waits for the holder (here, it lets go
+    during the first wait) and deploys holding the lock itself."""
+    holders = lease_holders_at_apply(fake_api)
+    deployments_when_released: list[int] = []
+    with ExitStack() as other:
+        other.enter_context(lock.held(admin, STAGE, "stage", "root@server (autoupdate x)"))
+
+        def poll_until_the_holder_lets_go(
+            check: Callable[[], T],
+            done: Callable[[T], bool],
+            timeout: float,
+            interval: float = 0.5,
+            sleep: Callable[[float], None] = time.sleep,
+        ) -> T:
+            def first_wait_releases(_: float) -> None:
+                if not deployments_when_released:
+                    deployments_when_released.append(len(written_deployments(fake_api)))
+                    other.close()
+
+            return poll(check, done, timeout, interval, first_wait_releases)
+
+        monkeypatch.setattr(lock, "poll", poll_until_the_holder_lets_go)
+        cfg = load_config("stage", flags={"KUBECONFIG_PATH": str(stage_kubeconfig)}, environ={})
+        run = bs.Run(c=Context(), cfg=cfg, tag=SHA_TAG, push=False, connection=admin)
+        with plan.watching() as seen:
+            bs._deploy(run)
+    wait = seen[0].ran[0]
+    assert wait[0] == "wait" and "held by root@server (autoupdate x)" in wait[1]
+    assert deployments_when_released == [0]  # nothing applied while the other held it
+    assert len(holders) == 1 and holders[0] is not None
+    assert f"(deploy {SHA_TAG}, pid" in holders[0]  # its own lock while it applied
+    assert run.changed and lease_holder(fake_api) is None
+
+
+# --- a cycle's errors ---------------------------------------------------------------------------
 
 
 def test_an_api_server_that_goes_away_mid_cycle_is_an_error_not_a_traceback(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, k3s: Cluster
 ) -> None:
     def gone(*args: Any, **kw: Any) -> Any:
-        raise kube.ApiException(status=503, reason="Service Unavailable")
+        raise ApiException(status=503, reason="Service Unavailable")
 
     monkeypatch.setattr(au, "decide", gone)
     state = stored.State()
     cfg = load_config("stage", environ={})
     with Registry(cfg.toolkit.IMAGE_NAME) as registry:  # never asked: decide fails first
-        x = au.Cycle(
-            MockContext(), cfg, cluster(SHA_TAG), registry, tmp_path, "r", "main", lambda _: cfg
-        )
+        x = au.Cycle(MockContext(), cfg, k3s.admin, registry, tmp_path, "r", "main", lambda _: cfg)
         report = au.run_cycle(x, state)
     assert report.kind == au.ERROR and report.message == (
         "Kubernetes API call failed: HTTP 503 Service Unavailable"
     )
     assert state.last_error == report.message and state.outcome.startswith("error: ")
+    assert state.branch == "main" and state.error_at == state.last_check != ""
+
+
+def test_a_missing_branch_is_the_cycles_error_in_one_line(tmp_path: Path, k3s: Cluster) -> None:
+    """A cycle whose remote has no such branch: an ERROR report (exit 1), nothing changed."""
+    c = MockContext(run=Result(f"{SHA}\trefs/heads/other\n"), repeat=True)
+    cfg = load_config("stage", environ={})
+    mirror = tmp_path / "mirror.git"
+    mirror.mkdir()
+    (mirror / "HEAD").write_text("ref: refs/heads/main\n")  # an existing mirror: not created
+    writes = len(k3s.server.writes())
+    with Registry(cfg.toolkit.IMAGE_NAME) as registry:
+        x = au.Cycle(c, cfg, k3s.admin, registry, mirror, "origin", "main", lambda _: cfg)
+        report = au.run_cycle(x, stored.State())
+    assert report.kind == au.ERROR and not report.ok
+    assert report.message.startswith("origin has no branch main") and "\n" not in report.message
+    assert len(k3s.server.writes()) == writes
 
 
 def test_a_cycle_report_is_a_failure_only_when_it_failed() -> None:
     assert not au.Report(au.FAILED, "x").ok and not au.Report(au.ERROR, "x").ok
-    assert all(au.Report(kind, "x").ok for kind in (au.BROKEN, au.CURRENT, au.SKIPPED, au.HELD))
+    assert all(
+        au.Report(kind, "x").ok
+        for kind in (au.DEPLOYED, au.CURRENT, au.WAITING, au.SKIPPED, au.BROKEN, au.HELD)
+    )
     state = stored.State(last_check="t")
     au.record(state, au.Report(au.ERROR, "Kubernetes API is not reachable"))
     assert (state.last_error, state.error_at) == ("Kubernetes API is not reachable", "t")
     assert json.loads(state.to_json())["outcome"] == "error: Kubernetes API is not reachable"
+    au.record(state, au.Report(au.CURRENT, "stage runs x"))
+    assert state.outcome == "current: stage runs x"
+    assert state.last_error == "Kubernetes API is not reachable"  # kept until the next failure

@@ -150,6 +150,9 @@ def newest(
     c: Context, registry: Registry, mirror: Path, remote: str, branch: str
 ) -> tuple[source.Head, ImageInfo | None, str]:
     """Step 1: where BRANCH of REMOTE is, and its newest image (None: why not)."""
+    # The state directory holding the mirror is root's only (0700), like the files in it; the
+    # mirror would otherwise create it as `mkdir -p` does (0755).
+    mirror.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     source.ensure_mirror(c, mirror)
     head = source.branch_head(c, mirror, remote, branch)
     image, note = find_image(registry, head)
@@ -258,8 +261,8 @@ def decide(x: Cycle, state: State) -> Report:
     if known is not None:
         return Report(
             BROKEN,
-            f"{image.tag} ({short_id(image.ref)}) failed to roll out at {known.at}; waiting for "
-            f"a newer image of {x.branch}",
+            f"{image.tag} ({short_id(image.ref)}) failed to roll out or verify at {known.at}; "
+            f"waiting for a newer image of {x.branch}",
         )
     running = running_release(x.k, x.cfg)
     if is_current(x.k, x.cfg.namespace, image, running):

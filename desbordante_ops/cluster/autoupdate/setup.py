@@ -1,5 +1,5 @@
 """Turning stage auto-update on (`install`) and running one cycle by hand or from the timer
-(`run_once`); the cycle itself is cluster/autoupdate.py, the units units.py."""
+(`run_once`); the cycle itself is cycle.py, the units units.py."""
 
 from __future__ import annotations
 

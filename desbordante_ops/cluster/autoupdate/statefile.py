@@ -4,8 +4,8 @@ Both are root-only files (0600 in a 0700 directory, written atomically by `write
 under AUTOUPDATE_STATE_DIR (default /var/lib/desbordante-ops), next to the bare git mirror
 `source-<env>.git` the cycles fetch commits into:
 - `autoupdate-<env>.json`: the last check and its outcome, the newest image it saw (tag,
-  digest, revision), what it deployed, the last error, and the digests whose rollout failed
-  (never retried: only a newer image is deployed);
+  digest, revision), what it deployed, the last error, and the digests whose rollout or verify
+  Job failed (never retried: only a newer image is deployed);
 - `registry-<env>.json`: username and password for a private registry (autoupdate.enable),
   never printed.
 """
@@ -51,7 +51,7 @@ class Deployed:
 
 @dataclass
 class Broken:
-    """An image whose rollout failed: what happened, and what the rollback did."""
+    """An image whose rollout or verify Job failed: what happened, what the rollback did."""
 
     tag: str = ""
     commit: str = ""
