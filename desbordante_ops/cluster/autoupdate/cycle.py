@@ -69,6 +69,10 @@ DEPLOYED, CURRENT, WAITING, SKIPPED, BROKEN, HELD, FAILED, ERROR = (
     "error",
 )
 FAILURES = (FAILED, ERROR)
+# What a deploy (and a rollback) of a cycle ends with when it fails: one line, or the API
+# server gone away mid-deploy (both make a touched image broken, then roll it back).
+DEPLOY_FAILURES: tuple[type[BaseException], ...] = (Exit, *TRANSPORT_ERRORS)
+ROLLBACK_FAILURES: tuple[type[BaseException], ...] = (*DEPLOY_FAILURES, RegistryError)
 
 
 @dataclass(frozen=True)
@@ -216,8 +220,14 @@ def roll_back(x: Cycle, previous: Running, failed_tag: str) -> str:
             cfg = commit_settings(x, Path(tmp), commit) if commit else x.cfg
             back = x.release(cfg, tag, previous)
             deploy_release(back, locked=True, before_apply=schema_check(failed_tag))
-    except (Exit, RegistryError) as error:
-        why = error.message if isinstance(error, Exit) else error
+    except ROLLBACK_FAILURES as error:
+        why = (
+            error.message
+            if isinstance(error, Exit)
+            else error
+            if isinstance(error, RegistryError)
+            else describe_error(error)
+        )
         return f"the rollback to {previous.tag or short_id(previous.digest)} failed too: {why}"
     return f"rolled back to {tag} ({short_id(previous.digest)})"
 
@@ -234,11 +244,12 @@ def deploy_image(x: Cycle, state: State, head: source.Head, image: ImageInfo) ->
         with tempfile.TemporaryDirectory(prefix="desbordante-autoupdate-") as tmp:
             cfg = commit_settings(x, Path(tmp), head.sha)
             deploy_release(x.release(cfg, image.tag, image), locked=True, touched=touched)
-    except Exit as error:
+    except DEPLOY_FAILURES as error:
         if not touched:
             raise  # nothing changed in the cluster: an error, tried again next cycle
-        fail(f"{image.tag} failed: {error.message}")
-        broken = Broken(image.tag, head.sha, now_iso(), str(error.message))
+        why = str(error.message) if isinstance(error, Exit) else describe_error(error)
+        fail(f"{image.tag} failed: {why}")
+        broken = Broken(image.tag, head.sha, now_iso(), why)
         state.broken[image.digest] = broken
         broken.rollback = roll_back(x, previous, image.tag)
         return Report(
