@@ -4,7 +4,7 @@ stack and a cluster, whose targets (protocol.py) give the commands.
 Backup (`backup_plan`): [create the output directory] -> create the staging directory -> read
 the release and the schema revision -> dump the database (one consistent snapshot) -> pack the
 uploaded files -> count the rows of each table in the dump -> write the archive (archive.py;
-the staging directory goes) -> [verify it (verify.py)]. The dump comes first: a dataset the
+the staging directory goes) -> [verify it (scratch.py)]. The dump comes first: a dataset the
 dump knows was written before it, so its file is in the files taken after it.
 
 Restore (`restore_plan`): while the plan is built, read the manifest, refuse a schema newer
@@ -27,7 +27,7 @@ from pathlib import Path
 from invoke import Exit
 from rich.filesize import decimal
 
-from desbordante_ops.backup import archive, schema, verify
+from desbordante_ops.backup import archive, schema, scratch
 from desbordante_ops.backup.archive import DATABASE, UPLOADS, Manifest
 from desbordante_ops.backup.protocol import Facts, Source, Staging, Target, Unread, reason
 from desbordante_ops.backup.watch import watch
@@ -139,7 +139,7 @@ def _backup_plan(
     write = file_step(path, f"{what}; {staging} is removed", run.write)
     steps = watch([*steps, *found, write], run.failed, after=run.cleanup)
     if verify_it:
-        steps += verify.verify_steps(target, path)
+        steps += scratch.verify_steps(target, path)
     return Plan(f"backup of {target.describe()}", steps), path
 
 

@@ -186,32 +186,3 @@ def execute(plan: Plan, dry_run: bool = False) -> list[Step]:
 def runnable(steps: Sequence[Step]) -> list[tuple[str, str]]:
     """The rows of STEPS that do something (what a real run executes)."""
     return [s.row for s in steps if s.run is not None]
-
-
-# --- Legacy row helpers (being replaced by Step; removed once every dry run is a Plan) --------
-
-Row = tuple[str, str]
-
-
-def print_plan(
-    title: str, rows: Sequence[Sequence[str]], columns: Sequence[str] = ("action", "target")
-) -> None:
-    """The numbered plan of a dry run under TITLE, headed DRY_RUN."""
-    numbered = [(str(number), *row) for number, row in enumerate(rows, 1)]
-    print_table(f"{title} ({DRY_RUN})", ("#", *columns), numbered)
-
-
-def unreadable(what: str, why: str) -> Row:
-    """The row of something a dry run could not read (its plan stays printable)."""
-    return (UNKNOWN, f"{what}: {why.rstrip('.')}")
-
-
-def file_row(path: Path, what: str) -> Row:
-    """The row of a private file a run would write: `write` a new one or `replace` it."""
-    return file_step(path, what).row
-
-
-def read_or_row(read: Callable[[], T], what: str) -> tuple[T | None, list[Row]]:
-    """(READ(), []) or, when it raises Exit, (None, [unreadable row])."""
-    value, steps = read_or_step(read, what)
-    return value, [s.row for s in steps]

@@ -13,7 +13,7 @@ from invoke import Exit, MockContext, Result
 from support.mockrun import commands
 from support.plans import plan_cells, snapshot
 
-from desbordante_ops.backup import archive, flow, postgres, schema, verify
+from desbordante_ops.backup import archive, flow, postgres, schema, scratch
 from desbordante_ops.backup.archive import DATABASE, UPLOADS, Manifest
 from desbordante_ops.backup.local_target import LocalTarget
 from desbordante_ops.backup.protocol import Facts, Scratch, Staging
@@ -235,4 +235,4 @@ def test_local_restore_plan_verifies_then_lists_the_steps_and_changes_nothing(
     ]
     # An archive of an older toolkit restores; it cannot be verified.
     with pytest.raises(Exit, match=r"^a\.tar records no row counts \(an archive of an older"):
-        verify.verify_plan(LocalTarget(c, data, socket=False), path)
+        scratch.verify_plan(LocalTarget(c, data, socket=False), path)
