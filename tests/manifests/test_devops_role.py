@@ -12,12 +12,18 @@ from typing import Any
 
 from invoke import Context
 from kubernetes.client.exceptions import ApiException
-from support.fakeapi import RESOURCES, FakeApiServer
-from support.fakeapi_kube import config_for, connect, grant
-from support.fakeapi_rbac import Info, rule_allows
+from support.clock import FakeClock
+from support.fakeapi.connect import config_for, connect_with, grant
+from support.fakeapi.kinds import RESOURCES
+from support.fakeapi.rbac import Info, rule_allows
+from support.fakeapi.server import FakeApiServer
 
-from desbordante_ops.cluster import access, kube, releases
+from desbordante_ops.cluster import access
+from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.manifests.render import Rendered
+from desbordante_ops.cluster.release.context import Options, Release
+from desbordante_ops.cluster.release.gate import gate
+from desbordante_ops.cluster.release.ledger import Record, write_entry
 
 from .kube_objects import pod_spec, render_env, workloads
 
@@ -104,7 +110,7 @@ def test_devops_is_granted_nothing_beyond_the_overlays_and_the_listed_extras(
     assert not allowed("update", "", "pods/status")
 
 
-def post(k: kube.Kube, doc: dict[str, Any], namespace: str) -> int:
+def post(k: Kube, doc: dict[str, Any], namespace: str) -> int:
     """Create DOC through the API as K's user; the HTTP status."""
     kind = next(v for v in RESOURCES.values() if v.kind == doc["kind"])
     prefix = f"/apis/{kind.api_version}" if kind.group else "/api/v1"
@@ -123,20 +129,20 @@ def post(k: kube.Kube, doc: dict[str, Any], namespace: str) -> int:
 
 
 def test_devops_creates_every_rendered_object_but_the_namespace(
-    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path, all_rendered: dict[str, Rendered]
+    fake_api: FakeApiServer, admin: Kube, tmp_path: Path, all_rendered: dict[str, Rendered]
 ) -> None:
     stage = all_rendered["stage"]
-    devops = connect(grant(admin, tmp_path, "devops"))
+    devops = connect_with(grant(admin, tmp_path, "devops"))
     codes = {doc["kind"]: post(devops, doc, stage.namespace) for doc in namespaced(stage)}
     assert set(codes.values()) == {201}, codes
     assert post(devops, stage.of_kind("Namespace")[0], stage.namespace) == 403
 
 
 def test_the_old_admin_binding_could_not_apply_the_traefik_middlewares(
-    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path, all_rendered: dict[str, Rendered]
+    fake_api: FakeApiServer, admin: Kube, tmp_path: Path, all_rendered: dict[str, Rendered]
 ) -> None:
     """Issue 10, item 3: `middlewares.traefik.io "flower-auth" is forbidden` with `admin`."""
-    devops = connect(grant(admin, tmp_path, "devops"))
+    devops = connect_with(grant(admin, tmp_path, "devops"))
     binding = admin.rbac.read_namespaced_role_binding("access-jane", "desbordante-stage")
     admin.rbac.delete_namespaced_role_binding("access-jane", "desbordante-stage")
     binding.role_ref.kind, binding.role_ref.name = "ClusterRole", "admin"
@@ -149,20 +155,19 @@ def test_the_old_admin_binding_could_not_apply_the_traefik_middlewares(
 
 
 def test_prod_renders_exactly_the_digest_stage_ran(
-    fake_api: FakeApiServer, admin: kube.Kube, admin_kubeconfig: Path
+    fake_api: FakeApiServer, admin: Kube, admin_kubeconfig: Path
 ) -> None:
     repo = "ghcr.io/desbordante/desbordante-backend"
     digest = "sha256:" + "ab" * 32
     tag = "v1.4.0"
-    entry = releases.Release(
-        "desbordante-stage", tag, f"{repo}:{tag}", f"{repo}@{digest}", "t", "a"
+    entry = Record(
+        "desbordante-stage", tag, f"{repo}:{tag}", f"{repo}@{digest}", "t", "a", "verify-x", "t"
     )
-    releases.write_entry(admin.core, entry)
+    write_entry(admin.core, entry)
     by_tag = render_env("prod", tag)
     cfg = config_for(admin_kubeconfig, "prod")
-    pinned = releases.gate_prod(
-        Context(), cfg, by_tag, tag, admin.core, "desbordante-stage", True, input
-    )
+    x = Release(Context(), cfg, admin, tag, by_tag, Options(yes=True, clock=FakeClock()))
+    pinned = gate(x, "desbordante-stage")[0].rendered
     assert pinned.image == f"{repo}@{digest}"
     images = {
         c["image"]

@@ -6,32 +6,22 @@ labels, would silently survive `invoke deploy.teardown`; these tests fail first.
 
 from __future__ import annotations
 
-from typing import Any
-
 from support.selectors import matches
 
-from desbordante_ops.cluster import teardown as td
 from desbordante_ops.cluster.manifests.render import Rendered
+from desbordante_ops.cluster.release import teardown as td
 
 from .kube_objects import pod_template, workloads
 
 
-def resource_name(doc: dict[str, Any]) -> str:
-    """The `kubectl` resource name of DOC's kind, e.g. `networkpolicies.networking.k8s.io`."""
-    kind = doc["kind"].lower()
-    plural = (
-        kind[:-1] + "ies" if kind.endswith("y") else kind + ("es" if kind.endswith("s") else "s")
-    )
-    group = doc["apiVersion"].rpartition("/")[0]
-    return f"{plural}.{group}" if group else plural
-
-
 def test_every_rendered_kind_is_deleted_or_kept_as_data(rendered: Rendered) -> None:
-    deletable = set(td.WORKLOAD_KINDS + td.CRD_KINDS)
+    deletable = {(kind.api_version, kind.kind) for kind in td.WORKLOAD_KINDS}
     for doc in rendered.docs:
         if doc["kind"] in td.DATA_KINDS:
             continue
-        assert resource_name(doc) in deletable, f"{doc['kind']} missing from teardown's kinds"
+        assert (doc["apiVersion"], doc["kind"]) in deletable, (
+            f"{doc['kind']} missing from teardown's kinds"
+        )
 
 
 def test_every_rendered_object_and_pod_carries_the_teardown_labels(rendered: Rendered) -> None:
@@ -43,13 +33,3 @@ def test_every_rendered_object_and_pod_carries_the_teardown_labels(rendered: Ren
         assert matches(td.SELECTOR, labels), (
             f"pods of {workload['kind']}/{workload['metadata']['name']}"
         )
-
-
-def test_resource_names_are_what_kubectl_calls_them() -> None:
-    assert resource_name({"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1"}) == (
-        "networkpolicies.networking.k8s.io"
-    )
-    assert resource_name({"kind": "Ingress", "apiVersion": "networking.k8s.io/v1"}) == (
-        "ingresses.networking.k8s.io"
-    )
-    assert resource_name({"kind": "Service", "apiVersion": "v1"}) == "services"
