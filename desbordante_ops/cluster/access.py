@@ -379,7 +379,7 @@ def revoke_plan(k: Kube, user: str, namespaces: list[str]) -> Plan:
                         partial(if_exists, obj.delete, obj.name, obj.namespace),
                     )
                 )
-    if not any(s.run for s in steps):
+    if not any(s.run or s.stop for s in steps):  # nothing to delete, and nothing unread
         steps.append(note("keep", f"{user} has no access in {', '.join(namespaces)}"))
     return Plan(f"access.revoke of {user}", steps)
 

@@ -141,7 +141,9 @@ def push_plan(
     found = digests if digests is not None else {}
     for local, remote in pairs:
         if client is None:
-            steps.append(note("push", f"{remote} (local image not checked)"))
+            steps.append(
+                note("push", f"{remote} (local image not checked; credentials: {credentials})")
+            )
             continue
         try:
             source = client.images.get(local)

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from desbordante_ops.cluster import stores
-from desbordante_ops.cluster.secret_specs import new_password
+from desbordante_ops.cluster.secrets import stores
+from desbordante_ops.cluster.secrets.specs import new_password
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 

@@ -1,7 +1,9 @@
-"""access.grant / access.revoke through the real kubernetes client against the fake API server.
+"""What access.grant hands out and access.revoke takes away, through the real kubernetes client
+against the fake API server over HTTPS.
 
-tests/support/fakeapi.py enforces authentication (client certificates, bearer tokens) and RBAC
-like kube-apiserver; the kubeconfigs are the files access.grant writes.
+tests/support/fakeapi enforces authentication (client certificates, bearer tokens) and RBAC
+like kube-apiserver; the kubeconfigs are the files access.grant writes. The plans themselves
+(dry run = run) and the tasks: tests/unit/test_access_plan.py.
 """
 
 from __future__ import annotations
@@ -15,19 +17,23 @@ import yaml
 from invoke import Exit
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from support.fakeapi import FakeApiServer
-from support.fakeapi_kube import config_for, connect, grant
+from support.fakeapi.connect import config_for, grant
+from support.fakeapi.connect import connect_with as connect
+from support.fakeapi.server import FakeApiServer
 
-from desbordante_ops.cluster import access, kube
-from desbordante_ops.cluster import secrets as cluster_secrets
-from desbordante_ops.cluster.releases import LEDGER, SYSTEM_NAMESPACE
+from desbordante_ops.cluster import access
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.release.ledger import LEDGER, SYSTEM_NAMESPACE
+from desbordante_ops.cluster.secrets.generate import ensure_secrets, listing
+from desbordante_ops.cluster.secrets.specs import SPECS
+from desbordante_ops.core import plan
 from desbordante_ops.core.files import write_private
 
 NS = "desbordante-stage"
 OTHER_NS = "desbordante-prod"
 
 
-def granted(admin: kube.Kube, tmp_path: Path, role: str, user: str = "jane") -> kube.Kube:
+def granted(admin: Kube, tmp_path: Path, role: str, user: str = "jane") -> Kube:
     return connect(grant(admin, tmp_path, role, user))
 
 
@@ -45,7 +51,7 @@ def configmap(name: str) -> k8s.V1ConfigMap:
 
 
 def test_token_kubeconfig_puts_the_bearer_token_on_the_wire(
-    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path
+    fake_api: FakeApiServer, admin: Kube, tmp_path: Path
 ) -> None:
     """kubernetes==36.0.0 sent no Authorization header: every token user was anonymous."""
     fake_api.add_token("t0ken-of-jane", "jane")
@@ -62,7 +68,7 @@ def test_token_kubeconfig_puts_the_bearer_token_on_the_wire(
 
 
 def test_granted_devops_kubeconfig_authenticates_as_its_service_account(
-    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path
+    fake_api: FakeApiServer, admin: Kube, tmp_path: Path
 ) -> None:
     out = grant(admin, tmp_path, "devops")
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
@@ -76,7 +82,7 @@ def test_granted_devops_kubeconfig_authenticates_as_its_service_account(
     assert fake_api.requests[-1].user == f"system:serviceaccount:{NS}:access-jane"
 
 
-def test_viewer_reads_but_cannot_read_secrets_or_write(admin: kube.Kube, tmp_path: Path) -> None:
+def test_viewer_reads_but_cannot_read_secrets_or_write(admin: Kube, tmp_path: Path) -> None:
     viewer = granted(admin, tmp_path, "viewer")
     assert viewer.core.list_namespaced_pod(NS).items == []
     assert forbidden(viewer.core.list_namespaced_secret, NS) == (
@@ -88,7 +94,7 @@ def test_viewer_reads_but_cannot_read_secrets_or_write(admin: kube.Kube, tmp_pat
     assert (binding.role_ref.kind, binding.role_ref.name) == ("ClusterRole", "view")
 
 
-def test_devops_deploys_its_namespace_and_nothing_beyond(admin: kube.Kube, tmp_path: Path) -> None:
+def test_devops_deploys_its_namespace_and_nothing_beyond(admin: Kube, tmp_path: Path) -> None:
     devops = granted(admin, tmp_path, "devops")
     devops.core.create_namespaced_config_map(NS, configmap("settings"))
     devops.core.patch_namespaced_config_map("settings", NS, {"data": {"k": "w"}})
@@ -111,17 +117,20 @@ def test_devops_deploys_its_namespace_and_nothing_beyond(admin: kube.Kube, tmp_p
 
 
 def test_devops_generates_and_lists_the_secrets_of_its_environment(
-    admin: kube.Kube, tmp_path: Path
+    admin: Kube, tmp_path: Path
 ) -> None:
     path = grant(admin, tmp_path, "devops")
-    rows = cluster_secrets.ensure_secrets(config_for(path), connect(path))
-    assert [name for name, _ in rows] == [spec.name for spec in cluster_secrets.SPECS]
-    assert len(cluster_secrets.listing(connect(path).core, NS)) == len(cluster_secrets.SPECS)
+    with plan.watching() as seen:
+        ensure_secrets(config_for(path), connect(path))
+    assert [target.split(" (")[0] for _, target in seen[0].ran] == [
+        f"Secret {NS}/{spec.name}" for spec in SPECS
+    ]
+    rows = listing(connect(path).core, NS)
+    assert [row[0] for row in rows] == [spec.name for spec in SPECS]
+    assert "missing" not in {row[2] for row in rows}
 
 
-def test_devops_reads_the_release_ledger_but_cannot_write_it(
-    admin: kube.Kube, tmp_path: Path
-) -> None:
+def test_devops_reads_the_release_ledger_but_cannot_write_it(admin: Kube, tmp_path: Path) -> None:
     devops = granted(admin, tmp_path, "devops")  # creates the namespace of the ledger
     admin.core.create_namespaced_config_map(SYSTEM_NAMESPACE, configmap(LEDGER))
     admin.core.create_namespaced_config_map(SYSTEM_NAMESPACE, configmap("other"))
@@ -135,7 +144,7 @@ def test_devops_reads_the_release_ledger_but_cannot_write_it(
     forbidden(devops.core.list_namespaced_config_map, SYSTEM_NAMESPACE)
 
 
-def test_changing_role_replaces_the_bindings(admin: kube.Kube, tmp_path: Path) -> None:
+def test_changing_role_replaces_the_bindings(admin: Kube, tmp_path: Path) -> None:
     granted(admin, tmp_path, "devops")
     viewer = granted(admin, tmp_path, "viewer")
     binding = admin.rbac.read_namespaced_role_binding("access-jane", NS)
@@ -149,7 +158,7 @@ def test_changing_role_replaces_the_bindings(admin: kube.Kube, tmp_path: Path) -
     assert devops.core.list_namespaced_secret(NS).items == []
 
 
-def test_grant_repairs_a_devops_role_that_drifted(admin: kube.Kube, tmp_path: Path) -> None:
+def test_grant_repairs_a_devops_role_that_drifted(admin: Kube, tmp_path: Path) -> None:
     granted(admin, tmp_path, "devops")
     role = admin.rbac.read_namespaced_role(access.DEVOPS_ROLE, NS)
     role.rules = role.rules[:1]
@@ -159,10 +168,17 @@ def test_grant_repairs_a_devops_role_that_drifted(admin: kube.Kube, tmp_path: Pa
     assert len(rules) == len(access.DEVOPS_RULES)
 
 
-def test_revoke_invalidates_the_token_at_once(admin: kube.Kube, tmp_path: Path) -> None:
+def test_revoke_invalidates_the_token_at_once(admin: Kube, tmp_path: Path) -> None:
     kubeconfig = grant(admin, tmp_path, "devops")
     devops = connect(kubeconfig)
-    assert access.revoke(admin, "jane", [NS, OTHER_NS]) == [NS]
+    assert devops.core.list_namespaced_secret(NS).items == []
+    with plan.watching() as seen:
+        plan.execute(access.revoke_plan(admin, "jane", [NS, OTHER_NS]))
+    assert [target for action, target in seen[0].ran] == [
+        f"RoleBinding {NS}/access-jane",
+        f"RoleBinding {SYSTEM_NAMESPACE}/access-jane-{NS}",
+        f"ServiceAccount {NS}/access-jane",
+    ]
     with pytest.raises(ApiException) as info:
         devops.core.list_namespaced_secret(NS)
     assert info.value.status == 401
@@ -170,10 +186,13 @@ def test_revoke_invalidates_the_token_at_once(admin: kube.Kube, tmp_path: Path) 
         connect(kubeconfig)  # one clear line, not "is k3s running?"
     assert admin.rbac.list_namespaced_role_binding(NS).items == []
     assert admin.rbac.list_namespaced_role_binding(SYSTEM_NAMESPACE).items == []
-    assert access.revoke(admin, "jane", [NS]) == []
+    assert admin.core.list_namespaced_service_account(NS).items == []
+    again = access.revoke_plan(admin, "jane", [NS])
+    assert [s.row for s in again.steps if s.run] == []  # nothing left to delete
+    assert again.rows[-1] == ("keep", f"jane has no access in {NS}")
 
 
-def test_accounts_lists_who_has_which_role(admin: kube.Kube, tmp_path: Path) -> None:
+def test_accounts_lists_who_has_which_role(admin: Kube, tmp_path: Path) -> None:
     granted(admin, tmp_path, "devops", user="jane")
     granted(admin, tmp_path, "viewer", user="joe")
     assert sorted((n, r) for n, r, _ in access.accounts(admin, NS)) == [
@@ -188,6 +207,12 @@ def test_bad_names_are_refused(bad: str) -> None:
         access.account_name(bad)
 
 
-def test_unknown_role_is_refused(admin: kube.Kube, tmp_path: Path) -> None:
+def test_unknown_role_and_lifetime_are_refused_before_reading_anything(
+    fake_api: FakeApiServer, admin: Kube, tmp_path: Path
+) -> None:
+    before = len(fake_api.requests)
     with pytest.raises(Exit, match="viewer, devops"):
-        access.grant(admin, NS, "jane", "root", tmp_path / "a")
+        access.grant_plan(admin, NS, "jane", "root", tmp_path / "a")
+    with pytest.raises(Exit, match="between 1 and 365"):
+        access.grant_plan(admin, NS, "jane", "viewer", tmp_path / "a", days=0)
+    assert len(fake_api.requests) == before and not (tmp_path / "a").exists()

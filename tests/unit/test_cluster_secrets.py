@@ -1,73 +1,85 @@
-"""secrets.generate / secrets.list logic, and rotation recovery, without a cluster.
+"""secrets.generate / secrets.list on the fake API server: create, keep, list, and a rotation
+that is safe at every step (stash, set, promote, restart), recovery of an unfinished one.
 
-The API objects are in-memory fakes (Secrets are replaced with resourceVersion checks, as the
-API server does); the stores are a PodExec that plays psql / rabbitmqctl against one stored
-password and can drop the connection before or after the change. What psql and rabbitmqctl
-really do with our argv and stdin is checked in tests/integration/test_secret_stores.py.
+The cluster is tests/support/fakeapi (the real kubernetes client; a Secret's replace carries the
+resourceVersion it read and a stale one gets 409; Deployments get pods from the simulated
+controllers). A dropped API connection is injected under the real client, at its HTTP pool.
+Pod exec is not modeled by the fake, so the password stores are a PodExec (a test double of the
+STORE, not of Kubernetes) playing psql / rabbitmqctl against one stored password; it can drop
+the connection before or after the change. What psql and rabbitmqctl really do with our argv
+and stdin is checked in tests/integration/test_secret_stores.py.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
+import datetime as dt
 import hashlib
 import hmac
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
 from invoke import Context, Exit
-from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from support.fake_kube import FakeApps, FakeCore
-from support.fakeapi import FakeApiServer
-from support.fakeapi_kube import config_for, connect, grant
+from support.fakeapi.connect import config_for, connect_with, grant, kube_for
+from support.fakeapi.k3s import Cluster, config, prepare
+from support.fakeapi.server import FakeApiServer
 from urllib3.exceptions import ProtocolError
 from websocket import WebSocketConnectionClosedException
 
-from desbordante_ops.cluster import kube, names, rotation, stores
-from desbordante_ops.cluster import secrets as cs
-from desbordante_ops.core.settings import load_config
+from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import podexec
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.kube.objects import RESTARTED_AT
+from desbordante_ops.cluster.kube.podexec import ExecFailed, PodExec, pod_exec
+from desbordante_ops.cluster.secrets import generate, stores
+from desbordante_ops.cluster.secrets.generate import ensure_secrets, generate_plan, listing
+from desbordante_ops.cluster.secrets.rotation import PENDING_KEY, PROMOTED, STARTED_AT
+from desbordante_ops.cluster.secrets.specs import ROTATED_AT, SPECS, SecretSpec
+from desbordante_ops.core import plan
+from desbordante_ops.core.plan import Plan, Seen
+from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.tasks import secrets as secrets_tasks
 
 NS = "desbordante-stage"
-ALL = [s.name for s in cs.SPECS]
-PG, MQ, FLOWER = names.PostgresSecret.NAME, names.RabbitMQSecret.NAME, names.FlowerSecret.NAME
+ALL = [s.name for s in SPECS]
+PG, MQ = names.PostgresSecret.NAME, names.RabbitMQSecret.NAME
+FLOWER, API_AUTH = names.FlowerSecret.NAME, names.ApiAuthSecret.NAME
 DROP = "connection lost (SSLEOFError: EOF occurred in violation of protocol)"
+CONSUMERS = f"deployment/api, deployment/worker, deployment/flower in {NS}"
 
 
-class SecretsApi(FakeCore):
-    """FakeCore (Secrets with resourceVersions: a stale replace gets 409, like the server)
-    whose `faults[n]` makes the n-th replace (1-based) raise that exception instead."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.replaces = 0
-        self.faults: dict[int, BaseException] = {}
-
-    def replace_namespaced_secret(self, name: str, namespace: str, body: Any) -> Any:
-        self.replaces += 1
-        if self.replaces in self.faults:
-            self.calls.append(f"replace_secret {name}")
-            raise self.faults[self.replaces]
-        return super().replace_namespaced_secret(name, namespace, body)
-
-    def connect_get_namespaced_pod_exec(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("pod exec goes through kube.stream, which the tests replace")
-
-    def keys(self, name: str) -> set[str]:
-        return set(self.secrets[(NS, name)].data)
+def dropped() -> ProtocolError:
+    """What urllib3 raises when the API server's connection drops mid-request."""
+    return ProtocolError("Connection aborted.", ssl.SSLEOFError(8, "EOF occurred in violation"))
 
 
-class BrokenApps(FakeApps):
-    """Restarting a Deployment fails with a dropped connection."""
+class Drops:
+    """The HTTP pool of a Kube's real client with faults: the n-th request (1-based) of METHOD
+    whose URL contains PART raises ERROR instead of reaching the server."""
 
-    def patch_namespaced_deployment(self, name: str, namespace: str, body: Any) -> Any:
-        raise ProtocolError("Connection aborted.", ConnectionResetError(104, "reset by peer"))
+    def __init__(self, k: Kube) -> None:
+        rest = k.api_client.rest_client
+        self.inner = rest.pool_manager
+        rest.pool_manager = self
+        self.faults: dict[tuple[str, str], dict[int, BaseException]] = {}
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def fail(self, method: str, part: str, nth: int, error: BaseException) -> None:
+        self.faults.setdefault((method, part), {})[nth] = error
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        for (wanted, part), faults in self.faults.items():
+            if method == wanted and part in url:
+                count = self.counts[(wanted, part)] = self.counts.get((wanted, part), 0) + 1
+                if count in faults:
+                    raise faults[count]
+        return self.inner.request(method, url, *args, **kwargs)
 
 
 class FakeStore:
@@ -97,7 +109,7 @@ class FakeStore:
         queue = self.faults.get(command, [])
         fault = queue.pop(0) if queue else None
         if fault == "before":
-            raise kube.ExecFailed(f"`{argv[0]}` in pod {NS}/{self.kind}-0: {DROP}")
+            raise ExecFailed(f"`{argv[0]}` in pod {NS}/{self.kind}-0: {DROP}")
         if isinstance(fault, int):
             return fault, f"ERROR: failed near {stdin}"
         if command == "set":
@@ -106,7 +118,7 @@ class FakeStore:
             else:
                 self.stored = stdin.strip()
             if fault == "after":
-                raise kube.ExecFailed(f"`{argv[0]}` in pod {NS}/{self.kind}-0: {DROP}")
+                raise ExecFailed(f"`{argv[0]}` in pod {NS}/{self.kind}-0: {DROP}")
             return 0, ""
         if self.kind == "postgres":
             return 0, self.stored + "\n"
@@ -115,74 +127,141 @@ class FakeStore:
         return 65, f'Error: failed to authenticate user "{argv[-1]}"\nuser - invalid credentials\n'
 
 
-def all_values(core: FakeCore) -> list[str]:
+def secret_value(server: FakeApiServer, name: str, key: str = "password") -> str | None:
+    stored = server.get("Secret", name, NS)
+    raw = ((stored or {}).get("data") or {}).get(key)
+    return None if raw is None else base64.b64decode(raw).decode()
+
+
+def all_values(server: FakeApiServer) -> list[str]:
     return [
         base64.b64decode(v).decode()
-        for secret in core.secrets.values()
-        for v in secret.data.values()
+        for secret in server.all("Secret", NS)
+        for v in (secret.get("data") or {}).values()
     ]
 
 
-class Recorder:
-    """A PodExec that records what it was asked to run and answers with a fixed result."""
-
-    def __init__(self, code: int = 0, output: str = "") -> None:
-        self.code, self.output = code, output
-        self.calls: list[tuple[list[str], str]] = []
-
-    def __call__(self, argv: list[str], stdin: str) -> tuple[int, str]:
-        self.calls.append((argv, stdin))
-        return self.code, self.output.replace("{stdin}", stdin)
+def labels_of(component: str) -> dict[str, str]:
+    return {names.NAME_LABEL: names.APP_NAME, names.COMPONENT_LABEL: component}
 
 
-@pytest.fixture
-def cfg() -> Any:
-    return load_config("stage", environ={})
+def deployment(name: str) -> dict[str, Any]:
+    """A Deployment of the stack as deploy leaves it (Pod Security restricted met)."""
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "labels": labels_of(name)},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels_of(name)},
+            "template": {
+                "metadata": {"labels": labels_of(name)},
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {"name": name, "image": "backend:v1", "securityContext": restricted}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def running_pod(name: str, component: str, namespace: str = NS) -> dict[str, Any]:
+    """A Running pod of COMPONENT, as its StatefulSet's kubelet reports it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels_of(component)},
+        "spec": {"containers": [{"name": component, "image": "x"}]},
+        "status": {"phase": "Running"},
+    }
+
+
+def pods_of(server: FakeApiServer, component: str) -> list[str]:
+    return [p["metadata"]["name"] for p in server.all("Pod", NS, names.selector(component))]
 
 
 class Stack:
-    """Secrets created in a SecretsApi, plus stores holding the same passwords."""
+    """Stage on a fake k3s: namespace and Secrets as secrets.generate makes them, the
+    Deployments that read the passwords (with their pods), the store pods running, and stores
+    holding the passwords the Secrets hold."""
 
-    def __init__(self, cfg: Any, apps: FakeApps | None = None) -> None:
-        self.cfg = cfg
-        self.core = SecretsApi()
-        self.apps = apps or FakeApps(names.DEPLOYMENTS)
-        cs.generate(self.core, FakeApps(), cfg, NS)
+    def __init__(self, k3s: Cluster) -> None:
+        self.k3s, self.server, self.k = k3s, k3s.server, k3s.admin
+        self.cfg: EnvConfig = prepare(self.k, "stage")
+        for name in names.DEPLOYMENTS:
+            self.server.create_as(deployment(name), "desbordante-ops")
+        for component in (names.POSTGRES, names.RABBITMQ):
+            self.server.seed(running_pod(f"{component}-0", component))
         self.stores = {
             "postgres": FakeStore("postgres", self.value(PG)),
             "rabbitmq": FakeStore("rabbitmq", self.value(MQ)),
         }
         self.execs: list[str] = []
+        self.drops = Drops(self.k)
+        self.runs: list[Seen] = []
 
     def value(self, name: str, key: str = "password") -> str:
-        return self.core.value(NS, name, key)
+        found = secret_value(self.server, name, key)
+        assert found is not None, f"{name} has no {key}"
+        return found
 
-    def exec_for(self, spec: Any) -> kube.PodExec:
+    def keys(self, name: str) -> set[str]:
+        return set((self.server.get("Secret", name, NS) or {}).get("data") or {})
+
+    def exec_for(self, spec: SecretSpec) -> PodExec:
         self.execs.append(spec.alias)
+        assert spec.store is not None
         return self.stores[spec.store]
 
-    def generate(self, rotate: str | None = None) -> list[tuple[str, str]]:
-        return cs.generate(self.core, self.apps, self.cfg, NS, rotate, self.exec_for)
+    def plan(self, rotate: str | None = None) -> Plan:
+        return generate_plan(self.cfg, self.k, rotate, self.exec_for)
+
+    def generate(self, rotate: str | None = None, dry_run: bool = False) -> Seen:
+        """Build and execute the plan of `secrets.generate [--rotate ROTATE]`; what it did."""
+        with plan.watching() as seen:
+            try:
+                plan.execute(self.plan(rotate), dry_run)
+            finally:
+                self.runs += seen
+        return seen[-1]
 
     def consistent(self, alias: str, name: str) -> bool:
         """The Secret holds exactly one password, and it is the one the store accepts."""
-        return rotation.PENDING_KEY not in self.core.keys(name) and self.stores[alias].accepts(
-            self.value(name)
-        )
+        return PENDING_KEY not in self.keys(name) and self.stores[alias].accepts(self.value(name))
 
     def secrets_seen(self) -> list[str]:
-        values = all_values(self.core)
+        values = all_values(self.server)
         values += [stdin.strip() for s in self.stores.values() for _, _, stdin in s.calls]
         return [v for v in values if v]
 
+    def restarts(self) -> list[str]:
+        """The Deployments patched (restarted), in order."""
+        prefix = f"/apis/apps/v1/namespaces/{NS}/deployments/"
+        return [
+            r.path.split("?")[0].removeprefix(prefix)
+            for r in self.server.writes("PATCH")
+            if r.path.startswith(prefix)
+        ]
+
+    def secret_puts(self, name: str) -> list[int]:
+        """The HTTP codes of the replaces of Secret NAME that reached the server."""
+        path = f"/api/v1/namespaces/{NS}/secrets/{name}"
+        return [r.code for r in self.server.writes("PUT") if r.path.split("?")[0] == path]
+
 
 @pytest.fixture
-def stack(cfg: Any) -> Stack:
-    return Stack(cfg)
+def stack(k3s: Cluster) -> Stack:
+    return Stack(k3s)
 
 
 def fails(stack: Stack, rotate: str | None, capsys: pytest.CaptureFixture[str]) -> str:
-    """Run generate expecting a one-line Exit; returns message + everything printed."""
+    """Run generate expecting a one-line Exit; returns its message (no value in it or printed)."""
     with pytest.raises(Exit) as info:
         stack.generate(rotate)
     message = str(info.value.message)
@@ -193,28 +272,54 @@ def fails(stack: Stack, rotate: str | None, capsys: pytest.CaptureFixture[str]) 
     return message
 
 
-def restarted(apps: FakeApps) -> list[str]:
-    return [name for _, name, _ in apps.patches]
+def twice(server: FakeApiServer, build: Callable[[], Plan]) -> tuple[Seen, Seen]:
+    """The dry run (which must write nothing) and then the real run of the plan BUILD makes,
+    each built from the state as it is then."""
+    with plan.watching() as seen:
+        before = len(server.writes())
+        plan.execute(build(), dry_run=True)
+        assert server.writes()[before:] == []
+        plan.execute(build())
+    return seen[0], seen[1]
+
+
+def keep(name: str) -> tuple[str, str]:
+    return ("keep", f"Secret {NS}/{name}")
 
 
 # --- create, keep, list ----------------------------------------------------------------------
 
 
-def test_generate_creates_every_secret_with_random_values(cfg: Any) -> None:
-    core, apps = FakeCore(), FakeApps(names.DEPLOYMENTS)
-    rows = cs.generate(core, apps, cfg, NS)
-    assert rows == [(name, "created") for name in ALL]
-    pg = core.value(NS, PG, names.PostgresSecret.PASSWORD)
-    mq = core.value(NS, MQ, names.RabbitMQSecret.PASSWORD)
-    assert len(pg) >= 43 and len(mq) >= 43 and pg != mq
-    assert apps.patches == []  # creating restarts nothing
+def test_generate_creates_the_namespace_and_every_secret_with_random_values(k3s: Cluster) -> None:
+    plan.execute(generate_plan(config("stage"), k3s.admin))
+    namespace = k3s.server.get("Namespace", NS)
+    assert namespace is not None
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert sorted(s["metadata"]["name"] for s in k3s.server.all("Secret", NS)) == sorted(ALL)
+    pg, mq = secret_value(k3s.server, PG), secret_value(k3s.server, MQ)
+    assert pg and mq and len(pg) >= 43 and len(mq) >= 43 and pg != mq
+    # creating writes the namespace and the Secrets, nothing else (no restart)
+    assert [r.method for r in k3s.server.writes()] == ["POST"] * 5
 
 
-def test_flower_users_line_is_htpasswd_of_the_same_password(cfg: Any) -> None:
-    core = FakeCore()
-    cs.generate(core, FakeApps(), cfg, NS)
-    password = core.value(NS, FLOWER, names.FlowerSecret.PASSWORD)
-    users = core.value(NS, FLOWER, names.FlowerSecret.USERS)
+def test_rotating_a_secret_that_does_not_exist_yet_creates_it(k3s: Cluster) -> None:
+    def no_exec(spec: SecretSpec) -> PodExec:
+        raise AssertionError(f"creating {spec.name} needs no store")
+
+    with plan.watching() as seen:
+        plan.execute(generate_plan(config("stage"), k3s.admin, "postgres", no_exec))
+    assert seen[0].rows[1:3] == [
+        ("create", f"Secret {NS}/{PG} (keys password; new random password)"),
+        ("note", "postgres does not exist yet: created, not rotated"),
+    ]
+    assert seen[0].ran == seen[0].runnable and secret_value(k3s.server, PG)
+
+
+def test_flower_users_line_is_htpasswd_of_the_same_password(k3s: Cluster) -> None:
+    cfg = prepare(k3s.admin, "stage")
+    password = secret_value(k3s.server, FLOWER, names.FlowerSecret.PASSWORD)
+    users = secret_value(k3s.server, FLOWER, names.FlowerSecret.USERS)
+    assert password and users
     user, hashed = users.split(":", 1)
     assert user == cfg.value("FLOWER_USER")
     assert hashed.startswith("$2b$") and bcrypt.checkpw(password.encode(), hashed.encode())
@@ -222,31 +327,38 @@ def test_flower_users_line_is_htpasswd_of_the_same_password(cfg: Any) -> None:
     assert password not in users
 
 
-def test_second_run_keeps_existing_values(cfg: Any) -> None:
-    core = FakeCore()
-    cs.generate(core, FakeApps(), cfg, NS)
-    before, first_calls = all_values(core), len(core.calls)
-    rows = cs.generate(core, FakeApps(), cfg, NS)
-    assert rows == [(name, "kept") for name in ALL]
-    assert all_values(core) == before
-    second = core.calls[first_calls:]
-    assert second == [f"read_secret {name}" for name in ALL]
+def test_second_run_keeps_existing_values_and_only_reads(k3s: Cluster) -> None:
+    cfg = prepare(k3s.admin, "stage")
+    before, seen = all_values(k3s.server), len(k3s.server.requests)
+    with plan.watching() as runs:
+        plan.execute(generate_plan(cfg, k3s.admin))
+    assert runs[0].rows == [keep(name) for name in ALL] and runs[0].runnable == []
+    assert all_values(k3s.server) == before
+    assert [f"{r.method} {r.path}" for r in k3s.server.requests[seen:]] == [
+        f"GET /api/v1/namespaces/{NS}",
+        *[f"GET /api/v1/namespaces/{NS}/secrets/{name}" for name in ALL],
+    ]
 
 
-def test_list_shows_names_keys_and_ages(cfg: Any) -> None:
-    core = FakeCore()
-    cs.generate(core, FakeApps(), cfg, NS)
-    later = core.now.replace(hour=15)
-    rows = cs.listing(core, NS, now=later)
+def test_list_shows_names_keys_and_ages_never_values(k3s: Cluster) -> None:
+    prepare(k3s.admin, "stage")
+    created = dt.datetime.fromisoformat(
+        k3s.server.get("Secret", PG, NS)["metadata"]["creationTimestamp"]  # type: ignore[index]
+    )
+    rows = listing(k3s.admin.core, NS, now=created + dt.timedelta(hours=3, minutes=5))
+    assert [row[0] for row in rows] == ALL
     assert rows[0][:3] == (PG, "password", "3h")
     assert rows[2][1] == "password, users"
-    empty = cs.listing(FakeCore(), NS)
+    assert not {cell for row in rows for cell in row} & set(all_values(k3s.server))
+    empty = listing(k3s.admin.core, "desbordante-prod")
     assert [row[2] for row in empty] == ["missing"] * len(ALL)
 
 
-def test_unknown_rotate_name_is_a_user_error(cfg: Any) -> None:
-    with pytest.raises(Exit, match="no such secret"):
-        cs.generate(FakeCore(), FakeApps(), cfg, NS, rotate="redis")
+def test_unknown_rotate_name_is_refused_before_reading_anything(k3s: Cluster) -> None:
+    before = len(k3s.server.requests)
+    with pytest.raises(Exit, match="no such secret; use one of: postgres, rabbitmq, flower"):
+        generate_plan(config("stage"), k3s.admin, rotate="redis")
+    assert len(k3s.server.requests) == before
 
 
 def test_local_env_is_refused() -> None:
@@ -257,31 +369,40 @@ def test_local_env_is_refused() -> None:
 # --- rotation: the commands ------------------------------------------------------------------
 
 
-def test_rotate_postgres_alters_role_then_replaces_secret_then_restarts(stack: Stack) -> None:
+def test_rotate_postgres_stashes_alters_the_role_promotes_then_restarts(stack: Stack) -> None:
     old = stack.value(PG)
     others = (stack.value(MQ), stack.value(FLOWER))
-    rows = stack.generate("postgres")
+    api_pods = pods_of(stack.server, names.API)
+    seen = stack.generate("postgres")
+    assert seen.rows == [
+        ("replace", f"Secret {NS}/{PG}: new random password stashed as pending-password"),
+        (
+            "exec",
+            "PostgreSQL (user desbordante) in pod postgres-0: set the new password (on stdin)",
+        ),
+        ("replace", f"Secret {NS}/{PG}: {PROMOTED}"),
+        ("restart", CONSUMERS),
+        keep(MQ),
+        keep(FLOWER),
+        keep(API_AUTH),
+    ]
+    assert seen.ran == seen.runnable
     new = stack.value(PG)
-    assert new != old
-    assert rows[0] == (PG, "rotated, restarted api, worker, flower")
-    assert rows[1:] == [(name, "kept") for name in ALL[1:]]
-    assert (stack.value(MQ), stack.value(FLOWER)) == others
+    assert new != old and (stack.value(MQ), stack.value(FLOWER)) == others
     ((command, argv, stdin),) = stack.stores["postgres"].calls
     assert command == "set" and argv[0] == "psql" and new not in " ".join(argv)
     assert new not in stdin  # only the SCRAM verifier travels, never the password
     assert f'ALTER ROLE "{stack.cfg.value("POSTGRES_USER")}"' in stdin
     _check_scram(stdin.split("PASSWORD '")[1].split("'")[0], new)
     assert stack.consistent("postgres", PG)
-    assert [(kind, name) for kind, name, _ in stack.apps.patches] == [
-        ("deployment", "api"),
-        ("deployment", "worker"),
-        ("deployment", "flower"),
-    ]
-    body = stack.apps.patches[0][2]
-    assert kube.RESTARTED_AT in body["spec"]["template"]["metadata"]["annotations"]
-    # stash (pending key) then promote: two writes, each on the version it read
-    assert stack.core.calls.count(f"replace_secret {PG}") == 2
-    assert stack.core.secrets[(NS, PG)].metadata.annotations.get(rotation.STARTED_AT) is None
+    # stash (pending key) then promote: two replaces, each on the version it read
+    assert stack.secret_puts(PG) == [200, 200]
+    annotations = stack.server.get("Secret", PG, NS)["metadata"]["annotations"]  # type: ignore[index]
+    assert STARTED_AT not in annotations and ROTATED_AT in annotations
+    assert stack.restarts() == ["api", "worker", "flower"]
+    api = stack.server.get("Deployment", "api", NS)
+    assert RESTARTED_AT in api["spec"]["template"]["metadata"]["annotations"]  # type: ignore[index]
+    assert pods_of(stack.server, names.API) != api_pods  # the pods were replaced
 
 
 def _check_scram(verifier: str, password: str) -> None:
@@ -306,37 +427,41 @@ def test_scram_matches_only_the_password_it_was_made_from() -> None:
     assert not stores.scram_matches("", "right")
 
 
-def test_rotate_rabbitmq_feeds_password_on_stdin_only(stack: Stack) -> None:
+def test_rotate_rabbitmq_by_its_secret_name_feeds_the_password_on_stdin_only(
+    stack: Stack,
+) -> None:
     stack.generate(MQ)
     new = stack.value(MQ)
     ((_, argv, stdin),) = stack.stores["rabbitmq"].calls
     assert argv == ["rabbitmqctl", "change_password", stack.cfg.value("RABBITMQ_DEFAULT_USER")]
     assert stdin == new + "\n"
     assert stack.consistent("rabbitmq", MQ)
+    assert stack.restarts() == ["api", "worker", "flower"]
 
 
 def test_rotate_flower_needs_no_store_pod(stack: Stack) -> None:
     old_users = stack.value(FLOWER, "users")
-    rows = stack.generate("flower")
+    seen = stack.generate("flower")
+    assert seen.rows[2:4] == [
+        ("replace", f"Secret {NS}/{FLOWER}: new random password (keys password, users (bcrypt))"),
+        ("restart", f"deployment/flower in {NS}"),
+    ]
     password, users = stack.value(FLOWER), stack.value(FLOWER, "users")
-    assert rows[2] == (FLOWER, "rotated, restarted flower")
     assert users != old_users
     assert bcrypt.checkpw(password.encode(), users.split(":", 1)[1].encode())
     assert stack.execs == []  # no pod exec asked for at all
-    assert restarted(stack.apps) == ["flower"]
+    assert stack.restarts() == ["flower"]
+    assert stack.secret_puts(FLOWER) == [200]  # one write: it lives only in its Secret
 
 
-def test_rotate_flower_through_the_task_with_no_pod_running(
-    cfg: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    core = SecretsApi()  # no pods at all: rabbitmq is not running
-    cs.generate(core, FakeApps(), cfg, NS)
-    k = kube.Kube(
-        api_client=None, core=core, apps=FakeApps(names.DEPLOYMENTS), batch=None, rbac=None
+def test_rotate_api_auth_restarts_nothing(stack: Stack) -> None:
+    old = stack.value(API_AUTH)
+    seen = stack.generate("api-auth")
+    assert seen.rows[3] == (
+        "replace",
+        f"Secret {NS}/{API_AUTH}: new random password (keys password, users (bcrypt))",
     )
-    monkeypatch.setattr(secrets_tasks.kube, "connect", lambda cfg: k)
-    secrets_tasks.generate(Context(), env="stage", rotate="flower")
-    assert [n for _, n, _ in k.apps.patches] == ["flower"]
+    assert stack.value(API_AUTH) != old and stack.restarts() == []  # Traefik reads it live
 
 
 # --- rotation: failures at every step, and the re-run --------------------------------------
@@ -351,27 +476,29 @@ def test_drop_before_the_store_changed_undoes_the_stash(
     assert "PostgreSQL failed" in message and DROP in message
     assert "it still has the old one, so nothing was changed" in message
     assert stack.value(PG) == before and stack.consistent("postgres", PG)
-    assert stack.apps.patches == []
+    assert [action for action, _ in stack.runs[-1].ran] == ["replace", "exec"]
+    assert stack.restarts() == []
 
 
 def test_failing_command_changes_nothing_and_hides_values(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = all_values(stack.core)
+    before = all_values(stack.server)
     stack.stores["rabbitmq"].faults = {"set": [3]}  # output echoes stdin (the password)
     message = fails(stack, "rabbitmq", capsys)
     assert "exited 3" in message and "********" in message
-    assert all_values(stack.core) == before
-    assert stack.apps.patches == []
+    assert all_values(stack.server) == before
+    assert stack.restarts() == []
 
 
 def test_drop_after_the_store_changed_is_finished_at_once(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stack.stores["postgres"].faults = {"set": ["after"]}
-    rows = stack.generate("postgres")
-    assert rows[0] == (PG, "rotated, restarted api, worker, flower")
+    seen = stack.generate("postgres")
+    assert seen.ran == seen.runnable  # promoted and restarted in the same run
     assert stack.consistent("postgres", PG)
+    assert stack.restarts() == ["api", "worker", "flower"]
     out = capsys.readouterr().out
     assert "has the new password anyway" in out
     assert all(value not in out for value in stack.secrets_seen())
@@ -389,14 +516,28 @@ def test_drop_after_the_change_with_store_unreachable_then_rerun_finishes(
     assert f"invoke secrets.generate --env stage --rotate {alias}` again" in message
     # the state the message describes: the store has the NEW one, the Secret still the old one
     assert stack.value(name) == old and not stack.stores[alias].accepts(old)
-    assert stack.stores[alias].accepts(stack.value(name, rotation.PENDING_KEY))
-    assert stack.apps.patches == []
-    listed = dict((row[0], row[3]) for row in cs.listing(stack.core, NS))
-    assert "unfinished rotation since" in listed[name]
+    assert stack.stores[alias].accepts(stack.value(name, PENDING_KEY))
+    assert stack.restarts() == []
+    listed = {row[0]: row for row in listing(stack.k.core, NS)}
+    assert listed[name][1] == "password, pending-password"
+    assert "unfinished rotation since" in listed[name][3]
 
-    rows = stack.generate(alias)
-    assert dict(rows)[name] == "rotated (earlier attempt), restarted api, worker, flower"
+    started = stack.server.get("Secret", name, NS)["metadata"]["annotations"][STARTED_AT]  # type: ignore[index]
+    seen = stack.generate(alias)  # finishes the earlier attempt: no new stash
+    title, pod = ("PostgreSQL", "postgres-0") if alias == "postgres" else ("RabbitMQ", "rabbitmq-0")
+    assert [row for row in seen.rows if row[0] != "keep"] == [
+        (
+            "exec",
+            f"{title} (user desbordante) in pod {pod}: set the password stashed at {started} "
+            "(on stdin)",
+        ),
+        ("replace", f"Secret {NS}/{name}: {PROMOTED}"),
+        ("restart", CONSUMERS),
+    ]
+    assert seen.ran == seen.runnable
     assert stack.consistent(alias, name) and stack.value(name) != old
+    assert stack.restarts() == ["api", "worker", "flower"]
+    assert "restarted api, worker, flower" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("alias, name", [("postgres", PG), ("rabbitmq", MQ)])
@@ -405,10 +546,21 @@ def test_plain_generate_finishes_a_rotation_the_store_already_has(
 ) -> None:
     stack.stores[alias].faults = {"set": ["after"], "check": ["before"]}
     fails(stack, alias, capsys)
-    rows = dict(stack.generate())  # e.g. bootstrap, or a rotation of another secret
-    assert rows[name] == "unfinished rotation finished, restarted api, worker, flower"
+    seen = stack.generate()  # e.g. bootstrap, or a rotation of another secret
+    row = next(i for i, (_, target) in enumerate(seen.rows) if "ask which password" in target)
+    assert seen.rows[row + 1] == (
+        "replace",
+        f"Secret {NS}/{name}: new one accepted -> {PROMOTED}; else pending-password removed",
+    )
+    assert seen.rows[row + 2] == (
+        "restart",
+        f"{CONSUMERS} (only when the new password is promoted)",
+    )
+    assert seen.ran == seen.runnable
+    assert "unfinished rotation finished" in capsys.readouterr().out
     assert stack.consistent(alias, name)
     assert stack.stores[alias].calls[-1][0] == "check"  # checked, did not set again
+    assert stack.restarts() == ["api", "worker", "flower"]
 
 
 def test_plain_generate_undoes_a_rotation_the_store_never_got(
@@ -422,10 +574,13 @@ def test_plain_generate_undoes_a_rotation_the_store_never_got(
     message = fails(stack, None, capsys)
     assert message.startswith("Cannot tell which password RabbitMQ has (`rabbitmqctl` exited 70")
     assert "--rotate rabbitmq` again to finish" in message
-    rows = stack.generate()
-    assert rows[1] == (MQ, "unfinished rotation undone (the store kept the old password)")
+    assert PENDING_KEY in stack.keys(MQ)  # still there to finish with
+    stack.generate()
+    assert "unfinished rotation undone (the store kept the old password)" in (
+        capsys.readouterr().out
+    )
     assert stack.value(MQ) == before and stack.consistent("rabbitmq", MQ)
-    assert stack.apps.patches == []
+    assert stack.restarts() == []  # the restart step runs, but only a promotion restarts
     checks = [stdin for cmd, _, stdin in stack.stores["rabbitmq"].calls if cmd == "check"]
     assert checks[-1] == before + "\n"  # rabbitmqctl authenticate_user, password on stdin
 
@@ -443,11 +598,12 @@ def test_store_with_a_third_password_is_reported_and_rotate_repairs_it(
 
 
 def test_failed_stash_changes_nothing(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    before = all_values(stack.core)
-    stack.core.faults = {1: ProtocolError("Connection aborted.", ConnectionResetError())}
+    before = all_values(stack.server)
+    stack.drops.fail("PUT", f"/secrets/{PG}", 1, dropped())
     message = fails(stack, "postgres", capsys)
-    assert "Saving the new password in Secret" in message and "nothing was changed" in message
-    assert all_values(stack.core) == before
+    assert message.startswith(f"Saving the new password in Secret {PG} failed (ProtocolError")
+    assert "nothing was changed" in message and "--rotate postgres` again" in message
+    assert all_values(stack.server) == before and stack.secret_puts(PG) == []
     assert stack.stores["postgres"].calls == []
 
 
@@ -455,13 +611,15 @@ def test_failed_promotion_says_the_store_has_the_new_one_and_rerun_finishes(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old = stack.value(PG)
-    stack.core.faults = {2: ssl.SSLEOFError(8, "EOF occurred in violation of protocol")}
+    stack.drops.fail("PUT", f"/secrets/{PG}", 2, dropped())
     message = fails(stack, "postgres", capsys)
     assert message.startswith("PostgreSQL has the NEW password; updating Secret")
     assert "SSLEOFError" in message and "--rotate postgres` again to finish" in message
     assert stack.value(PG) == old and not stack.stores["postgres"].accepts(old)
+    assert stack.restarts() == []
     stack.generate("postgres")
     assert stack.consistent("postgres", PG)
+    assert stack.restarts() == ["api", "worker", "flower"]
 
 
 def test_concurrent_change_of_the_secret_is_not_overwritten(
@@ -472,38 +630,114 @@ def test_concurrent_change_of_the_secret_is_not_overwritten(
 
         def __call__(self, argv: list[str], stdin: str) -> tuple[int, str]:
             result = super().__call__(argv, stdin)
-            stored = stack.core.secrets[(NS, PG)]
-            stack.core.replace_namespaced_secret(PG, NS, copy.deepcopy(stored))
+            stack.k.core.patch_namespaced_secret(PG, NS, {"metadata": {"labels": {"x": "y"}}})
             return result
 
     stack.stores["postgres"] = Racing("postgres", stack.value(PG))
     message = fails(stack, "postgres", capsys)
     assert "HTTP 409 Conflict" in message and "to finish" in message
+    assert stack.secret_puts(PG) == [200, 409]
+    assert stack.server.get("Secret", PG, NS)["metadata"]["labels"]["x"] == "y"  # type: ignore[index]
 
 
 def test_failed_restart_names_the_command_that_finishes(
-    cfg: Any, capsys: pytest.CaptureFixture[str]
+    stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack = Stack(cfg, apps=BrokenApps(names.DEPLOYMENTS))
+    stack.drops.fail("PATCH", "/deployments/api", 1, dropped())
     message = fails(stack, "rabbitmq", capsys)
-    assert message.startswith("The new rabbitmq password is in RabbitMQ and Secret")
+    assert message.startswith(f"The new rabbitmq password is in RabbitMQ and Secret {MQ}")
     assert "restarting its consumers failed (ProtocolError" in message
-    assert f"kubectl -n {NS} rollout restart deployment/api deployment/worker" in message
+    assert (
+        f"`kubectl -n {NS} rollout restart deployment/api deployment/worker deployment/flower`"
+        in message
+    )
     assert stack.consistent("rabbitmq", MQ)
 
 
 def test_no_running_store_pod_changes_nothing(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = all_values(stack.core)
+    before = all_values(stack.server)
+    stack.server.remove("Pod", "postgres-0", NS)
+    built = generate_plan(stack.cfg, stack.k, "postgres")  # the real pod exec factory
+    assert built.rows[1] == (
+        "exec",
+        "PostgreSQL (user desbordante) in the postgres pod (none runs now: the real run would "
+        "stop here): set the new password (on stdin)",
+    )
+    with pytest.raises(Exit) as info:
+        plan.execute(built)
+    assert str(info.value.message) == (
+        f"No running pod matches {names.selector(names.POSTGRES)} in {NS}; deploy the stack "
+        "first; nothing was changed."
+    )
+    assert all_values(stack.server) == before and stack.secret_puts(PG) == []
+    assert PENDING_KEY not in stack.keys(PG)
 
-    def no_pod(spec: Any) -> kube.PodExec:
-        raise Exit(f"No running pod matches {names.selector(names.POSTGRES)} in {NS}.")
 
-    with pytest.raises(Exit, match="nothing was changed"):
-        cs.generate(stack.core, stack.apps, stack.cfg, NS, "postgres", no_pod)
-    assert all_values(stack.core) == before
-    assert rotation.PENDING_KEY not in stack.core.keys(PG)
+# --- plan equals run: the dry run is the plan the real run executes ---------------------------
+
+
+def test_plan_is_run_creating_on_a_new_cluster(k3s: Cluster) -> None:
+    dry, real = twice(k3s.server, lambda: generate_plan(config("stage"), k3s.admin))
+    assert dry.dry_run and dry.ran == []
+    assert dry.rows == real.rows and real.ran == real.runnable == real.rows
+    assert [action for action, _ in real.rows] == ["create"] * 5
+    assert sorted(s["metadata"]["name"] for s in k3s.server.all("Secret", NS)) == sorted(ALL)
+
+
+def test_plan_is_run_keeping_what_exists(k3s: Cluster) -> None:
+    cfg = prepare(k3s.admin, "stage")
+    before = len(k3s.server.writes())
+    dry, real = twice(k3s.server, lambda: generate_plan(cfg, k3s.admin))
+    assert dry.rows == real.rows == [keep(name) for name in ALL]
+    assert real.ran == real.runnable == []
+    assert len(k3s.server.writes()) == before
+
+
+@pytest.mark.parametrize(
+    "alias, name, restarts",
+    [
+        ("postgres", PG, ["api", "worker", "flower"]),
+        ("rabbitmq", MQ, ["api", "worker", "flower"]),
+        ("flower", FLOWER, ["flower"]),
+    ],
+)
+def test_plan_is_run_rotating(stack: Stack, alias: str, name: str, restarts: list[str]) -> None:
+    old = stack.value(name)
+    with plan.watching() as seen:
+        plan.execute(stack.plan(alias), dry_run=True)
+        assert stack.execs == [] and stack.value(name) == old  # nothing executed, nothing written
+        assert stack.restarts() == [] and stack.secret_puts(name) == []
+        plan.execute(stack.plan(alias))
+    dry, real = seen
+    assert dry.rows == real.rows and real.ran == real.runnable
+    assert real.ran == [row for row in real.rows if row[0] != "keep"]
+    assert stack.value(name) != old and stack.restarts() == restarts
+    if alias != "flower":
+        assert stack.consistent(alias, name)
+
+
+@pytest.mark.parametrize("rotate", [None, "postgres"])
+def test_plan_is_run_recovering_an_unfinished_rotation(
+    stack: Stack, capsys: pytest.CaptureFixture[str], rotate: str | None
+) -> None:
+    stack.stores["postgres"].faults = {"set": ["after"], "check": ["before"]}
+    fails(stack, "postgres", capsys)
+    calls = len(stack.stores["postgres"].calls)
+    with plan.watching() as seen:
+        plan.execute(stack.plan(rotate), dry_run=True)
+        assert len(stack.stores["postgres"].calls) == calls  # the dry run asks no store
+        assert PENDING_KEY in stack.keys(PG)
+        plan.execute(stack.plan(rotate))
+    dry, real = seen
+    assert dry.rows == real.rows and real.ran == real.runnable
+    first = real.ran[0][1]
+    assert first.startswith("PostgreSQL (user desbordante) in pod postgres-0: ")
+    wanted = "set the password stashed at" if rotate else "ask which password it accepts"
+    assert wanted in first
+    assert stack.consistent("postgres", PG)
+    assert stack.restarts() == ["api", "worker", "flower"]
 
 
 # --- pod_exec: transport errors become one line ----------------------------------------------
@@ -547,15 +781,16 @@ class FakeResp:
         self.closed = True
 
 
-def exec_with(monkeypatch: pytest.MonkeyPatch, outcome: Any) -> kube.PodExec:
+def exec_with(monkeypatch: pytest.MonkeyPatch, outcome: Any) -> PodExec:
+    """pod_exec into postgres-0 whose exec stream (kubernetes.stream) is OUTCOME or raises it."""
+
     def fake_stream(*args: Any, **kwargs: Any) -> Any:
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
-    monkeypatch.setattr(kube, "stream", fake_stream)
-    k = kube.Kube(api_client=None, core=SecretsApi(), apps=None, batch=None, rbac=None)
-    return kube.pod_exec(k, NS, "postgres-0", container="postgres")
+    monkeypatch.setattr(podexec, "stream", fake_stream)
+    return pod_exec(kube_for(FakeApiServer()), NS, "postgres-0", container="postgres")
 
 
 @pytest.mark.parametrize(
@@ -580,7 +815,7 @@ def test_pod_exec_transport_errors_are_one_line(
     monkeypatch: pytest.MonkeyPatch, outcome: Any, expected: str
 ) -> None:
     run = exec_with(monkeypatch, outcome)
-    with pytest.raises(kube.ExecFailed) as info:
+    with pytest.raises(ExecFailed) as info:
         run(["psql"], "secret-stdin")
     message = str(info.value)
     assert expected in message and "\n" not in message and "secret-stdin" not in message
@@ -593,120 +828,73 @@ def test_pod_exec_returns_code_and_output(monkeypatch: pytest.MonkeyPatch) -> No
     assert exec_with(monkeypatch, FakeResp())(["true"], "") == (0, "out")
 
 
-def running_pod(name: str, component: str) -> Any:
-    return k8s.V1Pod(
-        metadata=k8s.V1ObjectMeta(
-            name=name, labels={names.NAME_LABEL: names.APP_NAME, names.COMPONENT_LABEL: component}
-        ),
-        status=k8s.V1PodStatus(phase="Running"),
-    )
-
-
-@pytest.fixture
-def task_cluster(cfg: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[kube.Kube]:
-    core = SecretsApi()
-    core.pods = [running_pod("postgres-0", names.POSTGRES)]
-    k = kube.Kube(
-        api_client=None, core=core, apps=FakeApps(names.DEPLOYMENTS), batch=None, rbac=None
-    )
-    monkeypatch.setattr(secrets_tasks.kube, "connect", lambda cfg: k)
-    yield k
-
-
-def test_task_rotation_over_a_dropping_exec_ends_in_one_line(
-    task_cluster: kube.Kube, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    core = task_cluster.core
-    secrets_tasks.generate(Context(), env="stage")
-    before = all_values(core)
-    exec_with(monkeypatch, ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
-    with pytest.raises(Exit) as info:
-        secrets_tasks.generate(Context(), env="stage", rotate="postgres")
-    message = str(info.value.message)
-    assert "\n" not in message and "SSLEOFError" in message
-    assert "PostgreSQL was interrupted" in message and "could not start" in message
-    assert "--rotate postgres` again" in message
-    assert all(value not in message for value in all_values(core))
-    assert [v for v in all_values(core) if v not in before]  # the pending one, kept
-
-
-def test_api_errors_of_list_and_generate_are_one_line(
-    task_cluster: kube.Kube, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def forbidden(*args: Any, **kwargs: Any) -> Any:
-        raise ApiException(status=403, reason="Forbidden")
-
-    monkeypatch.setattr(task_cluster.core, "read_namespaced_secret", forbidden)
-    for call in (secrets_tasks.list, secrets_tasks.generate):
-        with pytest.raises(Exit) as info:
-            call(Context(), env="stage")
-        assert str(info.value.message).endswith(
-            "Secrets of desbordante-stage failed: HTTP 403 Forbidden."
-        )
+# --- through the tasks and the real client over HTTPS ----------------------------------------
 
 
 def test_tasks_never_print_or_log_values(
-    task_cluster: kube.Kube,
-    cfg: Any,
+    fake_api: FakeApiServer,
+    admin_kubeconfig: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    core = task_cluster.core
+    """secrets.generate (creating, a rotation that fails half-way, its re-run) and secrets.list,
+    with every log at DEBUG (the kubernetes client logs response bodies there)."""
+    monkeypatch.setenv("KUBECONFIG_PATH", str(admin_kubeconfig))
     caplog.set_level(logging.DEBUG)
     c = Context()
     secrets_tasks.generate(c, env="stage")
-    seen = set(all_values(core))
-    store = FakeStore("postgres", core.value(NS, PG, "password"))
+    seen = set(all_values(fake_api))
+    store = FakeStore("postgres", secret_value(fake_api, PG) or "")
     store.faults = {"set": ["after"], "check": ["before"]}
-    monkeypatch.setattr(cs, "store_exec_factory", lambda k, ns: lambda spec: store)
+    monkeypatch.setattr(generate, "store_exec_factory", lambda k, ns: lambda spec: store)
     with pytest.raises(Exit) as info:
         secrets_tasks.generate(c, env="stage", rotate="postgres")
     secrets_tasks.list(c, env="stage")
-    seen |= set(all_values(core))  # now with the pending one
+    seen |= set(all_values(fake_api))  # now with the pending one
     secrets_tasks.generate(c, env="stage", rotate="postgres")
     secrets_tasks.list(c, env="stage")
     out = capsys.readouterr()
     text = out.out + out.err + caplog.text + str(info.value.message)
-    assert NS in core.namespaces  # namespace created with the PSS labels
-    assert core.namespaces[NS].metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    namespace = fake_api.get("Namespace", NS)
+    assert namespace is not None  # created, with the Pod Security labels
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert "created" in text and "rotated" in text and "pending-password" in text
+    assert "response body" in caplog.text  # the client did log at DEBUG
     seen |= {stdin.strip() for _, _, stdin in store.calls}
     assert len(seen) > 5
     for value in seen:
         assert value not in text
 
 
-# --- through the real kubernetes client, as a devops user (tests/support/fakeapi.py) --------
-
-
 def test_devops_rotation_survives_a_drop_through_the_real_client(
-    fake_api: FakeApiServer, admin: kube.Kube, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fake_api: FakeApiServer, admin: Kube, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Secret writes are PUTs with the resourceVersion read; RBAC lets devops do all of it."""
     path = grant(admin, tmp_path, "devops")
-    cfg, devops = config_for(path), connect(path)
-    cs.ensure_secrets(cfg, devops)
-
-    def value(key: str = "password") -> str | None:
-        secret = admin.core.read_namespaced_secret(PG, NS)
-        raw = (secret.data or {}).get(key)
-        return None if raw is None else base64.b64decode(raw).decode()
-
-    old = value()
+    cfg, devops = config_for(path), connect_with(path)
+    ensure_secrets(cfg, devops)
+    old = secret_value(fake_api, PG)
     assert old
     store = FakeStore("postgres", old)
     store.faults = {"set": ["after"], "check": ["before"]}
+    seen = len(fake_api.requests)
     with pytest.raises(Exit, match="again to finish"):
-        cs.generate(devops.core, devops.apps, cfg, NS, "postgres", lambda spec: store)
-    pending = value(rotation.PENDING_KEY)
-    assert value() == old and pending and store.accepts(pending)
-    puts = [r for r in fake_api.requests if r.method == "PUT"]
+        plan.execute(generate_plan(cfg, devops, "postgres", lambda spec: store))
+    pending = secret_value(fake_api, PG, PENDING_KEY)
+    assert secret_value(fake_api, PG) == old and pending and store.accepts(pending)
+    puts = [r for r in fake_api.requests[seen:] if r.method == "PUT"]
     assert [r.path.split("?")[0] for r in puts] == [f"/api/v1/namespaces/{NS}/secrets/{PG}"]
 
-    rows = cs.generate(devops.core, devops.apps, cfg, NS, "postgres", lambda spec: store)
-    assert rows[0] == (PG, "rotated (earlier attempt)")  # no Deployments here to restart
-    assert value() == pending and value(rotation.PENDING_KEY) is None
-    assert all(r.code == 200 for r in fake_api.requests if r.method == "PUT")
+    with plan.watching() as runs:
+        plan.execute(generate_plan(cfg, devops, "postgres", lambda spec: store))
+    assert runs[0].ran == runs[0].runnable
+    assert secret_value(fake_api, PG) == pending
+    assert secret_value(fake_api, PG, PENDING_KEY) is None
+    written = fake_api.requests[seen:]
+    assert all(r.code == 200 for r in written if r.method == "PUT")
+    assert {r.user for r in written} == {f"system:serviceaccount:{NS}:access-jane"}
+    # no Deployments here: the restart finds none (404), which is no error
+    assert {r.code for r in written if r.method == "PATCH"} == {404}
     printed = capsys.readouterr().out
     assert old not in printed and pending not in printed
