@@ -10,6 +10,7 @@ moves only when a wait sleeps. Nothing here runs Kubernetes.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,6 +18,7 @@ from invoke import Context, Exit
 from support.clock import FakeClock
 from support.fakeapi.connect import kube_for
 from support.fakeapi.k3s import Cluster, config, prepare, rendered
+from support.fakeapi.server import FakeApiServer
 from support.plans import plan_lines
 
 from desbordante_ops.cluster import names
@@ -27,6 +29,7 @@ from desbordante_ops.cluster.release.deploy import deploy_release, manifests_tex
 from desbordante_ops.cluster.release.ledger import LEDGER, SYSTEM_NAMESPACE, ledger
 from desbordante_ops.cluster.secrets.pull import PULL_SECRET
 from desbordante_ops.core import plan
+from desbordante_ops.tasks import deploy as deploy_tasks
 
 TAG = "v1.4.0"
 STAGE = "desbordante-stage"
@@ -405,3 +408,40 @@ def test_deploy_render_prints_exactly_what_deploy_applies_so_devops_can_apply_it
         devops.objects.apply(doc, dry_run=True)  # no 403 for any of them
     everything = manifests_text(Context(), config("stage"), TAG, everything=True)
     assert "kind: Namespace" in everything and verify in everything
+
+
+# --- the tasks -------------------------------------------------------------------------------
+
+
+def test_without_a_cluster_the_dry_runs_print_their_plan_and_the_real_runs_refuse(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KUBECONFIG_PATH", str(tmp_path / "no.kubeconfig"))
+    with plan.watching() as seen:
+        deploy_tasks.deploy(Context(), env="stage", tag=TAG, dry_run=True)
+        deploy_tasks.rollback(Context(), env="stage", to="v1.3.0", dry_run=True)
+        deploy_tasks.teardown(Context(), env="stage", dry_run=True)
+    for each in seen:
+        assert each.rows[0][0] == "unknown" and "No kubeconfig at" in each.rows[0][1]
+    assert "dry run: nothing is changed" in capsys.readouterr().out
+    with pytest.raises(Exit, match="Cannot go on: the cluster of stage: No kubeconfig at"):
+        deploy_tasks.deploy(Context(), env="stage", tag=TAG)
+
+
+def test_the_deploy_task_over_https_is_the_plan_its_dry_run_printed(
+    fake_api: FakeApiServer,
+    admin: Kube,
+    admin_kubeconfig: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`invoke deploy --env stage`, for real through the kubeconfig (the toolkit's connect)."""
+    prepare(admin, "stage")
+    monkeypatch.setenv("KUBECONFIG_PATH", str(admin_kubeconfig))
+    for name in ("REGISTRY_USERNAME", "REGISTRY_PASSWORD", "REGISTRY_PASSWORD_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    with plan.watching() as seen:
+        deploy_tasks.deploy(Context(), env="stage", tag=TAG, timeout=120, dry_run=True)
+        deploy_tasks.deploy(Context(), env="stage", tag=TAG, timeout=120)
+    dry, real = seen
+    assert dry.rows == real.rows and real.ran == real.runnable
+    assert ledger(admin.core)[f"{STAGE}.{TAG}"].verified

@@ -9,6 +9,7 @@ Outside tools (kubectl) run through the Invoke context with `kubectl(cfg, ...)` 
 
 from __future__ import annotations
 
+import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from desbordante_ops.core.plan import Step, read_or_step
 from desbordante_ops.core.settings import EnvConfig
 
 VERSION_TIMEOUT_SECONDS = 10
+# The client logs every response body at DEBUG (Secrets included, base64 only): never that.
+logging.getLogger("kubernetes.client.rest").setLevel(logging.INFO)
 
 
 @dataclass(frozen=True)
