@@ -25,7 +25,7 @@ from desbordante_ops.cluster import certificates
 from desbordante_ops.cluster.host.k3s import load_lock
 from desbordante_ops.cluster.host.tools import program_present
 from desbordante_ops.cluster.kube.client import Kube, connect
-from desbordante_ops.cluster.kube.errors import FORBIDDEN
+from desbordante_ops.cluster.kube.errors import FORBIDDEN, describe_error
 from desbordante_ops.cluster.kube.objects import read_or_none
 from desbordante_ops.cluster.manifests.render import Rendered, render
 from desbordante_ops.cluster.names import (
@@ -106,8 +106,9 @@ def rendered_needs(rendered: Rendered) -> tuple[int, int]:
         memory += replicas * pod_memory(doc["spec"]["template"]["spec"])
         for claim in doc["spec"].get("volumeClaimTemplates", []):
             storage += replicas * claim_storage(claim)
-    jobs = [rendered.find("Job", name) for name in (rendered.migrate_job, rendered.verify_job)]
-    memory += max(pod_memory(job["spec"]["template"]["spec"]) for job in jobs)
+    names_ = [name for name in (rendered.migrate_job, rendered.verify_job) if name]
+    jobs = [rendered.find("Job", name) for name in names_]
+    memory += max((pod_memory(job["spec"]["template"]["spec"]) for job in jobs), default=0)
     storage += sum(claim_storage(claim) for claim in rendered.of_kind("PersistentVolumeClaim"))
     return memory, storage
 
@@ -148,7 +149,8 @@ class ClusterDoctor:
 
     def _after_connect(self, row: Callable[[], Result]) -> Callable[[], Result]:
         """ROW, or a skipped row pointing at the first one while there is no connection; a
-        row this kubeconfig may not read says so (not_checked)."""
+        row this kubeconfig may not read says so (not_checked); any other error answer fails
+        the row in one line (never the response's headers or body)."""
 
         def run() -> Result:
             if self._apis is None:
@@ -157,9 +159,9 @@ class ClusterDoctor:
             try:
                 return row()
             except ApiException as exc:
-                if exc.status != FORBIDDEN:
-                    raise
-                return not_checked(exc, self.cfg.name)
+                if exc.status == FORBIDDEN:
+                    return not_checked(exc, self.cfg.name)
+                return Result(False, describe_error(exc))
 
         return run
 

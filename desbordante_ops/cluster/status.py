@@ -28,8 +28,9 @@ from rich.filesize import decimal
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube.client import Kube, kubectl
 from desbordante_ops.cluster.kube.errors import describe_error
+from desbordante_ops.cluster.manifests.edge import ROUTER
+from desbordante_ops.cluster.release import verify
 from desbordante_ops.cluster.release.ledger import RUNTIME_SCHEME, ledger, short_id
-from desbordante_ops.cluster.release.verify import last as last_verification
 from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image.refs import split_ref
@@ -238,7 +239,7 @@ def exec_failure(stderr: str, exited: int) -> str:
     for marker, reason in EXEC_FAILURES:
         if marker in text.lower():
             return reason
-    text = re.sub(r"\S+://\S+", "", text).strip(" :")
+    text = " ".join(re.sub(r"\S+://\S+", "", text).split()).strip(" :")
     if not text:
         return f"exec exited {exited}"
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
@@ -265,8 +266,11 @@ def ingress_rows(networking: k8s.NetworkingV1Api, namespace: str) -> list[Row]:
     rows = []
     for ingress in networking.list_namespaced_ingress(namespace).items:
         tls = {host for entry in ingress.spec.tls or [] for host in entry.hosts or []}
+        # Our routers ask Traefik for TLS by annotation (manifests/edge.py), not spec.tls.
+        annotations = ingress.metadata.annotations or {}
+        routed_tls = annotations.get(f"{ROUTER}tls") == "true"
         for rule in ingress.spec.rules or []:
-            scheme = "https" if rule.host in tls else "http"
+            scheme = "https" if routed_tls or rule.host in tls else "http"
             rows.append(Row(f"ingress/{ingress.metadata.name}", f"{scheme}://{rule.host}/"))
     return rows
 
@@ -284,7 +288,7 @@ def release_rows(k: Kube, namespace: str) -> list[Row]:
 def verification_row(k: Kube, namespace: str) -> Row:
     """The last verification of NAMESPACE (release, time, result); a failed one is unhealthy."""
     try:
-        found = last_verification(k.core, namespace)
+        found = verify.last(k.core, namespace)
     except ApiException as exc:
         return Row("last verify", "-", f"not readable ({describe_error(exc)})")
     if found is None:

@@ -71,7 +71,7 @@ def _result_cell(check: Check, result: Result) -> str:
     if result.ok:
         return f"[green]ok[/] {result.detail}"
     if result.unchecked:
-        return f"[yellow]not checked[/] {result.detail.removeprefix('not checked: ')}"
+        return f"[yellow]not checked:[/] {result.detail.removeprefix('not checked: ')}"
     label = "[red]FAIL[/]" if check.required else "[yellow]missing[/] (optional)"
     return f"{label} {result.detail}"
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from invoke import Context, Exit, task
 
-from desbordante_ops.cluster import logs as cluster_logs
-from desbordante_ops.cluster import status as cluster_status
+# Imported by their full names: this module's tasks are called `status` and `logs` too.
+import desbordante_ops.cluster.logs
+import desbordante_ops.cluster.status
 from desbordante_ops.cluster.kube.client import connect
 from desbordante_ops.core.settings import cluster_config, load_config, parse_sets
 from desbordante_ops.local.stack import check_services
 from desbordante_ops.local.stacks import open_stack
 from desbordante_ops.local.supervise import SERVICES
 from desbordante_ops.tasks import options
+
+CLUSTER_ONLY = ", ".join(s for s in desbordante_ops.cluster.logs.SERVICES if s not in SERVICES)
 
 
 @task(
@@ -63,7 +66,7 @@ def status(
     """Show what runs and whether it is healthy (local stack, or --env stage|prod)."""
     if env != "local":
         cfg = cluster_config(env, parse_sets(set_))
-        cluster_status.show(c, cfg, connect(cfg))
+        desbordante_ops.cluster.status.show(c, cfg, connect(cfg))
         return
     open_stack(c, load_config("local", parse_sets(set_)), docker).status()
 
@@ -71,7 +74,7 @@ def status(
 @task(
     help={
         "service": f"One of {', '.join(SERVICES)} (stage/prod also "
-        f"{', '.join(s for s in cluster_logs.SERVICES if s not in SERVICES)}; repeatable; "
+        f"{CLUSTER_ONLY}; repeatable; "
         "default: all)",
         "follow": "Keep printing new lines (Ctrl-C to stop)",
         "lines": "How many past lines to show (per container on stage/prod)",
@@ -95,7 +98,7 @@ def logs(
     """Show the logs of every service (or --service S), each line with its source."""
     if env != "local":
         cfg = cluster_config(env, parse_sets(set_))
-        cluster_logs.show(c, cfg, service or [], follow, since, int(lines))
+        desbordante_ops.cluster.logs.show(c, cfg, service or [], follow, since, int(lines))
         return
     if since:
         raise Exit("--since works with --env stage|prod; for the local stack use --lines N.")

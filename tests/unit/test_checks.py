@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from invoke import Context, Exit
 
-from desbordante_ops.cluster.checks import server_checks
+from desbordante_ops.cluster.host.tools import server_checks
 from desbordante_ops.core import checks as doctor
 from desbordante_ops.core.checks import Check, Result
 from desbordante_ops.core.settings import load_config
@@ -56,6 +56,26 @@ def test_result_fix_overrides_generic_fix(capsys: pytest.CaptureFixture[str]) ->
     doctor.print_report(report)
     out = capsys.readouterr().out
     assert "specific" in out and "generic" not in out
+
+
+def test_an_unchecked_row_is_shown_as_such_and_is_no_failure(
+    capsys: pytest.CaptureFixture[str], wide_console: None
+) -> None:
+    """A check the credential may not read: "not checked" and why, no fix, no exit."""
+    why = "not checked: needs list nodes (cluster-wide); a cluster admin runs it"
+    report = doctor.run_checks(
+        [Check("a", passing, "x"), Check("nodes", lambda: Result(False, why, unchecked=True), "f")]
+    )
+    assert report.failed_required == []
+    doctor.ensure(report)  # no Exit
+    doctor.print_report(report)
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if "nodes" in line]
+    cells = [" ".join(cell.split()) for cell in row.split("│")[1:-1]]
+    assert cells == [
+        "nodes",
+        "not checked: needs list nodes (cluster-wide); a cluster admin runs it",
+        "",
+    ]
 
 
 def test_python_version() -> None:

@@ -1,120 +1,61 @@
-"""`doctor --env stage|prod`: every row against in-memory API fakes (no cluster here), each
-failure with its fix, and nothing but Secret names in the output."""
+"""`doctor --env stage|prod` against the fake API server over loopback HTTPS (set up like a fresh
+k3s: its node, local-path, Traefik and its CRDs), through the toolkit's own `connect`: every row,
+each failure with its fix, a credential's "not checked" rows, nothing but Secret names shown.
+
+The clock-skew row reads the HTTP Date header, which only the HTTPS server sends; its clock is
+set per test (`server_clock`). The memory and disk rows read requests from a small hand-made
+Rendered, so the arithmetic is visible here.
+"""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
-from collections.abc import Callable
+import json
+import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
-from invoke import Exit, MockContext
-from kubernetes import client as k8s
-from support.fake_cluster import ClusterApps, ClusterCore, fake_cluster
+import yaml
+from invoke import Context, Exit, MockContext
+from kubernetes.client.exceptions import ApiException
+from support.fakeapi import server as fakeapi_server
+from support.fakeapi.connect import config_for, grant
+from support.fakeapi.k3s import NODE_MEMORY, config, prepare
+from support.fakeapi.server import VERSION, FakeApiServer
 
-from desbordante_ops.cluster import checks, names
-from desbordante_ops.cluster import secrets as cluster_secrets
+from desbordante_ops.cluster import doctor, names
+from desbordante_ops.cluster.host.k3s import load_lock
+from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.manifests.render import Rendered
-from desbordante_ops.core.checks import run_checks
-from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig, load_config
+from desbordante_ops.core.checks import print_report, run_checks
+from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig
 from desbordante_ops.tasks import config as config_tasks
 
-PINNED = "v1.36.4+k3s1"
+SERVED = VERSION["gitVersion"]  # what the fake API server reports
 NOW = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC)
 MI = 1024**2
 GI = 1024**3
-
-
-class Version:
-    def __init__(self, version: str = PINNED, skew: float = 0.0) -> None:
-        self.version = version
-        self.skew = skew
-
-    def get_code_with_http_info(self, **kw: Any) -> tuple[Any, int, dict[str, str]]:
-        server = NOW - dt.timedelta(seconds=self.skew)
-        date = email.utils.format_datetime(server, usegmt=True)
-        return (
-            k8s.VersionInfo(
-                git_version=self.version,
-                build_date="",
-                compiler="",
-                git_commit="",
-                git_tree_state="",
-                go_version="",
-                major="1",
-                minor="36",
-                platform="linux/amd64",
-            ),
-            200,
-            {"Date": date},
-        )
-
-
-class Discovery:
-    def __init__(self, groups: tuple[str, ...] = ("apps", "traefik.io")) -> None:
-        self.groups = groups
-
-    def get_api_versions(self) -> Any:
-        return k8s.V1APIGroupList(
-            groups=[
-                k8s.V1APIGroup(
-                    name=name,
-                    preferred_version=k8s.V1GroupVersionForDiscovery(
-                        group_version=f"{name}/v1alpha1", version="v1alpha1"
-                    ),
-                    versions=[],
-                )
-                for name in self.groups
-            ]
-        )
-
-
-class Storage:
-    def __init__(self, default: bool = True) -> None:
-        self.default = default
-
-    def list_storage_class(self) -> Any:
-        annotations = {checks.DEFAULT_CLASS_ANNOTATIONS[0]: "true"} if self.default else {}
-        return k8s.V1StorageClassList(
-            items=[
-                k8s.V1StorageClass(
-                    metadata=k8s.V1ObjectMeta(name="local-path", annotations=annotations),
-                    provisioner="rancher.io/local-path",
-                )
-            ]
-        )
-
-
-def node(memory: str = "1900Mi", pressure: bool = False) -> Any:
-    return k8s.V1Node(
-        metadata=k8s.V1ObjectMeta(name="server"),
-        status=k8s.V1NodeStatus(
-            allocatable={"memory": memory, "ephemeral-storage": "38Gi"},
-            capacity={"memory": memory, "ephemeral-storage": "40Gi"},
-            conditions=[
-                k8s.V1NodeCondition(type="DiskPressure", status="True" if pressure else "False")
-            ],
-        ),
-    )
-
-
-def system_pod(memory: str) -> Any:
-    container = k8s.V1Container(
-        name="coredns", resources=k8s.V1ResourceRequirements(requests={"memory": memory})
-    )
-    return k8s.V1Pod(
-        metadata=k8s.V1ObjectMeta(name="coredns-1", namespace="kube-system"),
-        spec=k8s.V1PodSpec(containers=[container]),
-        status=k8s.V1PodStatus(phase="Running"),
-    )
+STAGE = "desbordante-stage"
+CLUSTER_WIDE_ROWS = (
+    "Traefik and its CRDs",
+    "default StorageClass",
+    "memory for stage + prod",
+    "disk under the volumes",
+)
+Rows = dict[str, tuple[bool, str, str]]
 
 
 def rendered(env: str, memory: str = "256Mi", storage: str = "2Gi") -> Rendered:
-    """Two replicas of a Deployment, a StatefulSet with a claim template and one claim."""
+    """Two replicas of a Deployment, a StatefulSet with a claim template and one claim; the
+    migrate Job (MEMORY) and the smaller verify Job (64 Mi)."""
     container = {"name": "c", "resources": {"requests": {"memory": memory}}}
     pod_spec = {"containers": [container], "initContainers": [container]}
+    small = {"name": "v", "resources": {"requests": {"memory": "64Mi"}}}
     claim = {"spec": {"resources": {"requests": {"storage": storage}}}}
     docs = [
         {
@@ -129,93 +70,164 @@ def rendered(env: str, memory: str = "256Mi", storage: str = "2Gi") -> Rendered:
         },
         {"kind": "PersistentVolumeClaim", "metadata": {"name": "uploads"}, **claim},
         {"kind": "Job", "metadata": {"name": "migrate"}, "spec": {"template": {"spec": pod_spec}}},
+        {
+            "kind": "Job",
+            "metadata": {"name": "verify"},
+            "spec": {"template": {"spec": {"containers": [small]}}},
+        },
     ]
-    return Rendered(env, f"desbordante-{env}", "img:doctor", "", "", docs)
+    return Rendered(env, f"desbordante-{env}", "img:doctor", "migrate", "", docs, "verify")
 
 
 @pytest.fixture
-def cfg() -> EnvConfig:
-    return load_config("stage", environ={})
+def server_clock(monkeypatch: pytest.MonkeyPatch) -> dict[str, dt.datetime | None]:
+    """The fake API server's clock, as its Date header shows it: NOW unless a test moves it
+    (None: this machine's clock)."""
+    clock: dict[str, dt.datetime | None] = {"now": NOW}
+
+    def date_time_string(self: Any, timestamp: float | None = None) -> str:
+        return email.utils.format_datetime(clock["now"] or dt.datetime.now(dt.UTC), usegmt=True)
+
+    monkeypatch.setattr(fakeapi_server._Handler, "date_time_string", date_time_string)
+    return clock
 
 
-def healthy_cluster(cfg: EnvConfig) -> checks.ClusterApis:
-    k = fake_cluster()
-    core: ClusterCore = k.core
-    core.namespaces[cfg.namespace] = k8s.V1Namespace(
-        metadata=k8s.V1ObjectMeta(name=cfg.namespace, labels=dict(names.NAMESPACE_LABELS))
-    )
-    for env in CLUSTER_ENVS:
-        cluster_secrets.generate(core, k.apps, load_config(env, environ={}), f"desbordante-{env}")
-    core.nodes = [node()]
-    core.other_pods = [system_pod("70Mi")]
-    core.node_fs = {"server": {"capacityBytes": 40 * GI, "availableBytes": 25 * GI}}
-    apps: ClusterApps = k.apps
-    apps.traefik = k8s.V1Deployment(
-        metadata=k8s.V1ObjectMeta(name="traefik"),
-        spec=k8s.V1DeploymentSpec(replicas=1, selector=k8s.V1LabelSelector(), template={}),
-        status=k8s.V1DeploymentStatus(ready_replicas=1),
-    )
-    return checks.ClusterApis(kube=k, version=Version(), discovery=Discovery(), storage=Storage())
+def decode_paths(server: FakeApiServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unescape request paths before the fake sees them, as kube-apiserver does: the client
+    sends nodes/node-1/proxy/stats%2Fsummary (a path parameter is quoted), which the fake's
+    node proxy does not decode itself."""
+    answer = server.handle
+
+    def handle(method: str, raw_path: str, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        path, sep, query = raw_path.partition("?")
+        return answer(method, unquote(path) + sep + query, *args, **kwargs)
+
+    monkeypatch.setattr(server, "handle", handle)
 
 
-def doctor(
-    cfg: EnvConfig,
-    apis: checks.ClusterApis | Callable[[EnvConfig], checks.ClusterApis],
-    render_env: Callable[[str], Rendered] = rendered,
-) -> dict[str, tuple[bool, str, str]]:
-    """name -> (ok, detail, fix shown) of every row."""
-    connect = apis if callable(apis) else (lambda _: apis)
-    report = run_checks(
-        checks.ClusterDoctor(
-            MockContext(), cfg, connect, render_env, now=lambda: NOW, pinned=lambda: PINNED
-        ).checks()
-    )
+def pod(name: str, namespace: str, memory: str, phase: str = "Running") -> dict[str, Any]:
+    """A pod (as its kubelet reports it) whose one container requests MEMORY."""
+    container = {"name": "c", "resources": {"requests": {"memory": memory}}}
     return {
-        check.name: (result.ok, result.detail, result.fix or check.fix)
-        for check, result in report.rows
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [container]},
+        "status": {"phase": phase},
     }
 
 
-def test_a_healthy_cluster_passes_every_row(cfg: EnvConfig) -> None:
-    rows = doctor(cfg, healthy_cluster(cfg))
-    failed = {name: row for name, row in rows.items() if not row[0] and name != "kubectl"}
+def kubelet_sees(server: FakeApiServer, capacity: int, available: int) -> None:
+    """What the node's kubelet reports about its filesystem (nodes/proxy stats/summary)."""
+    server.node_stats["node-1"] = {
+        "node": {"fs": {"capacityBytes": capacity, "availableBytes": available}}
+    }
+
+
+@pytest.fixture
+def cluster(
+    fake_api: FakeApiServer,
+    admin: Kube,
+    server_clock: dict[str, dt.datetime | None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Kube:
+    """A healthy cluster: both environments' Secrets, a system pod requesting 70 Mi, the
+    kubelet's view of the node's disk (40 GiB, 25 GiB free)."""
+    decode_paths(fake_api, monkeypatch)
+    for env in CLUSTER_ENVS:
+        prepare(admin, env)
+    fake_api.seed(pod("coredns-1", "kube-system", "70Mi"))
+    kubelet_sees(fake_api, capacity=40 * GI, available=25 * GI)
+    return admin
+
+
+@pytest.fixture
+def cfg(admin_kubeconfig: Path) -> EnvConfig:
+    return config_for(admin_kubeconfig, "stage")
+
+
+def checked(cfg: EnvConfig, pinned: str = SERVED) -> list[Any]:
+    return run_checks(
+        doctor.ClusterDoctor(
+            MockContext(), cfg, render_env=rendered, now=lambda: NOW, pinned=lambda: pinned
+        ).checks()
+    ).rows
+
+
+def rows_of(cfg: EnvConfig, pinned: str = SERVED) -> Rows:
+    """name -> (ok, detail, fix shown) of every row."""
+    return {
+        check.name: (result.ok, result.detail, result.fix or check.fix)
+        for check, result in checked(cfg, pinned)
+    }
+
+
+def edit(server: FakeApiServer, kind: str, name: str, namespace: str = "", **changes: Any) -> None:
+    """Change a stored object as its controller would (CHANGES: top-level fields)."""
+    obj = server.get(kind, name, namespace)
+    assert obj is not None
+    server.seed({**obj, **changes})
+
+
+def test_a_healthy_cluster_passes_every_row(
+    cluster: Kube, cfg: EnvConfig, fake_api: FakeApiServer
+) -> None:
+    rows = rows_of(cfg)
+    failed = {name: row for name, row in rows.items() if not row[0]}
     assert failed == {}
-    assert rows["API server"][1] == f"https://127.0.0.1:6443: {PINNED} (k3s.lock pins {PINNED})"
+    assert rows["API server"][1] == f"{fake_api.url}: {SERVED} (k3s.lock pins {SERVED})"
+    assert rows["namespace"][1] == f"{STAGE}, Pod Security `restricted` enforced"
     assert rows["Traefik and its CRDs"][1] == "kube-system/traefik ready, traefik.io/v1alpha1"
     assert rows["default StorageClass"][1] == "local-path (default)"
-    # Each env: api 2 x 256 Mi + postgres 256 Mi = 768 Mi; both: 1536 Mi; the Job is not counted.
+    # Each env: api 2 x 256 Mi + postgres 256 Mi + the larger of its Jobs (migrate, 256 Mi)
+    # = 1 Gi; both: 2 Gi.
+    assert NODE_MEMORY == "4Gi"
     assert rows["memory for stage + prod"][1] == (
-        "node allocatable 1.86 GiB, other pods request 0.07 GiB, stage + prod request 1.50 GiB: "
-        "0.29 GiB to spare"
+        "node allocatable 4.00 GiB, other pods request 0.07 GiB, stage + prod request 2.00 GiB: "
+        "1.93 GiB to spare"
     )
     # Each env: postgres claim template 2 Gi + uploads 2 Gi; both: 8 Gi.
     assert rows["disk under the volumes"][1].startswith(
         "node disk 40.00 GiB, 25.00 GiB free; volumes of stage + prod request 8.00 GiB"
     )
     assert rows["Secrets"][1] == ", ".join(secret.NAME for secret in names.SECRETS)
-    assert rows["clock skew"] == (
-        True,
-        "this machine is 0.0s behind the API server",
-        rows["clock skew"][2],
-    )
+    assert rows["clock skew"][:2] == (True, "this machine is 0.0s behind the API server")
 
 
-def test_an_unreachable_api_server_fails_once_and_skips_the_rest(cfg: EnvConfig) -> None:
-    def connect(_: EnvConfig) -> checks.ClusterApis:
-        raise Exit("Kubernetes API at https://10.0.0.9:6443 (kubeconfig /k) is not reachable: X.")
+def test_pods_of_our_namespaces_and_finished_pods_are_not_other_requests(
+    cluster: Kube, cfg: EnvConfig, fake_api: FakeApiServer
+) -> None:
+    """What stage and prod request is counted from their manifests, not from their pods."""
+    for name, namespace, phase in (
+        ("api-1", STAGE, "Running"),
+        ("job-1", "kube-system", "Succeeded"),
+        ("job-2", "kube-system", "Failed"),
+    ):
+        fake_api.seed(pod(name, namespace, "1Gi", phase))
+    assert "other pods request 0.07 GiB" in rows_of(cfg)["memory for stage + prod"][1]
 
-    rows = doctor(cfg, connect)
-    assert rows["API server"][:2] == (
-        False,
-        "Kubernetes API at https://10.0.0.9:6443 (kubeconfig /k) is not reachable: X.",
+
+def test_an_unreachable_api_server_fails_once_and_skips_the_rest(
+    fake_api: FakeApiServer, admin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    kubeconfig = yaml.safe_load(admin_kubeconfig.read_text())
+    kubeconfig["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{closed}"
+    path = tmp_path / "gone.kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    rows = rows_of(config_for(path, "stage"))
+    assert rows["API server"][0] is False
+    assert rows["API server"][1].startswith(
+        f"Kubernetes API at https://127.0.0.1:{closed} (kubeconfig {path}) is not reachable: "
     )
     assert "systemctl start k3s" in rows["API server"][2]
     for name in (
         "namespace",
-        "Traefik and its CRDs",
+        *CLUSTER_WIDE_ROWS,
         "Secrets",
         "clock skew",
-        "memory for stage + prod",
     ):
         assert rows[name] == (
             False,
@@ -224,77 +236,210 @@ def test_an_unreachable_api_server_fails_once_and_skips_the_rest(cfg: EnvConfig)
         )
 
 
-def test_each_problem_fails_its_row_with_its_fix(cfg: EnvConfig) -> None:
-    apis = healthy_cluster(cfg)
-    apis.version = Version("v1.35.0+k3s1", skew=42)
-    apis.discovery = Discovery(("apps",))
-    apis.storage = Storage(default=False)
-    core: ClusterCore = apis.kube.core
-    core.namespaces[cfg.namespace].metadata.labels = {
-        "pod-security.kubernetes.io/enforce": "baseline"
-    }
-    del core.secrets[(cfg.namespace, names.FlowerSecret.NAME)]
-    core.nodes = [node(memory="1Gi", pressure=True)]
-    rows = doctor(cfg, apis)
-    failed = {name for name, row in rows.items() if not row[0]} - {"kubectl"}
+def test_each_problem_fails_its_row_with_its_fix(
+    cluster: Kube,
+    cfg: EnvConfig,
+    fake_api: FakeApiServer,
+    server_clock: dict[str, dt.datetime | None],
+) -> None:
+    server_clock["now"] = NOW - dt.timedelta(seconds=42)
+    fake_api.crds.discard("traefik.io")
+    edit(fake_api, "Deployment", "traefik", "kube-system", status={"readyReplicas": 0})
+    edit(
+        fake_api,
+        "StorageClass",
+        "local-path",
+        metadata={"name": "local-path", "annotations": {}},
+    )
+    edit(
+        fake_api,
+        "Namespace",
+        STAGE,
+        metadata={"name": STAGE, "labels": {"pod-security.kubernetes.io/enforce": "baseline"}},
+    )
+    fake_api.remove("Secret", names.FlowerSecret.NAME, STAGE)
+    node = fake_api.get("Node", "node-1")
+    assert node is not None
+    node["status"]["allocatable"]["memory"] = "1Gi"
+    node["status"]["conditions"].append({"type": "DiskPressure", "status": "True"})
+    fake_api.seed(node)
+    rows = rows_of(cfg, pinned="v1.36.4+k3s1")
+    failed = {name for name, row in rows.items() if not row[0]}
     assert failed == {
         "API server",
         "namespace",
-        "Traefik and its CRDs",
-        "default StorageClass",
-        "memory for stage + prod",
-        "disk under the volumes",
+        *CLUSTER_WIDE_ROWS,
         "Secrets",
         "clock skew",
     }
     assert "sudo invoke k3s.install" in rows["API server"][2]
+    assert "to get v1.36.4+k3s1" in rows["API server"][2]
     assert rows["namespace"][2].startswith(
-        "kubectl label namespace desbordante-stage --overwrite "
+        f"kubectl label namespace {STAGE} --overwrite "
         "pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version"
     )
-    assert rows["Traefik and its CRDs"][1] == "no traefik.io CRDs (Middleware)"
+    assert rows["Traefik and its CRDs"][1] == "traefik 0/1 ready; no traefik.io CRDs (Middleware)"
+    assert "--disable traefik" in rows["Traefik and its CRDs"][2]  # for an admin who can look
     assert rows["default StorageClass"][1] == "no default StorageClass (classes: local-path)"
     assert "is-default-class" in rows["default StorageClass"][2]
-    assert rows["memory for stage + prod"][1].endswith("0.57 GiB short")
-    assert rows["disk under the volumes"][1].startswith("DiskPressure on server")
+    assert rows["memory for stage + prod"][1].endswith("1.07 GiB short")
+    assert rows["disk under the volumes"][1].startswith("DiskPressure on node-1")
     assert rows["Secrets"][1:] == (
-        f"missing in desbordante-stage: {names.FlowerSecret.NAME}",
+        f"missing in {STAGE}: {names.FlowerSecret.NAME}",
         "invoke secrets.generate --env stage",
     )
     assert rows["clock skew"][1] == "this machine is 42.0s ahead of the API server"
 
 
-def test_disk_smaller_than_the_volumes_or_nearly_full(cfg: EnvConfig) -> None:
-    apis = healthy_cluster(cfg)
-    core: ClusterCore = apis.kube.core
-    core.node_fs = {"server": {"capacityBytes": 6 * GI, "availableBytes": 5 * GI}}
-    assert doctor(cfg, apis)["disk under the volumes"][0] is False  # 8 GiB requested
-    core.node_fs = {"server": {"capacityBytes": 40 * GI, "availableBytes": 100 * MI}}
-    assert doctor(cfg, apis)["disk under the volumes"][0] is False  # under MIN_FREE_DISK_MB
-    core.node_fs = {}  # no nodes/proxy right: the node's capacity, free space unknown
-    row = doctor(cfg, apis)["disk under the volumes"]
+def test_disk_smaller_than_the_volumes_or_nearly_full(
+    cluster: Kube, cfg: EnvConfig, fake_api: FakeApiServer
+) -> None:
+    kubelet_sees(fake_api, capacity=6 * GI, available=5 * GI)
+    assert rows_of(cfg)["disk under the volumes"][0] is False  # 8 GiB requested
+    kubelet_sees(fake_api, capacity=40 * GI, available=100 * MI)
+    assert rows_of(cfg)["disk under the volumes"][0] is False  # under MIN_FREE_DISK_MB
+    del fake_api.node_stats["node-1"]  # the kubelet does not answer: the node's capacity only
+    row = rows_of(cfg)["disk under the volumes"]
     assert row[0] is False and row[1].startswith("node disk 40.00 GiB, 0.00 GiB free")
 
 
-def test_no_secret_value_reaches_the_report(cfg: EnvConfig) -> None:
-    apis = healthy_cluster(cfg)
-    core: ClusterCore = apis.kube.core
+def test_no_secret_value_reaches_the_report(
+    cluster: Kube, cfg: EnvConfig, fake_api: FakeApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     values = [
-        core.value(namespace, name, key)
-        for (namespace, name), secret in core.secrets.items()
-        for key in secret.data
+        base64.b64decode(value).decode()
+        for secret in fake_api.all("Secret")
+        if secret["metadata"]["namespace"].startswith("desbordante-")
+        for value in (secret.get("data") or {}).values()
     ]
-    text = repr(doctor(cfg, apis))
-    assert values and not any(value in text for value in values)
+    report = run_checks(
+        doctor.ClusterDoctor(
+            MockContext(), cfg, render_env=rendered, now=lambda: NOW, pinned=lambda: SERVED
+        ).checks()
+    )
+    print_report(report)
+    shown = repr(report.rows) + capsys.readouterr().out
+    assert len(values) >= 2 * len(names.SECRETS)
+    assert not any(value in shown for value in values)
 
 
 def test_the_task_checks_the_cluster_of_env(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, wide_console: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Changed by design: TLS_MODE is `auto`, and prod's shipped hosts are
+    *.desbordante.localhost, so the effective mode is selfsigned (the row says why)."""
     missing = tmp_path / "no.kubeconfig"
     with pytest.raises(Exit) as raised:
         config_tasks.doctor(MockContext(), env="prod", set_=[f"KUBECONFIG_PATH={missing}"])
     assert "API server" in str(raised.value.message)
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
     assert "doctor --env prod (desbordante-prod)" in out and "No kubeconfig" in out
-    assert "TLS mode (prod)" in out and "acme: Let's Encrypt" in out  # the edge rows too
+    assert "TLS mode (prod)" in out and "selfsigned: Traefik's own certificate" in out
+    assert "TLS_MODE=auto" in out
+
+
+# --- regression: a devops or viewer credential ------------------------------------------------
+
+
+def test_a_devops_kubeconfig_gets_one_short_not_checked_row_per_cluster_wide_check(
+    cluster: Kube,
+    server_clock: dict[str, dt.datetime | None],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    wide_console: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`invoke doctor --env stage` with a devops kubeconfig printed raw ForbiddenException dumps
+    (HTTP headers included) in four rows, and the Traefik row's fix said not to install k3s
+    with --disable traefik. Each is now one short row saying what it needs and who runs it;
+    the doctor passes."""
+    server_clock["now"] = None  # the task reads this machine's clock
+    kubeconfig = grant(cluster, tmp_path, "devops")
+    monkeypatch.setattr(doctor, "load_lock", lambda: replace(load_lock(), version=SERVED))
+    config_tasks.doctor(Context(), env="stage", set_=[f"KUBECONFIG_PATH={kubeconfig}"])  # no Exit
+    out = capsys.readouterr().out
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 4}
+    admin = "a cluster admin runs `invoke doctor --env stage` with the admin kubeconfig"
+    needs = {
+        "Traefik and its CRDs": "needs get deployments.apps in kube-system",
+        "default StorageClass": "needs list storageclasses.storage.k8s.io (cluster-wide)",
+        "memory for stage + prod": "needs list nodes (cluster-wide)",
+        "disk under the volumes": "needs list nodes (cluster-wide)",
+    }
+    for name, need in needs.items():
+        cells = [" ".join(cell.split()) for cell in lines[name].split("│")[1:-1]]
+        assert cells == [name, f"not checked: {need}; {admin}", ""], lines[name]
+    for name in ("API server", "namespace", "Secrets", "clock skew"):
+        assert " ok " in lines[name], lines[name]
+    for dump in ("HTTP response headers", "Content-Type", "Forbidden", "--disable traefik"):
+        assert dump not in out
+
+
+def test_a_viewer_may_not_read_secrets_either_which_is_not_a_failure(
+    cluster: Kube, cfg: EnvConfig, tmp_path: Path
+) -> None:
+    viewer = config_for(grant(cluster, tmp_path, "viewer"), "stage")
+    report = run_checks(
+        doctor.ClusterDoctor(
+            MockContext(), viewer, render_env=rendered, now=lambda: NOW, pinned=lambda: SERVED
+        ).checks()
+    )
+    unchecked = {check.name: result.detail for check, result in report.rows if result.unchecked}
+    assert set(unchecked) == {*CLUSTER_WIDE_ROWS, "Secrets"}
+    assert unchecked["Secrets"].startswith(f"not checked: needs get secrets in {STAGE}; ")
+    assert report.failed_required == []
+
+
+def test_another_api_error_fails_its_row_in_one_line(
+    cluster: Kube, cfg: EnvConfig, fake_api: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a 403 means "may not read"; any other error answer fails its row, in one line
+    (never the response's headers or body)."""
+    answer = fake_api.handle
+
+    def failing(method: str, path: str, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        if path.startswith("/apis/storage.k8s.io/v1/storageclasses"):
+            return 500, {"kind": "Status", "code": 500, "message": "etcdserver: leader changed"}
+        return answer(method, path, *args, **kwargs)
+
+    monkeypatch.setattr(fake_api, "handle", failing)
+    rows = {check.name: result for check, result in checked(cfg)}
+    row = rows["default StorageClass"]
+    assert (row.ok, row.unchecked, row.detail) == (False, False, "HTTP 500 Internal Server Error")
+    assert rows["Secrets"].ok  # the other rows are read as usual
+
+
+def test_not_checked_names_what_a_denial_needs() -> None:
+    def denied(message: str) -> ApiException:
+        exc = ApiException(status=403, reason="Forbidden")
+        exc.body = json.dumps({"kind": "Status", "code": 403, "message": message})
+        return exc
+
+    namespaced = denied(
+        'secrets "x" is forbidden: User "u" cannot get resource "secrets" in API group "" '
+        'in the namespace "desbordante-prod"'
+    )
+    result = doctor.not_checked(namespaced, "prod")
+    assert result.unchecked and not result.ok
+    assert result.detail == (
+        "not checked: needs get secrets in desbordante-prod; a cluster admin runs "
+        "`invoke doctor --env prod` with the admin kubeconfig"
+    )
+    unparsable = ApiException(status=403, reason="Forbidden")
+    assert doctor.not_checked(unparsable, "stage").detail.startswith(
+        "not checked: needs rights this kubeconfig does not have; "
+    )
+
+
+def test_each_environment_is_checked_against_both_renders() -> None:
+    """The requests are those of stage and prod together: they share the node."""
+    asked: list[str] = []
+
+    def render(env: str) -> Rendered:
+        asked.append(env)
+        return rendered(env)
+
+    checker = doctor.ClusterDoctor(MockContext(), config("stage"), render_env=render)
+    assert checker.needs() == (2 * 1024 * MI, 2 * 4 * GI)
+    checker.needs()
+    assert asked == list(CLUSTER_ENVS)  # rendered once

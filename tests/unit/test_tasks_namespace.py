@@ -16,7 +16,9 @@ from invoke import Collection, Program, Task
 from desbordante_ops.core.settings import REPO_ROOT
 from desbordante_ops.tasks import namespace
 
-ROOT_NAMES = {"up", "down", "status", "logs", "doctor", "config", "backup", "restore"}
+ROOT_NAMES = {
+    "up", "down", "status", "logs", "doctor", "config", "backup", "restore", "verify",
+}  # fmt: skip
 AREAS = {"images", "k3s", "secrets", "deploy", "releases", "autoupdate", "access", "bootstrap"}
 
 
