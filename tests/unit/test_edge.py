@@ -1,33 +1,37 @@
 """The edge outside the render: Traefik's HelmChartConfig and who may apply it
-(cluster/manifests/traefik.py), pruning, the API's basic-auth Secret and the smoke test's client
-(cluster/manifests/edge.py), the doctor's TLS rows against a real TLS server on loopback
-(cluster/certificates.py), the edge settings, and the local retention program."""
+(cluster/manifests/traefik.py, traefik_config.py) on the fake API server, the API's basic-auth
+Secret and the smoke test's client (cluster/manifests/edge.py), the doctor's TLS rows against a
+real TLS server on loopback (cluster/certificates.py), the edge settings, and the local
+retention program."""
 
 from __future__ import annotations
 
+import base64
 import configparser
 import datetime as dt
-import json
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import bcrypt
 import pytest
 import yaml
-from invoke import Exit, MockContext, Result
+from invoke import Exit, MockContext
 from supervisor.options import ServerOptions
-from support.fake_kube import FakeApps, FakeCore
-from support.fakeapi_tls import Tls, make_tls
+from support.fakeapi.k3s import Cluster, prepare
+from support.fakeapi.server import FakeApiServer
+from support.fakeapi.tls import Tls, make_tls
 
 from desbordante_ops.cluster import certificates, names
-from desbordante_ops.cluster import secrets as cs
+from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.podexec import PodExec
-from desbordante_ops.cluster.manifests import edge, traefik
+from desbordante_ops.cluster.manifests import edge, traefik, traefik_config
+from desbordante_ops.cluster.secrets.generate import ensure_secrets, generate_plan
+from desbordante_ops.cluster.secrets.specs import SecretSpec
+from desbordante_ops.core import plan
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.local.supervise import (
     RETENTION,
@@ -40,6 +44,7 @@ from desbordante_ops.tasks.config import config
 
 ACCEPT_TIMEOUT_SECONDS = 30.0
 MAX_HANDSHAKES = 10
+HELM_CONFIGS = "/apis/helm.cattle.io/v1/namespaces/kube-system/helmchartconfigs"
 
 
 def stage(**flags: str) -> EnvConfig:
@@ -62,36 +67,21 @@ def public_prod(**flags: str) -> EnvConfig:
     return prod(**{**PUBLIC, **flags})
 
 
-class Kubectl(MockContext):
-    """Answers kubectl like an admin (or a devops user) of a cluster with CURRENT values, and
-    keeps every command and the applied file's content."""
+def configure_traefik(k: Kube, cfg: EnvConfig) -> plan.Seen:
+    """Run the Traefik step(s) of a deploy of CFG as K; what the plan printed and ran."""
+    with plan.watching() as seen:
+        plan.execute(plan.Plan("traefik", traefik_config.traefik_steps(k, cfg)))
+    return seen[0]
 
-    # Declared on the class: invoke's Context turns unknown attribute sets into config entries.
-    admin: bool = True
-    current: dict[str, Any] | None = None
-    commands: list[str] = []  # noqa: RUF012 - replaced per instance
-    applied: list[dict[str, Any]] = []  # noqa: RUF012 - replaced per instance
 
-    def __init__(self, admin: bool = True, current: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        self.admin, self.current = admin, current
-        self.commands: list[str] = []
-        self.applied: list[dict[str, Any]] = []
+def helm_writes(server: FakeApiServer) -> list[str]:
+    return [r.method for r in server.writes() if r.path.startswith(HELM_CONFIGS)]
 
-    def run(self, command: str, *args: Any, **kw: Any) -> Result:
-        assert kw.get("in_stream") is False
-        self.commands.append(command)
-        verb = command.split()[3]
-        if verb == "auth":
-            return Result("yes" if self.admin else "no", exited=0 if self.admin else 1)
-        if verb == "get":
-            if self.current is None:
-                return Result("")
-            return Result(json.dumps(traefik.traefik_config(self.current)))
-        if verb == "apply":
-            with open(command.split()[-1]) as fh:
-                self.applied.append(yaml.safe_load(fh))
-        return Result("")
+
+def secret_value(server: FakeApiServer, namespace: str, name: str, key: str) -> str:
+    secret = server.get("Secret", name, namespace)
+    assert secret is not None
+    return base64.b64decode(secret["data"][key]).decode()
 
 
 # --- Traefik's HelmChartConfig ----------------------------------------------------------------
@@ -126,37 +116,50 @@ def test_other_modes_keep_what_the_cluster_has() -> None:
     }
 
 
-def test_admin_applies_the_config_once() -> None:
-    c = Kubectl(admin=True, current=None)
-    assert traefik.apply_traefik_config(c, public_prod()) is True
-    (applied,) = c.applied
-    assert applied == traefik.traefik_config(traefik.traefik_values(public_prod()))
-    assert [cmd.split()[3] for cmd in c.commands] == ["auth", "get", "apply"]
-    assert all("--kubeconfig" in cmd for cmd in c.commands)
-    again = Kubectl(admin=True, current=traefik.traefik_values(public_prod()))
-    assert traefik.apply_traefik_config(again, public_prod()) is False
-    assert [cmd.split()[3] for cmd in again.commands] == ["auth", "get"]
+def test_admin_applies_the_config_once(k3s: Cluster) -> None:
+    first = configure_traefik(k3s.admin, public_prod())
+    assert first.ran == [
+        (
+            "configure",
+            "Traefik (kube-system/traefik): client IPs kept, the Let's Encrypt resolver; "
+            "Traefik restarts once",
+        )
+    ]
+    stored = k3s.server.get("HelmChartConfig", "traefik", "kube-system")
+    assert stored is not None
+    assert yaml.safe_load(stored["spec"]["valuesContent"]) == traefik.traefik_values(public_prod())
+    managers = {(e["manager"], e["operation"]) for e in stored["metadata"]["managedFields"]}
+    assert ("desbordante-ops", "Apply") in managers
+    assert helm_writes(k3s.server) == ["PATCH"]
+    again = configure_traefik(k3s.admin, public_prod())
+    assert again.rows == [("keep", "Traefik (kube-system/traefik): already configured")]
+    assert again.ran == [] and helm_writes(k3s.server) == ["PATCH"]
 
 
-def test_devops_skips_the_cluster_wide_config_with_one_line(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    c = Kubectl(admin=False)
-    assert traefik.apply_traefik_config(c, prod()) is False
-    assert [cmd.split()[3] for cmd in c.commands] == ["auth"]
-    assert "a cluster admin runs `invoke deploy`" in " ".join(capsys.readouterr().out.split())
+def test_stage_keeps_the_resolver_prod_configured(k3s: Cluster) -> None:
+    configure_traefik(k3s.admin, public_prod())
+    assert configure_traefik(k3s.admin, stage()).ran == []  # selfsigned adds nothing
+    stored = k3s.server.get("HelmChartConfig", "traefik", "kube-system")
+    assert stored is not None
+    values = yaml.safe_load(stored["spec"]["valuesContent"])
+    assert edge.RESOLVER in values["certificatesResolvers"]
 
 
-def test_a_cluster_without_helmchartconfig_is_skipped_with_one_line(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    missing = 'error: the server doesn\'t have a resource type "helmchartconfig"'
-    c = MockContext(run=[Result("yes"), Result(stderr=missing, exited=1)])
-    assert traefik.apply_traefik_config(c, prod()) is False
-    assert "not k3s's bundled Traefik" in " ".join(capsys.readouterr().out.split())
-    refused = MockContext(run=[Result("yes"), Result(stderr="error: Unauthorized", exited=1)])
-    with pytest.raises(Exit, match="Cannot read Traefik's HelmChartConfig: error: Unauthorized"):
-        traefik.apply_traefik_config(refused, prod())
+def test_devops_skips_the_cluster_wide_config_with_one_line(k3s: Cluster) -> None:
+    prepare(k3s.admin, "stage")
+    seen = configure_traefik(k3s.grant("devops"), stage())
+    ((action, target),) = seen.rows
+    assert action == "skip" and seen.ran == []
+    assert "a cluster admin runs `invoke deploy`" in target
+    assert helm_writes(k3s.server) == []
+
+
+def test_a_cluster_without_helmchartconfig_is_skipped_with_one_line(k3s: Cluster) -> None:
+    k3s.server.crds.discard("helm.cattle.io")
+    seen = configure_traefik(k3s.admin, prod())
+    ((action, target),) = seen.rows
+    assert action == "skip" and "not k3s's bundled Traefik" in target
+    assert helm_writes(k3s.server) == []
 
 
 def test_acme_for_names_without_public_dns_warns() -> None:
@@ -176,7 +179,7 @@ def test_acme_for_names_without_public_dns_warns() -> None:
 # --- The API's basic auth -----------------------------------------------------------------------
 
 
-def no_store(spec: cs.SecretSpec) -> PodExec:
+def no_store(spec: SecretSpec) -> PodExec:
     """A pod exec that must never run: the api-auth password lives in its Secret only."""
 
     def run(argv: list[str], stdin: str) -> tuple[int, str]:
@@ -185,32 +188,42 @@ def no_store(spec: cs.SecretSpec) -> PodExec:
     return run
 
 
-def test_generate_makes_the_api_auth_secret_with_a_bcrypt_line() -> None:
-    core, cfg = FakeCore(), stage(API_AUTH_USER="team")
-    cs.generate(core, FakeApps(names.DEPLOYMENTS), cfg, cfg.namespace)
-    password = core.value(cfg.namespace, names.ApiAuthSecret.NAME, names.ApiAuthSecret.PASSWORD)
-    users = core.value(cfg.namespace, names.ApiAuthSecret.NAME, names.ApiAuthSecret.USERS)
+def test_generate_makes_the_api_auth_secret_with_a_bcrypt_line(k3s: Cluster) -> None:
+    cfg = stage(API_AUTH_USER="team")
+    ensure_secrets(cfg, k3s.admin)
+    secret = names.ApiAuthSecret
+    password = secret_value(k3s.server, cfg.namespace, secret.NAME, secret.PASSWORD)
+    users = secret_value(k3s.server, cfg.namespace, secret.NAME, secret.USERS)
     user, hashed = users.split(":", 1)
     assert user == "team" and len(password) >= 43 and password not in users
     assert bcrypt.checkpw(password.encode(), hashed.encode())
-    apps = FakeApps(names.DEPLOYMENTS)
-    rows = cs.generate(core, apps, cfg, cfg.namespace, rotate="api-auth", exec_for=no_store)
-    assert (names.ApiAuthSecret.NAME, "rotated") in rows
-    assert apps.patches == []  # Traefik reads the Secret live: nothing restarts
+    asked = len(k3s.server.requests)
+    with plan.watching() as seen:
+        plan.execute(generate_plan(cfg, k3s.admin, rotate="api-auth", exec_for=no_store))
+    (rotated,) = [row for row in seen[0].ran if secret.NAME in row[1]]
+    assert rotated[0] == "replace"
+    new = secret_value(k3s.server, cfg.namespace, secret.NAME, secret.PASSWORD)
+    new_users = secret_value(k3s.server, cfg.namespace, secret.NAME, secret.USERS)
+    assert new != password and bcrypt.checkpw(new.encode(), new_users.split(":", 1)[1].encode())
+    # Traefik reads the Secret live: nothing restarts (no Deployment is even asked about).
+    later = k3s.server.requests[asked:]
+    assert [r.path for r in later if "/deployments" in r.path or "/statefulsets" in r.path] == []
 
 
-def test_smoke_client_reaches_the_api_through_traefik_with_credentials() -> None:
-    core, cfg = FakeCore(), stage()
-    cs.generate(core, FakeApps(), cfg, cfg.namespace)
-    options = edge.ingress_client_options(cfg, core)
-    password = core.value(cfg.namespace, names.ApiAuthSecret.NAME, names.ApiAuthSecret.PASSWORD)
-    assert options["base_url"] == "https://127.0.0.1"
+def test_smoke_client_reaches_the_api_through_traefik_with_credentials(k3s: Cluster) -> None:
+    cfg = stage()
+    ensure_secrets(cfg, k3s.admin)
+    options = edge.ingress_client_options(cfg, k3s.admin.core)
+    secret = names.ApiAuthSecret
+    password = secret_value(k3s.server, cfg.namespace, secret.NAME, secret.PASSWORD)
+    assert options["base_url"] == "https://127.0.0.1"  # auto on .localhost: self-signed HTTPS
     assert options["headers"] == {"Host": cfg.toolkit.API_HOST}
     assert options["auth"] == (cfg.toolkit.API_AUTH_USER, password)
-    public = edge.ingress_client_options(prod(TLS_MODE="off"), core)
+    public = edge.ingress_client_options(prod(TLS_MODE="off"), k3s.admin.core)
     assert public["base_url"] == "http://127.0.0.1" and "auth" not in public
+    k3s.server.remove("Secret", secret.NAME, cfg.namespace)
     with pytest.raises(Exit, match="desbordante-api-auth is missing"):
-        edge.ingress_client_options(cfg, FakeCore())
+        edge.ingress_client_options(cfg, k3s.admin.core)
 
 
 # --- Doctor: TLS mode and certificates ----------------------------------------------------------
