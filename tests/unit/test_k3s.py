@@ -1,10 +1,14 @@
-"""k3s.install / images.load command construction with invoke.MockContext (nothing is run)."""
+"""k3s.install / uninstall / registry and images.load on this host, with invoke.MockContext for
+the commands (nothing is run) and every host path of the module under a tmp directory: the
+plans, that each dry run is the plan the real run then executes, checksums before anything
+runs, and the commands of images.load."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,8 @@ from support.mockrun import calls
 from support.mockrun import commands as run_commands
 from support.plans import plan_lines, snapshot
 
-from desbordante_ops.cluster import k3s
+from desbordante_ops.cluster.host import k3s
+from desbordante_ops.core import plan
 from desbordante_ops.tasks import k3s as k3s_tasks
 
 BINARY = b"\x7fELF pretend k3s binary"
@@ -58,11 +63,28 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every host path of the module into TMP_PATH; pretend to be root."""
     monkeypatch.setattr(k3s, "BIN_PATH", tmp_path / "usr/local/bin/k3s")
     monkeypatch.setattr(k3s, "CONFIG_PATH", tmp_path / "etc/rancher/k3s/config.yaml")
-    kubeconfig = tmp_path / "etc/rancher/k3s/k3s.yaml"
-    monkeypatch.setattr(k3s, "K3S_KUBECONFIG", kubeconfig)
+    monkeypatch.setattr(k3s, "K3S_KUBECONFIG", tmp_path / "etc/rancher/k3s/k3s.yaml")
+    monkeypatch.setattr(k3s, "REGISTRIES_PATH", tmp_path / "etc/rancher/k3s/registries.yaml")
+    monkeypatch.setattr(k3s, "UNINSTALL_SCRIPT", tmp_path / "usr/local/bin/k3s-uninstall.sh")
     monkeypatch.setattr(k3s, "is_root", lambda: True)
     monkeypatch.delenv("SUDO_UID", raising=False)
     return tmp_path
+
+
+def k3s_wrote_its_kubeconfig() -> Path:
+    """The admin kubeconfig install.sh leaves (the MockContext cannot write it)."""
+    k3s.K3S_KUBECONFIG.parent.mkdir(parents=True, exist_ok=True)
+    k3s.K3S_KUBECONFIG.write_text("apiVersion: v1\nkind: Config\n")
+    return k3s.K3S_KUBECONFIG
+
+
+def dry_then_real(run: Callable[[bool], object]) -> tuple[plan.Seen, plan.Seen]:
+    """RUN(dry_run=True), then RUN(dry_run=False) on the same state: what each printed and ran."""
+    with plan.watching() as seen:
+        run(True)
+        run(False)
+    dry, real = seen
+    return dry, real
 
 
 def fresh_host_context() -> MockContext:
@@ -99,15 +121,17 @@ def test_placeholder_checksum_refuses_to_install(tmp_path: Path) -> None:
 def test_install_verifies_checksums_before_running_anything(host: Path) -> None:
     lock = make_lock()
     downloads = FakeDownloads({lock.binary_url: BINARY, lock.script_urls[0]: SCRIPT})
-    kubeconfig = host / "etc/rancher/k3s/k3s.yaml"
-    kubeconfig.parent.mkdir(parents=True)
-    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    kubeconfig = k3s_wrote_its_kubeconfig()
     c = fresh_host_context()
 
-    assert k3s.install(c, lock, kubeconfig=host / "home/.kube/config", download=downloads)
+    ran = k3s.run_install(c, lock, host / "home/.kube/config", dry_run=False, download=downloads)
 
+    assert [step.action for step in ran] == [
+        "download", "download", "install", "write", "run", "write",
+    ]  # fmt: skip
     commands = run_commands(c)
     assert commands[0] == version_cmd()  # read-only probe, then the verified script:
+    assert len(commands) == 2
     assert commands[-1].startswith("sh ") and commands[-1].endswith("install.sh")
     (script_call,) = [call for call in calls(c) if call.args[0].startswith("sh ")]
     env = script_call.kwargs["env"]
@@ -125,6 +149,31 @@ def test_install_verifies_checksums_before_running_anything(host: Path) -> None:
     assert copied.read_text() == kubeconfig.read_text()
 
 
+def test_install_dry_run_is_the_plan_the_real_install_runs(host: Path) -> None:
+    lock = make_lock()
+    downloads = FakeDownloads({lock.binary_url: BINARY, lock.script_urls[0]: SCRIPT})
+    k3s_wrote_its_kubeconfig()
+    c = fresh_host_context()
+    target = host / "home/.kube/config"
+    before = snapshot(host)
+
+    def install(dry_run: bool) -> None:
+        k3s.run_install(c, lock, target, dry_run, download=downloads)
+        if dry_run:  # nothing fetched, written or run by the dry run
+            assert downloads.fetched == [] and snapshot(host) == before
+            assert run_commands(c) == [version_cmd()]
+
+    dry, real = dry_then_real(install)
+    assert dry.dry_run and not real.dry_run
+    assert dry.rows == real.rows
+    assert dry.ran == [] and real.ran == real.runnable == dry.runnable == real.rows
+    assert [action for action, _ in real.ran] == [
+        "download", "download", "install", "write", "run", "write",
+    ]  # fmt: skip
+    assert real.ran[-1][1].startswith(f"{target} (mode 0600)")
+    assert target.is_file() and k3s.BIN_PATH.is_file()
+
+
 @pytest.mark.parametrize("bad", ["binary", "script"])
 def test_checksum_mismatch_runs_nothing_and_installs_nothing(host: Path, bad: str) -> None:
     lock = make_lock()
@@ -133,7 +182,7 @@ def test_checksum_mismatch_runs_nothing_and_installs_nothing(host: Path, bad: st
     content[key] = content[key] + b"tampered"
     c = fresh_host_context()
     with pytest.raises(Exit, match="Checksum verification failed, nothing was run"):
-        k3s.install(c, lock, download=FakeDownloads(content))
+        k3s.run_install(c, lock, None, dry_run=False, download=FakeDownloads(content))
     commands = run_commands(c)
     assert commands == [version_cmd()]  # only the read-only version probe ran
     assert not k3s.BIN_PATH.exists()
@@ -160,7 +209,9 @@ def test_same_version_running_is_nothing_to_do(host: Path) -> None:
         run={version_cmd(): Result("k3s version v1.36.4+k3s1 (abcdef12)\n"), ACTIVE_CMD: Result("")}
     )
     downloads = FakeDownloads({})
-    assert k3s.install(c, lock, download=downloads) is False
+    with plan.watching() as seen:
+        assert k3s.run_install(c, lock, None, dry_run=False, download=downloads) == []
+    assert seen[0].rows == [("keep", "k3s v1.36.4+k3s1 is installed and running: nothing to do")]
     assert downloads.fetched == []
 
 
@@ -169,9 +220,11 @@ def test_without_root_a_clear_message_and_no_download(
 ) -> None:
     monkeypatch.setattr(k3s, "is_root", lambda: False)
     downloads = FakeDownloads({})
+    c = fresh_host_context()
     with pytest.raises(Exit, match=re.escape("needs root: run `sudo -E invoke k3s.install`")):
-        k3s.install(fresh_host_context(), make_lock(), download=downloads)
-    assert downloads.fetched == []
+        k3s.run_install(c, make_lock(), None, dry_run=False, download=downloads)
+    assert downloads.fetched == [] and run_commands(c) == [version_cmd()]
+    assert not k3s.BIN_PATH.exists()
 
 
 @pytest.mark.usefixtures("wide_console")
@@ -179,7 +232,7 @@ def test_install_dry_run_lists_downloads_files_and_the_script_and_changes_nothin
     host: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(k3s, "is_root", lambda: False)
-    monkeypatch.setattr(k3s, "load_lock", make_lock)
+    monkeypatch.setattr(k3s_tasks, "load_lock", make_lock)
     target = host / "home/.kube/config"
     target.parent.mkdir(parents=True)
     target.write_text("someone else's contexts")
@@ -199,7 +252,7 @@ def test_install_dry_run_lists_downloads_files_and_the_script_and_changes_nothin
         "│ 6 │ run │ INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_VERSION=v1.36.4+k3s1 "
         "INSTALL_K3S_EXEC=server sh install.sh (installs and starts the k3s service) │",
         f"│ 7 │ write │ {target.with_name('k3s.yaml')} (mode 0600): the admin kubeconfig "
-        f"({target} exists and is kept) │",
+        f"({target} exists and is kept; set KUBECONFIG_PATH) │",
     ]
 
 
@@ -207,7 +260,7 @@ def test_install_dry_run_lists_downloads_files_and_the_script_and_changes_nothin
 def test_install_dry_run_of_the_running_version_has_nothing_to_do(
     host: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(k3s, "load_lock", make_lock)
+    monkeypatch.setattr(k3s_tasks, "load_lock", make_lock)
     c = MockContext(run={version_cmd(): Result("k3s version v1.36.4+k3s1 (x)"), ACTIVE_CMD: ""})
     k3s_tasks.install(c, dry_run=True)
     assert run_commands(c) == [version_cmd(), ACTIVE_CMD]
@@ -216,14 +269,18 @@ def test_install_dry_run_of_the_running_version_has_nothing_to_do(
     ]
 
 
+def installed_uninstall_script() -> Path:
+    script = k3s.UNINSTALL_SCRIPT
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text("#!/bin/sh\nexit 99\n")
+    return script
+
+
 @pytest.mark.usefixtures("wide_console")
 def test_uninstall_dry_run_asks_nothing_and_runs_no_script(
     host: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    script = host / "usr/local/bin/k3s-uninstall.sh"
-    script.parent.mkdir(parents=True)
-    script.write_text("#!/bin/sh\nexit 99\n")
-    monkeypatch.setattr(k3s, "UNINSTALL_SCRIPT", script)
+    script = installed_uninstall_script()
     monkeypatch.setattr("builtins.input", lambda prompt: pytest.fail("asked during a dry run"))
     before = snapshot(host)
     c = MockContext(run={version_cmd(): Result("k3s version v1.30.0+k3s1 (abc)")})
@@ -242,14 +299,59 @@ def test_uninstall_dry_run_asks_nothing_and_runs_no_script(
     ]
 
 
+def test_uninstall_dry_run_is_the_plan_the_real_uninstall_runs(host: Path) -> None:
+    script = installed_uninstall_script()
+    c = MockContext(
+        run={version_cmd(): Result("k3s version v1.30.0+k3s1 (abc)"), str(script): Result("")},
+        repeat=True,
+    )
+    asked: list[str] = []
+
+    def confirm(prompt: str) -> str:
+        asked.append(prompt)
+        return "uninstall"
+
+    def uninstall(dry_run: bool) -> None:
+        plan.execute(k3s.uninstall_plan(c, yes=False, confirm=confirm), dry_run)
+        if dry_run:
+            assert asked == [] and run_commands(c) == [version_cmd()]
+
+    dry, real = dry_then_real(uninstall)
+    assert dry.rows == real.rows and dry.ran == []
+    assert real.ran == real.runnable == dry.runnable
+    assert real.ran == [
+        ("ask", "type 'uninstall' to confirm (--yes skips it)"),
+        ("run", f"{script}: removes k3s v1.30.0+k3s1"),
+    ]
+    assert len(asked) == 1 and "every volume" in asked[0]
+    assert run_commands(c) == [version_cmd(), version_cmd(), str(script)]
+
+
+def test_uninstall_not_confirmed_removes_nothing(host: Path) -> None:
+    script = installed_uninstall_script()
+    c = MockContext(run={version_cmd(): Result("k3s version v1.30.0+k3s1 (abc)")}, repeat=True)
+    with pytest.raises(Exit, match=r"Not confirmed; nothing was removed\."):
+        plan.execute(k3s.uninstall_plan(c, yes=False, confirm=lambda prompt: "yes"))
+    assert str(script) not in run_commands(c)
+
+
+def test_uninstall_without_root_stops_before_asking(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed_uninstall_script()
+    monkeypatch.setattr(k3s, "is_root", lambda: False)
+    c = MockContext(run={version_cmd(): Result("k3s version v1.30.0+k3s1 (abc)")}, repeat=True)
+    with pytest.raises(Exit, match=re.escape("run `sudo -E invoke k3s.uninstall`.")):
+        plan.execute(k3s.uninstall_plan(c, yes=False, confirm=lambda p: pytest.fail("asked")))
+
+
 @pytest.mark.usefixtures("wide_console")
 def test_registry_dry_run_leaves_registries_yaml_and_k3s_alone(
     host: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = host / "etc/rancher/k3s/registries.yaml"
+    path = k3s.REGISTRIES_PATH
     path.parent.mkdir(parents=True)
     path.write_text(k3s.registries_yaml("ghcr.io", "http://10.0.0.9:5000"))
-    monkeypatch.setattr(k3s, "REGISTRIES_PATH", path)
     before = snapshot(host)
     c = MockContext(run={})  # any command would fail it
     k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000", dry_run=True)
@@ -373,12 +475,50 @@ def test_registries_yaml_mirrors_registry() -> None:
     assert data == {"mirrors": {"ghcr.io": {"endpoint": ["http://127.0.0.1:5000"]}}}
 
 
-def test_registry_task_writes_mirror_and_restarts_once(
-    host: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(k3s, "REGISTRIES_PATH", host / "etc/rancher/k3s/registries.yaml")
+def test_registry_task_writes_mirror_and_restarts_once(host: Path) -> None:
     c = MockContext(run={"systemctl restart k3s": Result("")})
     k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
     k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
     assert run_commands(c) == ["systemctl restart k3s"]
     assert stat.S_IMODE(k3s.REGISTRIES_PATH.stat().st_mode) == 0o600
+
+
+def test_registry_dry_run_is_the_plan_the_real_run_executes(host: Path) -> None:
+    c = MockContext(run={"systemctl restart k3s": Result("")}, repeat=True)
+    path = k3s.REGISTRIES_PATH
+    before = snapshot(host)
+
+    def registry(dry_run: bool) -> None:
+        k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000", dry_run=dry_run)
+        if dry_run:
+            assert snapshot(host) == before and run_commands(c) == []
+
+    dry, real = dry_then_real(registry)
+    assert dry.rows == real.rows and dry.ran == []
+    assert (
+        real.ran
+        == real.runnable
+        == dry.runnable
+        == [
+            ("write", f"{path} (mode 0600): k3s pulls ghcr.io images from http://127.0.0.1:5000"),
+            ("run", "systemctl restart k3s"),
+        ]
+    )
+    assert yaml.safe_load(path.read_text()) == {
+        "mirrors": {"ghcr.io": {"endpoint": ["http://127.0.0.1:5000"]}}
+    }
+    assert run_commands(c) == ["systemctl restart k3s"]
+
+
+def test_registry_without_root_stops_before_writing(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(k3s, "is_root", lambda: False)
+    c = MockContext(run={})
+    with pytest.raises(Exit) as raised:
+        k3s_tasks.registry(c, registry="ghcr.io", endpoint="http://127.0.0.1:5000")
+    assert str(raised.value.message) == (
+        "k3s.registry needs root: run `sudo -E invoke k3s.registry` with the same --registry "
+        "and --endpoint."
+    )
+    assert not k3s.REGISTRIES_PATH.exists() and run_commands(c) == []

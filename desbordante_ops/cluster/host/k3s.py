@@ -466,7 +466,7 @@ def registry_plan(c: Context, registry: str, endpoint: str) -> Plan:
     return Plan(
         "k3s.registry",
         [
-            *_needs_root("k3s.registry", " ..."),
+            *_needs_root("k3s.registry", " with the same --registry and --endpoint"),
             file_step(
                 path,
                 f"k3s pulls {registry} images from {endpoint}",
@@ -477,8 +477,14 @@ def registry_plan(c: Context, registry: str, endpoint: str) -> Plan:
     )
 
 
-def run_install(c: Context, lock: Lock, kubeconfig: Path | None, dry_run: bool) -> list[Step]:
+def run_install(
+    c: Context,
+    lock: Lock,
+    kubeconfig: Path | None,
+    dry_run: bool,
+    download: Downloader = http_download,
+) -> list[Step]:
     """`invoke k3s.install`: the downloads go to a directory removed afterwards; the steps
     that ran (none: nothing to do)."""
     with tempfile.TemporaryDirectory(prefix="k3s-install-") as tmp:
-        return execute(install_plan(c, lock, kubeconfig, workdir=Path(tmp)), dry_run)
+        return execute(install_plan(c, lock, kubeconfig, download, workdir=Path(tmp)), dry_run)
