@@ -26,7 +26,7 @@ from desbordante_ops.cluster.secrets.generate import generate_plan
 from desbordante_ops.core.checks import print_report, run_checks
 from desbordante_ops.core.console import ok, print_table
 from desbordante_ops.core.plan import Plan, Step, execute
-from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.image import build, engine, push, tags
 from desbordante_service.verify import run_verify
 
@@ -51,7 +51,12 @@ class Run:
         return f"{self.cfg.toolkit.IMAGE_NAME}:{self.tag}"
 
     def connect(self) -> Kube:
+        """The cluster: as root on the server (after k3s.install) through k3s's own admin
+        kubeconfig unless KUBECONFIG_PATH is set; else the environment's kubeconfig."""
         if self.connection is None:
+            if k3s.is_root():
+                path = k3s.server_kubeconfig(self.cfg)
+                self.cfg = load_config(self.cfg.name, {"KUBECONFIG_PATH": str(path)})
             self.connection = connect(self.cfg)
         return self.connection
 
@@ -119,8 +124,13 @@ def _smoke(run: Run) -> None:
 
 
 def bootstrap_plan(run: Run) -> Plan:
-    """The steps of bringing CFG's environment up on this server (each one idempotent)."""
+    """The steps of bringing CFG's environment up on this server (each one idempotent).
+
+    The edge settings are checked first (e.g. ACME without ACME_EMAIL): what the deploy step
+    would refuse, the plan refuses before k3s is installed, in a dry run too.
+    """
     cfg = run.cfg
+    edge.check(cfg)
     ship = (
         f"images.push {run.ref} to {cfg.toolkit.IMAGE_REGISTRY}"
         if run.push

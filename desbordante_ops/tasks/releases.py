@@ -35,7 +35,6 @@ def list(c: Context, env: str = "stage") -> None:
 
 @task(help={"env": options.CLUSTER_ENV, "tag": options.TAG, "dry_run": options.DRY_RUN})
 def record(c: Context, env: str = "stage", tag: str | None = None, dry_run: bool = False) -> None:
-    """Verify and record the release running in an environment (cluster admin; prod takes
-    only verified stage records)."""
+    """Verify, then record the release an environment runs (cluster admin; prod needs it)."""
     cfg = cluster_config(env)
     run_record(c, cfg, tag or default_tag(c, cfg.root), dry_run)

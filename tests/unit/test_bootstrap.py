@@ -82,6 +82,20 @@ def test_local_env_and_push_without_registry_are_user_errors(
         bootstrap_tasks.bootstrap(MockContext(), env="stage", push=True)
 
 
+def test_acme_without_an_email_is_refused_before_anything_in_a_dry_run_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Public hosts make TLS_MODE=auto pick ACME, which needs ACME_EMAIL: the deploy step would
+    refuse that after k3s was installed, so the plan refuses it first, dry run included."""
+    monkeypatch.setenv("API_HOST", "api.example.org")
+    monkeypatch.setenv("FLOWER_INGRESS_HOST", "flower.example.org")
+    monkeypatch.setenv("ACME_EMAIL", "")
+    for dry_run in (True, False):
+        with plan.watching() as seen, pytest.raises(Exit, match="ACME_EMAIL"):
+            bootstrap_tasks.bootstrap(Context(), env="stage", dry_run=dry_run)
+        assert seen == []  # no plan was printed, nothing ran
+
+
 # --- the server, as far as bootstrap sees it ---------------------------------------------------
 
 

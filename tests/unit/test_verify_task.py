@@ -96,8 +96,8 @@ def test_a_viewer_is_refused_in_one_line_and_changes_nothing(k3s: Cluster) -> No
     message = str(raised.value.message)
     assert "\n" not in message
     assert message.startswith(
-        f"This kubeconfig may not run the verify Job (the deploy lock, Lease {STAGE}/{LEASE}) "
-        f"in {STAGE}: it is a viewer's, and viewers cannot "
+        f"This kubeconfig may not use the deploy lock (Lease {STAGE}/{LEASE}) in {STAGE}: it is "
+        "a viewer's, and viewers cannot run verify; "
     )
     assert "`invoke access.grant --name NAME --role devops --env stage`" in message
     assert stored(k3s.server) == before

@@ -9,23 +9,16 @@ from pathlib import Path
 from invoke import Context, Exit
 
 from desbordante_ops.cluster.autoupdate import cycle, statefile, units
-from desbordante_ops.cluster.host.k3s import K3S_KUBECONFIG, is_root
-from desbordante_ops.cluster.kube.client import connect, kubeconfig_path
+from desbordante_ops.cluster.host.k3s import is_root, server_kubeconfig
+from desbordante_ops.cluster.kube.client import connect
 from desbordante_ops.cluster.kube.objects import now_iso, read_or_none
 from desbordante_ops.cluster.secrets.pull import ensure_pull_secret
 from desbordante_ops.core.console import ok, step
-from desbordante_ops.core.settings import SOURCE_DEFAULT, EnvConfig, cluster_config, load_config
+from desbordante_ops.core.settings import cluster_config, load_config
 from desbordante_ops.image import source
 from desbordante_ops.image.registry import Registry, RegistryError
 
 SUDO = "sudo .venv/bin/invoke"
-
-
-def admin_kubeconfig(cfg: EnvConfig) -> Path:
-    """The kubeconfig the timer uses: KUBECONFIG_PATH when set, else k3s's admin one."""
-    if cfg.source("KUBECONFIG_PATH") == SOURCE_DEFAULT and K3S_KUBECONFIG.is_file():
-        return K3S_KUBECONFIG
-    return kubeconfig_path(cfg)
 
 
 def need_root(action: str) -> None:
@@ -44,7 +37,7 @@ def install(
 ) -> None:
     """Check the branch and the registry, store credentials, install the timer of ENV."""
     cfg = cluster_config(env)
-    kubeconfig = admin_kubeconfig(cfg)
+    kubeconfig = server_kubeconfig(cfg)
     cfg = cluster_config(env, {"KUBECONFIG_PATH": str(kubeconfig)})
     k = connect(cfg)
     given = statefile.registry_login(registry_user, interactive=sys.stdin.isatty())

@@ -27,10 +27,11 @@ import yaml
 from docker.errors import DockerException
 from invoke import Context, Exit
 
+from desbordante_ops.cluster.kube.client import kubeconfig_path
 from desbordante_ops.core.console import ok, step, warn
 from desbordante_ops.core.files import write_private
 from desbordante_ops.core.plan import Plan, Step, execute, file_step, note, refused, unknown
-from desbordante_ops.core.settings import REPO_ROOT
+from desbordante_ops.core.settings import REPO_ROOT, SOURCE_DEFAULT, EnvConfig
 from desbordante_ops.core.shell import attempt, command_step, run
 from desbordante_ops.image import engine
 from desbordante_ops.image.refs import repository_path
@@ -218,6 +219,14 @@ def copy_kubeconfig(target: Path, source: Path | None = None) -> Path:
         os.chown(target.parent, int(owner[0]), int(owner[1]))
         os.chown(target, int(owner[0]), int(owner[1]))
     return target
+
+
+def server_kubeconfig(cfg: EnvConfig) -> Path:
+    """The kubeconfig root uses on the k3s server: KUBECONFIG_PATH when it is set, else k3s's
+    own admin kubeconfig (never another cluster's ~/.kube/config that happens to be there)."""
+    if cfg.source("KUBECONFIG_PATH") == SOURCE_DEFAULT and K3S_KUBECONFIG.is_file():
+        return K3S_KUBECONFIG
+    return kubeconfig_path(cfg)
 
 
 def default_kubeconfig_target() -> Path:

@@ -12,8 +12,8 @@ from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.objects import can_i
 
 
-def denied(k: Kube, namespace: str, env: str, what: str) -> str:
-    """One line: this kubeconfig may not WHAT in NAMESPACE, why, and whom to ask."""
+def denied(k: Kube, namespace: str, env: str, what: str, task: str = "deploy") -> str:
+    """One line: this kubeconfig may not WHAT in NAMESPACE (for TASK), why, and whom to ask."""
     grant = f"`invoke access.grant --name NAME --role devops --env {env}`"
     if can_i(k.authorization, "patch", "deployments", "apps", namespace):
         return (
@@ -22,5 +22,5 @@ def denied(k: Kube, namespace: str, env: str, what: str) -> str:
         )
     return (
         f"This kubeconfig may not {what} in {namespace}: it is a viewer's, and viewers cannot "
-        f"deploy; ask a cluster admin for a devops grant ({grant})."
+        f"{task}; ask a cluster admin for a devops grant ({grant})."
     )

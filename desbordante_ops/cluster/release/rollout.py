@@ -357,18 +357,23 @@ def failing_pods(
     return bad
 
 
-def pod_log(core: k8s.CoreV1Api, namespace: str, pod: str, container: str) -> str | None:
-    """The last log lines of one container; None when there are none (204, empty, not started).
+def pod_log(
+    core: k8s.CoreV1Api, namespace: str, pod: str, container: str, lines: int = LOG_TAIL_LINES
+) -> str | None:
+    """The last LINES log lines of one container; None when there are none (204 No Content,
+    empty, not started, not readable).
 
-    The client returns None for a 204 No Content answer and "" for an empty 200.
+    Read undecoded and decoded here: for a text answer the kubernetes client 36 returns the
+    repr of its bytes (`b'...\\n'`, kubernetes-client/python#2596).
     """
     try:
-        logs = core.read_namespaced_pod_log(
-            pod, namespace, container=container, tail_lines=LOG_TAIL_LINES
+        response = core.read_namespaced_pod_log(
+            pod, namespace, container=container, tail_lines=lines, _preload_content=False
         )
     except ApiException:
         return None
-    return logs if logs and logs.strip() else None
+    text = bytes(response.data or b"").decode("utf-8", errors="replace")
+    return text if text.strip() else None
 
 
 def describe_pod(k: Kube, namespace: str, pod: k8s.V1Pod) -> None:

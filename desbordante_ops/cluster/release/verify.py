@@ -37,6 +37,7 @@ from desbordante_ops.cluster.release.rollout import (
     JOB_NAME_LABEL,
     Deadline,
     explain_blocker,
+    pod_log,
     wait_job,
 )
 from desbordante_ops.core.console import console, fail, ok
@@ -63,27 +64,12 @@ class Outcome:
         return self.result == PASSED
 
 
-def log_text(core: k8s.CoreV1Api, namespace: str, pod: str) -> str:
-    """The last lines the verify container of POD wrote ("" when none or unreadable).
-
-    Read undecoded and decoded here: for a text answer the kubernetes client 36 returns the
-    repr of its bytes (`b'verify: ...\\n'`, kubernetes-client/python#2596).
-    """
-    try:
-        response = core.read_namespaced_pod_log(
-            pod, namespace, container=names.VERIFY, tail_lines=LOG_LINES, _preload_content=False
-        )
-    except ApiException:
-        return ""
-    return bytes(response.data or b"").decode("utf-8", errors="replace")
-
-
 def job_lines(core: k8s.CoreV1Api, namespace: str, job: str) -> list[str]:
     """What the verify Job's pod printed (its last LOG_LINES lines)."""
     pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job}").items
     for pod in pods:
-        text = log_text(core, namespace, pod.metadata.name)
-        if text.strip():
+        text = pod_log(core, namespace, pod.metadata.name, names.VERIFY, LOG_LINES)
+        if text:
             return [line for line in text.splitlines() if line.strip()][-LOG_LINES:]
     return []
 
@@ -198,7 +184,7 @@ def verify_plan(c: Context, cfg: EnvConfig, k: Kube, tag: str | None, stack: Exi
     except ApiException as exc:
         if exc.status != FORBIDDEN:
             raise
-        why = denied(k, namespace, cfg.name, f"run the verify Job (the deploy lock, {lease})")
+        why = denied(k, namespace, cfg.name, f"use the deploy lock ({lease})", "run verify")
         return Plan(title, [refused("take", f"the deploy lock ({lease})", why)])
     timeout = ROLLOUT_TIMEOUT_SECONDS
 

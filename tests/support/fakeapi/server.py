@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 from support import selectors
@@ -402,7 +402,7 @@ class FakeApiServer:
         """Answer one request: (code, body). PEER: the TLS client certificate; USER: who
         a caller in process is (instead of a certificate)."""
         url = urlsplit(raw_path)
-        path = url.path.rstrip("/") or "/"
+        path = unquote(url.path).rstrip("/") or "/"  # `stats%2Fsummary` as kube-apiserver reads it
         query = parse_qs(url.query)
         with self.lock:
             who = User("?")
