@@ -37,19 +37,29 @@ AUTH = {"username": "robot", "password": "s3cret-registry-token"}
 
 
 def release(
-    k: Kube, env: str = "stage", tag: str = TAG, *, auth: dict[str, str] | None = None,
+    k: Kube,
+    env: str = "stage",
+    tag: str = TAG,
+    *,
+    auth: dict[str, str] | None = None,
     **settings: str,
-) -> Release:  # fmt: skip
+) -> Release:
     """TAG's real manifests for ENV on K, waits on a clock that moves only when they sleep."""
+    return released(k, env, tag, auth, settings)
+
+
+def released(
+    k: Kube, env: str, tag: str, auth: dict[str, str] | None, settings: dict[str, str]
+) -> Release:
     options = Options(yes=True, timeout=120, registry_auth=auth, clock=FakeClock())
-    return Release(Context(), config(env, **settings), k, tag, rendered(env, tag, **settings),
-                   options)  # fmt: skip
+    x = config(env, **settings)
+    return Release(Context(), x, k, tag, rendered(env, tag, **settings), options)
 
 
 def deployed(k3s: Cluster, tag: str = TAG, **settings: str) -> Release:
     """Stage prepared (namespace, Secrets) and TAG deployed to it."""
     prepare(k3s.admin, "stage")
-    x = release(k3s.admin, tag=tag, **settings)
+    x = released(k3s.admin, "stage", tag, None, settings)
     deploy_release(x)
     return x
 

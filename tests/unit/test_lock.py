@@ -84,6 +84,7 @@ def test_of_two_takers_of_a_free_lease_exactly_one_wins(
 def test_the_lease_is_renewed_while_held(admin: Kube, fake_api: FakeApiServer) -> None:
     renewed = threading.Event()
     with lock.held(admin, NS, "stage", "long deploy", renew_every=0.05) as first:
+        assert first is not None
         start = first.spec.renew_time
         for _ in range(200):  # bounded: at most 200 waits of 0.05 s
             spec = admin.coordination.read_namespaced_lease(lock.LEASE, NS).spec

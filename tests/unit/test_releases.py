@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import pytest
 from invoke import Context, Exit, MockContext, Result
@@ -38,11 +39,9 @@ def release(
     tag: str = TAG,
     c: Context | None = None,
     yes: bool = True,
-    confirm: object = None,
+    confirm: Callable[[str], str] = input,
 ) -> Release:
-    options = Options(
-        yes=yes, timeout=120, clock=FakeClock(), **({"confirm": confirm} if confirm else {})
-    )  # type: ignore[arg-type]
+    options = Options(yes=yes, timeout=120, clock=FakeClock(), confirm=confirm)
     return Release(c or Context(), config(env), k3s.admin, tag, rendered(env, tag), options)
 
 
