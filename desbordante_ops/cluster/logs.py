@@ -25,6 +25,7 @@ from desbordante_ops.cluster import names
 from desbordante_ops.cluster.kube.client import kubectl
 from desbordante_ops.core.console import ok
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.core.shell import attempt
 
 SERVICES = names.COMPONENTS
 # kubectl's --since: a Go duration of hours, minutes and seconds, e.g. 10m, 1h30m, 45s.
@@ -101,7 +102,7 @@ def show(
     command = logs_command(cfg, check_services(services), follow, since, lines)
     try:
         with noting_interrupts() as interrupted:
-            result = c.run(command, pty=False, warn=True, in_stream=False)
+            result = attempt(c, command, hide=False)
     except KeyboardInterrupt:
         interrupted = [signal.SIGINT]
         result = None

@@ -33,6 +33,7 @@ from desbordante_ops.cluster.release import verify
 from desbordante_ops.cluster.release.ledger import RUNTIME_SCHEME, ledger, short_id
 from desbordante_ops.core.console import print_table
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.core.shell import attempt
 from desbordante_ops.image.refs import split_ref
 
 EXEC_TIMEOUT_SECONDS = 20
@@ -201,13 +202,7 @@ def usage(c: Context, cfg: EnvConfig, mount: Mount | None) -> str:
     """`used 12.3 MB, 40.1 GB free on its disk`, or why it is not known."""
     if mount is None:
         return "usage unknown (no running pod mounts it)"
-    result = c.run(
-        usage_command(cfg, mount),
-        hide=True,
-        warn=True,
-        in_stream=False,
-        timeout=EXEC_TIMEOUT_SECONDS,
-    )
+    result = attempt(c, usage_command(cfg, mount), timeout=EXEC_TIMEOUT_SECONDS)
     lines = (result.stdout or "").strip().splitlines()
     if not result.ok or len(lines) < 2:
         return f"usage unknown ({exec_failure(result.stderr or '', result.exited)})"

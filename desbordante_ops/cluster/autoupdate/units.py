@@ -16,6 +16,8 @@ from pathlib import Path
 
 from invoke import Context, Exit
 
+from desbordante_ops.core.shell import NOT_FOUND, attempt, run
+
 UNIT_DIR = Path("/etc/systemd/system")
 INTERVAL = re.compile(r"^(?P<number>[1-9]\d*)(?P<unit>s|m|h)?$")
 SECONDS = {"s": 1, "m": 60, "h": 3600}
@@ -23,6 +25,7 @@ MIN_INTERVAL_SECONDS = 30
 MAX_INTERVAL_SECONDS = 24 * 3600
 FIRST_RUN = "30s"
 MEMORY_MAX = "512M"
+NO_SYSTEMD = "systemctl not found: auto-update needs systemd (Debian/Ubuntu server)."
 SHOWN = ("UnitFileState", "ActiveState", "LastTriggerUSec", "NextElapseUSecRealtime")
 
 
@@ -110,13 +113,14 @@ def unit_paths(unit_dir: Path, env: str) -> tuple[Path, Path]:
 
 
 def systemctl(c: Context, *args: str, warn: bool = False) -> bool:
-    """`systemctl ARGS`; False when it failed and WARN allows that, Exit otherwise."""
-    result = c.run(shlex.join(["systemctl", *args]), hide=True, warn=True, in_stream=False)
-    if result.exited == 127:
-        raise Exit("systemctl not found: auto-update needs systemd (Debian/Ubuntu server).")
-    if not result.ok and not warn:
-        message = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
-        raise Exit(f"systemctl {' '.join(args)} failed: {message[0]}")
+    """`systemctl ARGS`; False when it failed and WARN allows that, Exit otherwise (one line)."""
+    command = shlex.join(["systemctl", *args])
+    if not warn:
+        run(c, command, f"systemctl {' '.join(args)}", missing=NO_SYSTEMD)
+        return True
+    result = attempt(c, command)
+    if result.exited == NOT_FOUND:
+        raise Exit(NO_SYSTEMD)
     return bool(result.ok)
 
 
@@ -148,7 +152,7 @@ def remove(c: Context, unit_dir: Path, env: str) -> bool:
 def timer_state(c: Context, env: str) -> dict[str, str]:
     """systemd's view of the timer: SHOWN properties ({} when systemctl cannot tell)."""
     args = ["show", f"{unit_name(env)}.timer", *(f"--property={p}" for p in SHOWN)]
-    result = c.run(shlex.join(["systemctl", *args]), hide=True, warn=True, in_stream=False)
+    result = attempt(c, shlex.join(["systemctl", *args]))
     if not result.ok:
         return {}
     pairs = (line.partition("=") for line in str(result.stdout).splitlines())

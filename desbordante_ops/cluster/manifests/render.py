@@ -42,6 +42,7 @@ from invoke import Context, Exit
 from desbordante_ops.cluster import names
 from desbordante_ops.cluster.manifests import edge
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig
+from desbordante_ops.core.shell import attempt, last_line
 
 KUBECTL = "kubectl"
 # The backend image's name in k8s/base; every render replaces it with IMAGE_NAME:<tag>.
@@ -79,16 +80,12 @@ def kustomize(c: Context, path: Path) -> str:
     """`kubectl kustomize` of the kustomization at PATH; Exit with kustomize's message on error."""
     if shutil.which(KUBECTL) is None:
         raise Exit("kubectl not found on PATH: install kubectl 1.27+ (it embeds kustomize v5).")
-    result = c.run(
-        shlex.join([KUBECTL, "kustomize", str(path)]),
-        hide=True,
-        warn=True,
-        in_stream=False,
-        timeout=KUSTOMIZE_TIMEOUT_SECONDS,
+    result = attempt(
+        c, shlex.join([KUBECTL, "kustomize", str(path)]), timeout=KUSTOMIZE_TIMEOUT_SECONDS
     )
     if not result.ok:
-        lines = (result.stderr or "").strip().splitlines() or ["no output"]
-        message = lines[-1].partition(' err="')[2].rstrip('"') or lines[-1]
+        line = last_line(result)  # kustomize wraps its own message: `... err="<message>"`
+        message = line.partition(' err="')[2].rstrip('"') or line
         raise Exit(f"kubectl kustomize {path} failed: {message}")
     return str(result.stdout)
 
