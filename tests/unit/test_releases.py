@@ -247,3 +247,21 @@ def test_pods_running_different_images_for_one_tag_are_not_recorded(k3s: Cluster
     k3s.server.seed(pod)
     with pytest.raises(Exit, match="different images"):
         plan.execute(record_plan(Context(), config("stage"), k3s.admin, TAG))
+
+
+def test_a_release_whose_verify_failed_on_stage_is_refused_by_prod_and_one_that_passed_is_taken(
+    k3s: Cluster,
+) -> None:
+    """The verify Job's lifecycle end to end: stage's verify fails -> no record -> prod refuses
+    the tag; stage deploys it again and verify passes -> recorded -> prod accepts it."""
+    prepare(k3s.admin, "stage")
+    prepare(k3s.admin, "prod")
+    k3s.kubelet.behave("verify-", job="fail", logs="verify: task FAILED: no worker answered\n")
+    with pytest.raises(Exit, match="no worker answered"):
+        deploy_release(release(k3s, "stage"))
+    with pytest.raises(Exit, match=f"{TAG} never ran on stage"):
+        deploy_release(release(k3s, "prod"), dry_run=True)
+    k3s.kubelet.behaviours.clear()
+    deploy_release(release(k3s, "stage"))
+    deploy_release(release(k3s, "prod"))
+    assert ledger(k3s.admin.core)[f"{PROD}.{TAG}"].verified
