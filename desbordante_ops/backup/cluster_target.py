@@ -52,7 +52,7 @@ from desbordante_ops.backup.protocol import (
     packed,
 )
 from desbordante_ops.backup.schema import SCHEMA_AT_HEAD, SchemaPlan
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, kubectl
 from desbordante_ops.cluster.kube.errors import api_errors
 from desbordante_ops.cluster.kube.objects import first_running_pod, read_or_none

@@ -26,7 +26,7 @@ import yaml
 from invoke import Exit
 from kubernetes import client as k8s
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, connect_or_step
 from desbordante_ops.cluster.kube.errors import TRANSPORT_ERRORS, describe_error
 from desbordante_ops.cluster.kube.objects import ensure_namespace, if_exists, read_or_none

@@ -15,9 +15,9 @@ import httpx
 from docker.errors import DockerException
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import names
 from desbordante_ops.cluster.host import k3s
 from desbordante_ops.cluster.host.tools import server_checks
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, connect
 from desbordante_ops.cluster.manifests import edge
 from desbordante_ops.cluster.release.context import Options, Release

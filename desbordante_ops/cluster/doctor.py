@@ -26,13 +26,13 @@ from desbordante_ops.cluster.host.k3s import load_lock
 from desbordante_ops.cluster.host.tools import program_present
 from desbordante_ops.cluster.kube.client import Kube, connect
 from desbordante_ops.cluster.kube.errors import FORBIDDEN, describe_error
-from desbordante_ops.cluster.kube.objects import read_or_none
-from desbordante_ops.cluster.manifests.render import Rendered, render
-from desbordante_ops.cluster.names import (
+from desbordante_ops.cluster.kube.names import (
     INGRESS_CONTROLLER_NAMESPACE,
     NAMESPACE_LABELS,
     SECRETS,
 )
+from desbordante_ops.cluster.kube.objects import read_or_none
+from desbordante_ops.cluster.manifests.render import Rendered, render
 from desbordante_ops.core.checks import Check, Result
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig, load_config
 

@@ -21,7 +21,7 @@ from types import FrameType
 
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import kubectl
 from desbordante_ops.core.console import ok
 from desbordante_ops.core.settings import EnvConfig

@@ -25,7 +25,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from rich.filesize import decimal
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, kubectl
 from desbordante_ops.cluster.kube.errors import describe_error
 from desbordante_ops.cluster.manifests.edge import ROUTER

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from invoke import Context
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import connect
 from desbordante_ops.cluster.manifests import edge
 from desbordante_ops.core.settings import EnvConfig, load_config

@@ -32,11 +32,11 @@ from support.fakeapi.kinds import Kind
 from support.fakeapi.server import FakeApiServer
 from support.oci import push_image
 
-from desbordante_ops.cluster import names
 from desbordante_ops.cluster.autoupdate import cycle as au
 from desbordante_ops.cluster.autoupdate import setup as autoupdate_setup
 from desbordante_ops.cluster.autoupdate import statefile as stored
 from desbordante_ops.cluster.autoupdate import units as autoupdate_units
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.release import lock, verify
 from desbordante_ops.cluster.release.context import Options, Release
 from desbordante_ops.cluster.release.deploy import STAGE_NAMESPACE

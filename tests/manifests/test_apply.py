@@ -5,7 +5,7 @@ exactly what the manifests use."""
 
 from __future__ import annotations
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.cluster.release.apply import NOT_PRUNED, PRUNE_KINDS
 from desbordante_ops.cluster.release.prereqs import CustomKind, custom_kinds, needs_storage_class

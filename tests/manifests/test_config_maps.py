@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests.render import Rendered
 
 from .kube_objects import containers, pod_spec, pod_template, render_env, settings, workloads

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from invoke import Exit
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests import edge
 from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.core.settings import REPO_ROOT

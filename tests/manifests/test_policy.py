@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.core.settings import REPO_ROOT
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests.render import (
     BACKEND_IMAGE_PLACEHOLDER,
     Rendered,

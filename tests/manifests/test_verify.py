@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests.render import Rendered
 
 from .kube_objects import pod_spec, pod_template, render_env, secret_files, settings, workloads

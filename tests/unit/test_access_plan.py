@@ -18,8 +18,8 @@ from support.fakeapi.k3s import Cluster
 from support.fakeapi.server import FakeApiServer
 from support.plans import plan_lines
 
-from desbordante_ops.cluster import names
 from desbordante_ops.cluster.access import grant_plan, revoke_plan
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.objects import ensure_namespace
 from desbordante_ops.cluster.release.ledger import LEDGER, SYSTEM_NAMESPACE

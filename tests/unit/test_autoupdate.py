@@ -24,11 +24,11 @@ from support.fakeapi.kinds import Kind
 from support.fakeapi.server import FakeApiServer
 
 from desbordante_ops.cluster import bootstrap as bs
-from desbordante_ops.cluster import names
 from desbordante_ops.cluster.autoupdate import cycle as au
 from desbordante_ops.cluster.autoupdate import setup as autoupdate_setup
 from desbordante_ops.cluster.autoupdate import statefile as stored
 from desbordante_ops.cluster.autoupdate import units
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.release import lock
 from desbordante_ops.core import plan

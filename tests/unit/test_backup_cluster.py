@@ -41,7 +41,7 @@ from desbordante_ops.backup.cluster_target import (
     ClusterTarget,
     replicas_patch,
 )
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.release.context import Options, Release
 from desbordante_ops.cluster.release.deploy import deploy_release

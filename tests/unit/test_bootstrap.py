@@ -24,8 +24,8 @@ from support.fake_engine import FakeDocker, FakeImage
 from support.fakeapi.k3s import Cluster, config
 
 from desbordante_ops.cluster import bootstrap as bs
-from desbordante_ops.cluster import names
 from desbordante_ops.cluster.host import k3s
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests import edge
 from desbordante_ops.core import plan
 from desbordante_ops.core.settings import EnvConfig

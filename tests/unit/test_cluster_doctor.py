@@ -28,8 +28,9 @@ from support.fakeapi.connect import config_for, grant
 from support.fakeapi.k3s import NODE_MEMORY, config, prepare
 from support.fakeapi.server import VERSION, FakeApiServer
 
-from desbordante_ops.cluster import doctor, names
+from desbordante_ops.cluster import doctor
 from desbordante_ops.cluster.host.k3s import load_lock
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.core.checks import print_report, run_checks

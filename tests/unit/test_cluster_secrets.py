@@ -32,8 +32,7 @@ from support.fakeapi.server import FakeApiServer
 from urllib3.exceptions import ProtocolError
 from websocket import WebSocketConnectionClosedException
 
-from desbordante_ops.cluster import names
-from desbordante_ops.cluster.kube import podexec
+from desbordante_ops.cluster.kube import names, podexec
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.objects import RESTARTED_AT
 from desbordante_ops.cluster.kube.podexec import ExecFailed, PodExec, pod_exec

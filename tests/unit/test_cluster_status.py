@@ -18,8 +18,8 @@ from support.fakeapi.k3s import Cluster, config, prepare, rendered
 from support.fakeapi.server import FakeApiServer
 from support.mockrun import commands
 
-from desbordante_ops.cluster import names
 from desbordante_ops.cluster import status as cluster_status
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.objects import restart_workloads
 from desbordante_ops.cluster.release import verify

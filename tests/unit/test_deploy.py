@@ -21,7 +21,7 @@ from support.fakeapi.k3s import Cluster, config, prepare, rendered
 from support.fakeapi.server import FakeApiServer
 from support.plans import plan_lines
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.release import apply
 from desbordante_ops.cluster.release.context import Options, Release

@@ -25,7 +25,8 @@ from support.fakeapi.k3s import Cluster, prepare
 from support.fakeapi.server import FakeApiServer
 from support.fakeapi.tls import Tls, make_tls
 
-from desbordante_ops.cluster import certificates, names
+from desbordante_ops.cluster import certificates
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.podexec import PodExec
 from desbordante_ops.cluster.manifests import edge, traefik, traefik_config

@@ -14,7 +14,7 @@ from support.clock import FakeClock
 from support.fakeapi.k3s import Cluster, config, prepare, rendered
 from support.mockrun import commands
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.release.context import Options, Release, check_tag
 from desbordante_ops.cluster.release.deploy import deploy_release
 from desbordante_ops.cluster.release.ledger import (

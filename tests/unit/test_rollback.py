@@ -9,7 +9,7 @@ from invoke import Context, Exit
 from support.clock import FakeClock
 from support.fakeapi.k3s import Cluster, config, prepare, rendered
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.release.context import Options, Release
 from desbordante_ops.cluster.release.deploy import deploy_release
 from desbordante_ops.cluster.release.ledger import Record, history, ledger, live_tag, write_entry

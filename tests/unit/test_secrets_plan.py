@@ -20,8 +20,7 @@ from support.fakeapi.server import FakeApiServer
 from support.fakeapi.tls import Tls
 from support.plans import plan_lines
 
-from desbordante_ops.cluster import names
-from desbordante_ops.cluster.kube import podexec
+from desbordante_ops.cluster.kube import names, podexec
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.secrets.rotation import PENDING_KEY, STARTED_AT
 from desbordante_ops.cluster.secrets.specs import SPECS

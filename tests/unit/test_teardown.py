@@ -11,8 +11,8 @@ from invoke import Context, Exit
 from support.clock import FakeClock
 from support.fakeapi.k3s import Cluster, config, prepare, rendered
 
-from desbordante_ops.cluster import names
 from desbordante_ops.cluster.access import DEVOPS_RULES
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.release.context import Options, Release
 from desbordante_ops.cluster.release.deploy import deploy_release

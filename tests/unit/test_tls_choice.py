@@ -21,7 +21,8 @@ from e2e.target import LoopbackTransport, Target, environment_target, is_loopbac
 from invoke import Exit
 from support.fakeapi.server import FakeApiServer
 
-from desbordante_ops.cluster import certificates, names
+from desbordante_ops.cluster import certificates
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests import edge, traefik
 from desbordante_ops.core.settings import EnvConfig, load_config
 

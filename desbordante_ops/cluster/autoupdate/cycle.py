@@ -32,8 +32,8 @@ from pathlib import Path
 
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import names
 from desbordante_ops.cluster.autoupdate.statefile import Broken, Deployed, Seen, State
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.errors import TRANSPORT_ERRORS, describe_error
 from desbordante_ops.cluster.kube.objects import now_iso, read_or_none

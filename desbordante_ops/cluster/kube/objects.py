@@ -11,7 +11,7 @@ from invoke import Exit
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from desbordante_ops.cluster.names import MANAGED_BY
+from desbordante_ops.cluster.kube.names import MANAGED_BY
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 T = TypeVar("T")

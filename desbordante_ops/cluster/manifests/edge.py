@@ -40,7 +40,7 @@ from typing import Any, Literal, cast
 import yaml
 from invoke import Exit
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.objects import read_or_none
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_service.datasets.upload import ENVELOPE_ALLOWANCE

@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 from invoke import Context, Exit
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests import edge
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig
 from desbordante_ops.core.shell import attempt, last_line

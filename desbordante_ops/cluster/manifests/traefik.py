@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests.edge import HOST_KEYS, RESOLVER, WEB, host_kind, tls_choice
 from desbordante_ops.core.settings import EnvConfig
 

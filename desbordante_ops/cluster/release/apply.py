@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.errors import CONFLICT, NOT_FOUND, describe_error
 from desbordante_ops.cluster.kube.objects import now_iso

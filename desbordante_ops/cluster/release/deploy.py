@@ -27,7 +27,7 @@ import yaml
 from invoke import Context, Exit
 from kubernetes.client.exceptions import ApiException
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.errors import FORBIDDEN, describe_error
 from desbordante_ops.cluster.kube.objects import can_i, ensure_namespace, read_or_none
 from desbordante_ops.cluster.kube.resources import FIELD_MANAGER, describe

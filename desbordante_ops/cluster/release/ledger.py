@@ -24,7 +24,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, kubeconfig_path
 from desbordante_ops.cluster.kube.errors import FORBIDDEN, NOT_FOUND
 from desbordante_ops.cluster.kube.objects import ensure_namespace, if_exists, now_iso, read_or_none

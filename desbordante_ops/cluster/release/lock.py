@@ -29,7 +29,7 @@ from invoke import Exit
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.errors import (
     CONFLICT,

@@ -25,7 +25,7 @@ from typing import Any
 from invoke import Context, Exit
 from kubernetes import client as k8s
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, connect_or_step
 from desbordante_ops.cluster.kube.objects import if_exists
 from desbordante_ops.cluster.manifests.render import Rendered, job_spec_hash

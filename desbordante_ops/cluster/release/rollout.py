@@ -22,7 +22,7 @@ from invoke import Exit
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.objects import read_or_none
 from desbordante_ops.core.console import console, fail, tracker, warn

@@ -24,7 +24,7 @@ from typing import Any
 from invoke import Exit
 from kubernetes.client.exceptions import ApiException
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, connect_or_step
 from desbordante_ops.cluster.kube.errors import NOT_FOUND, describe_error
 from desbordante_ops.cluster.kube.objects import if_exists, read_or_none

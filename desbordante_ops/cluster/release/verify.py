@@ -24,7 +24,7 @@ from invoke import Context, Exit
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, connect_or_step
 from desbordante_ops.cluster.kube.errors import FORBIDDEN
 from desbordante_ops.cluster.kube.objects import if_exists, now_iso, read_or_none

@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, connect_or_step
 from desbordante_ops.cluster.kube.errors import describe_error
 from desbordante_ops.cluster.kube.objects import (

@@ -16,7 +16,7 @@ import json
 from invoke import Exit
 from kubernetes import client as k8s
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.objects import read_or_none
 from desbordante_ops.core.console import ok
 from desbordante_ops.image.refs import repository_path

@@ -14,7 +14,7 @@ import bcrypt
 from invoke import Exit
 from kubernetes import client as k8s
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.secrets.stores import Store
 from desbordante_ops.core.settings import EnvConfig
 

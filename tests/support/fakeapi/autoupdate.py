@@ -27,7 +27,7 @@ from support.fakeapi.kinds import Kind
 from support.fakeapi.kubelet import Behaviour, Kubelet
 from support.fakeapi.server import FakeApiServer
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.core.settings import REPO_ROOT
 
 GIT_ENV = {

@@ -12,7 +12,7 @@ from support.fakeapi.kubelet import Kubelet
 from support.fakeapi.server import FakeApiServer
 from support.fakeapi.tls import Tls, make_tls
 
-from desbordante_ops.cluster import names
+from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
 from desbordante_ops.cluster.kube.objects import ensure_namespace
 from desbordante_ops.core.settings import CLUSTER_ENVS
