@@ -51,6 +51,7 @@ from desbordante_ops.cluster.release.ledger import (
 )
 from desbordante_ops.cluster.release.rollback import schema_check
 from desbordante_ops.cluster.release.rollout import Clock
+from desbordante_ops.cluster.release.verify import VerifyFailed
 from desbordante_ops.core.console import fail, ok, step, warn
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image import source
@@ -247,7 +248,12 @@ def deploy_image(x: Cycle, state: State, head: source.Head, image: ImageInfo) ->
     except DEPLOY_FAILURES as error:
         if not touched:
             raise  # nothing changed in the cluster: an error, tried again next cycle
-        why = str(error.message) if isinstance(error, Exit) else describe_error(error)
+        if isinstance(error, VerifyFailed):
+            why = error.what  # its advice to roll back is what this cycle does next
+        elif isinstance(error, Exit):
+            why = str(error.message)
+        else:
+            why = describe_error(error)
         fail(f"{image.tag} failed: {why}")
         broken = Broken(image.tag, head.sha, now_iso(), why)
         state.broken[image.digest] = broken

@@ -49,6 +49,19 @@ PASSED, FAILED = "passed", "failed"
 LOG_LINES = 20
 
 
+class VerifyFailed(Exit):
+    """A release's verify Job failed; WHAT says so without the advice to roll back (for
+    callers that roll back themselves, like auto-update)."""
+
+    def __init__(self, what: str, env: str) -> None:
+        super().__init__(
+            f"{what}. Nothing was recorded; the pods stay as they are: "
+            f"`invoke deploy.rollback --env {env}` goes back to the previous release.",
+            1,
+        )
+        self.what = what
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The last verification of an environment."""
@@ -146,11 +159,7 @@ def run_verify(
             "did not finish in time" if state != "failed" else "it failed without output"
         )
     save(k.core, namespace, Outcome(release, name, now_iso(), FAILED, why))
-    raise Exit(
-        f"The verify Job {name} of {release} failed: {why}. Nothing was recorded; the pods stay "
-        f"as they are: `invoke deploy.rollback --env {env}` goes back to the previous release.",
-        1,
-    )
+    raise VerifyFailed(f"The verify Job {name} of {release} failed: {why}", env)
 
 
 def verify_plan(c: Context, cfg: EnvConfig, k: Kube, tag: str | None, stack: ExitStack) -> Plan:
