@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from contextlib import ExitStack
 
 import pytest
 from invoke import Context, Exit, MockContext, Result
@@ -15,6 +16,8 @@ from support.fakeapi.k3s import Cluster, config, prepare, rendered
 from support.mockrun import commands
 
 from desbordante_ops.cluster.kube import names
+from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.release import verify
 from desbordante_ops.cluster.release.context import Options, Release, check_tag
 from desbordante_ops.cluster.release.deploy import deploy_release
 from desbordante_ops.cluster.release.ledger import (
@@ -247,6 +250,48 @@ def test_pods_running_different_images_for_one_tag_are_not_recorded(k3s: Cluster
     k3s.server.seed(pod)
     with pytest.raises(Exit, match="different images"):
         plan.execute(record_plan(Context(), config("stage"), k3s.admin, TAG))
+
+
+def in_prod_by_devops(k3s: Cluster) -> tuple[Kube, str]:
+    """TAG on stage (by an admin), then in prod by a devops of prod, who may not record it:
+    the devops connection and the digest reference stage's record names (what prod runs)."""
+    on_stage(k3s)
+    devops = k3s.grant("devops", env="prod")
+    options = Options(yes=True, timeout=120, clock=FakeClock())
+    deploy_release(Release(Context(), config("prod"), devops, TAG, rendered("prod", TAG), options))
+    assert f"{PROD}.{TAG}" not in ledger(k3s.admin.core)
+    return devops, ledger(k3s.admin.core)[f"{STAGE}.{TAG}"].image_id
+
+
+def test_record_finds_a_prod_release_by_the_digest_it_is_pinned_to(k3s: Cluster) -> None:
+    """Prod runs IMAGE@sha256:... (never IMAGE:TAG): the admin's record verifies and records
+    that image, the one stage's record names for TAG."""
+    _, digest = in_prod_by_devops(k3s)
+    cfg = config("prod")
+    with plan.watching() as seen:
+        plan.execute(record_plan(Context(), cfg, k3s.admin, TAG), dry_run=True)
+        plan.execute(record_plan(Context(), cfg, k3s.admin, TAG))
+    dry, real = seen
+    assert dry.rows == real.rows and real.ran == real.runnable
+    assert [a for a, _ in real.ran] == ["run", "add"]
+    record = ledger(k3s.admin.core)[f"{PROD}.{TAG}"]
+    assert (record.image, record.image_id) == (digest, digest) and record.verified
+    job = k3s.server.get("Job", record.verified_by, PROD)
+    assert job is not None
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == digest
+
+
+def test_verify_without_a_tag_names_the_prod_release_pinned_to_a_digest(k3s: Cluster) -> None:
+    """`invoke verify --env prod` by a devops: the tag of the digest prod runs is read from the
+    ledger, and the Job runs that very image."""
+    devops, digest = in_prod_by_devops(k3s)
+    with ExitStack() as stack:
+        plan.execute(verify.verify_plan(Context(), config("prod"), devops, None, stack))
+    outcome = verify.last(k3s.admin.core, PROD)
+    assert outcome is not None and outcome.passed and outcome.release == TAG
+    job = k3s.server.get("Job", outcome.job, PROD)
+    assert job is not None
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == digest
 
 
 def test_a_release_whose_verify_failed_on_stage_is_refused_by_prod_and_one_that_passed_is_taken(

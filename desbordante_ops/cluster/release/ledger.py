@@ -133,12 +133,13 @@ def live_tag(
     apps: k8s.AppsV1Api, namespace: str, image_name: str, recorded: list[Record]
 ) -> str | None:
     """The release the api Deployment runs: the tag of its image, or for an image pinned to a
-    digest (prod) the tag RECORDED for that reference; None when it cannot be told."""
+    digest (prod) the tag RECORDED for that reference (deployed as it, or run as it: prod
+    deploys the image ID stage's record names); None when it cannot be told."""
     deployment = read_or_none(apps.read_namespaced_deployment, names.API, namespace)
     if deployment is None:
         return None
     for container in deployment.spec.template.spec.containers:
-        same = [entry.tag for entry in recorded if entry.image == container.image]
+        same = [e.tag for e in recorded if container.image in (e.image, e.image_id)]
         if same:
             return same[-1]
         repository, tag = split_ref(container.image)

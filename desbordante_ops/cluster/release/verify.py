@@ -30,7 +30,7 @@ from desbordante_ops.cluster.kube.errors import FORBIDDEN
 from desbordante_ops.cluster.kube.objects import if_exists, now_iso, read_or_none
 from desbordante_ops.cluster.manifests.render import Rendered, render
 from desbordante_ops.cluster.release.context import ROLLOUT_TIMEOUT_SECONDS
-from desbordante_ops.cluster.release.ledger import DIGEST_REF, live_tag
+from desbordante_ops.cluster.release.ledger import DIGEST_REF, Record, live_tag, read
 from desbordante_ops.cluster.release.lock import LEASE, current_holder, exclusive
 from desbordante_ops.cluster.release.rights import denied
 from desbordante_ops.cluster.release.rollout import (
@@ -162,12 +162,31 @@ def run_verify(
     raise VerifyFailed(f"The verify Job {name} of {release} failed: {why}", env)
 
 
+def render_as(c: Context, cfg: EnvConfig, tag: str, image: str) -> Rendered:
+    """TAG rendered to run IMAGE when it is a digest reference (prod), else IMAGE_NAME:TAG."""
+    pinned = DIGEST_REF.match(image)
+    if pinned is None:
+        return render(c, cfg, tag)
+    return render(c, cfg, tag, image_name=pinned["repo"], digest=pinned["digest"])
+
+
+def _readable_records(k: Kube) -> list[Record]:
+    """Every record of the ledger, or none when this kubeconfig may not read it (the tag of
+    an image pinned to a digest is then unknown: --tag names it)."""
+    try:
+        return list(read(k.core).values())
+    except ApiException as exc:
+        if exc.status != FORBIDDEN:
+            raise
+        return []
+
+
 def verify_plan(c: Context, cfg: EnvConfig, k: Kube, tag: str | None, stack: ExitStack) -> Plan:
     """`invoke verify`: the verify Job of the release that runs (or TAG), under the deploy
     lock (so it never interleaves with a deploy); its outcome is kept for `invoke status`."""
     namespace = cfg.namespace
     title = f"verify {namespace}"
-    live = tag or live_tag(k.apps, namespace, cfg.toolkit.IMAGE_NAME, [])
+    live = tag or live_tag(k.apps, namespace, cfg.toolkit.IMAGE_NAME, _readable_records(k))
     if live is None:
         return Plan(
             title,
@@ -180,13 +199,7 @@ def verify_plan(c: Context, cfg: EnvConfig, k: Kube, tag: str | None, stack: Exi
             ],
         )
     api = read_or_none(k.apps.read_namespaced_deployment, names.API, namespace)
-    running = api.spec.template.spec.containers[0].image if api is not None else ""
-    pinned = DIGEST_REF.match(running)
-    rendered = (
-        render(c, cfg, live, image_name=pinned["repo"], digest=pinned["digest"])
-        if pinned
-        else render(c, cfg, live)
-    )
+    rendered = render_as(c, cfg, live, api.spec.template.spec.containers[0].image if api else "")
     lease = f"Lease {namespace}/{LEASE}"
     try:
         holder = current_holder(k.coordination, namespace)
