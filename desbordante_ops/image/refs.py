@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from docker.utils import parse_repository_tag
+
+# `repo@sha256:...`: an image pinned to its digest.
+DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:

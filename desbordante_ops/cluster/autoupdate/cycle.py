@@ -41,7 +41,6 @@ from desbordante_ops.cluster.release import lock
 from desbordante_ops.cluster.release.context import Options, Release
 from desbordante_ops.cluster.release.deploy import deploy_release
 from desbordante_ops.cluster.release.ledger import (
-    DIGEST_REF,
     history,
     ledger,
     ledger_key,
@@ -55,6 +54,7 @@ from desbordante_ops.cluster.release.verify import VerifyFailed
 from desbordante_ops.core.console import fail, ok, step, warn
 from desbordante_ops.core.settings import EnvConfig
 from desbordante_ops.image import source
+from desbordante_ops.image.refs import DIGEST_REF
 from desbordante_ops.image.registry import ImageInfo, Registry, RegistryError
 from desbordante_ops.image.tags import is_release_tag
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from invoke import Exit
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
+
+from desbordante_ops.cluster.kube.objects import if_exists, read_or_none
 
 FIELD_MANAGER = "desbordante-ops"
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -127,12 +128,7 @@ class Objects:
 
     def get(self, kind: Kind, name: str, namespace: str = "") -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
-        try:
-            found: dict[str, Any] = self._call("GET", kind.path(namespace, name))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        found: dict[str, Any] | None = read_or_none(self._call, "GET", kind.path(namespace, name))
         return found
 
     def list(self, kind: Kind, namespace: str = "", selector: str = "") -> list[dict[str, Any]]:
@@ -180,10 +176,4 @@ class Objects:
         if dry_run:
             body["dryRun"] = ["All"]
         query = [("dryRun", "All")] if dry_run else []
-        try:
-            self._call("DELETE", kind.path(namespace, name), query, body)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return if_exists(self._call, "DELETE", kind.path(namespace, name), query, body)

@@ -43,6 +43,7 @@ from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.manifests import edge
 from desbordante_ops.core.settings import CLUSTER_ENVS, EnvConfig
 from desbordante_ops.core.shell import attempt, last_line
+from desbordante_ops.image.refs import DIGEST_REF
 
 KUBECTL = "kubectl"
 # The backend image's name in k8s/base; every render replaces it with IMAGE_NAME:<tag>.
@@ -67,7 +68,7 @@ def overlay_dir(env: str, root: Path) -> Path:
     return path
 
 
-def check_tag(tag: str) -> str:
+def check_docker_tag(tag: str) -> str:
     """TAG if it is a valid, release-unique image tag; Exit otherwise."""
     if not TAG_PATTERN.match(tag):
         raise Exit(f"Image tag {tag!r} is not a valid Docker tag; use e.g. a version or git sha.")
@@ -342,7 +343,7 @@ def render(
     PULL_SECRET names an image pull Secret for the pods that run the backend image.
     """
     overlay = overlay_dir(cfg.name, cfg.root)
-    check_tag(tag)
+    check_docker_tag(tag)
     image_name = image_name or cfg.toolkit.IMAGE_NAME
     with tempfile.TemporaryDirectory(prefix="desbordante-render-") as tmp:
         workdir = Path(tmp)
@@ -361,3 +362,12 @@ def render(
         (names.VERIFY, lambda job: verify_job_name(tag, job)),
         pull_secret,
     )
+
+
+def render_as(c: Context, cfg: EnvConfig, tag: str, image: str) -> Rendered:
+    """TAG rendered to run IMAGE when it is a digest reference (prod: `repo@sha256:...`),
+    else IMAGE_NAME:TAG."""
+    pinned = DIGEST_REF.match(image)
+    if pinned is None:
+        return render(c, cfg, tag)
+    return render(c, cfg, tag, image_name=pinned["repo"], digest=pinned["digest"])

@@ -159,22 +159,28 @@ def _entries(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return list((obj.get("metadata") or {}).get("managedFields") or [])
 
 
+def _last_applied(obj: dict[str, Any]) -> bool:
+    return LAST_APPLIED in ((obj.get("metadata") or {}).get("annotations") or {})
+
+
+def _client_side(entry: dict[str, Any]) -> bool:
+    """A managedFields entry of kubectl's client-side apply."""
+    return entry.get("manager") in CSA_MANAGERS and entry.get("operation") == "Update"
+
+
+def _ours(entry: dict[str, Any]) -> bool:
+    """A managedFields entry of our server-side apply."""
+    return entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply"
+
+
 def applied_client_side(obj: dict[str, Any]) -> bool:
     """True when OBJ was deployed by `kubectl apply` (client-side) and is not taken over yet."""
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    csa = any(
-        e.get("manager") in CSA_MANAGERS and e.get("operation") == "Update" for e in _entries(obj)
-    )
-    return LAST_APPLIED in annotations or csa
+    return _last_applied(obj) or any(_client_side(e) for e in _entries(obj))
 
 
 def applied_by_us(obj: dict[str, Any]) -> bool:
     """True when OBJ is ours to prune: applied by us, or by the client-side apply before."""
-    ours = any(
-        e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply" for e in _entries(obj)
-    )
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    return ours or LAST_APPLIED in annotations
+    return any(_ours(e) for e in _entries(obj)) or _last_applied(obj)
 
 
 def _merge_fields(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -193,12 +199,7 @@ def taken_over(obj: dict[str, Any]) -> dict[str, Any]:
     new = copy.deepcopy(obj)
     meta = new["metadata"]
     entries = _entries(new)
-    moving = [
-        e
-        for e in entries
-        if (e.get("manager") in CSA_MANAGERS and e.get("operation") == "Update")
-        or (e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply")
-    ]
+    moving = [e for e in entries if _client_side(e) or _ours(e)]
     merged: dict[str, Any] = {}
     for entry in moving:
         merged = _merge_fields(merged, entry.get("fieldsV1") or {})

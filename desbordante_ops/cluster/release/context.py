@@ -7,7 +7,6 @@ release tags vX.Y.Z only) and renders the manifests; everything after works on t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -15,25 +14,20 @@ from invoke import Context, Exit
 from kubernetes import client as k8s
 
 from desbordante_ops.cluster.kube.client import Kube, connect, connect_or_step
-from desbordante_ops.cluster.manifests.render import Rendered, render
+from desbordante_ops.cluster.manifests.render import Rendered, check_docker_tag, render
 from desbordante_ops.cluster.release.rollout import Clock, Deadline
 from desbordante_ops.core.plan import Step
 from desbordante_ops.core.settings import EnvConfig, load_config
 from desbordante_ops.image.tags import is_release_tag
 
 ROLLOUT_TIMEOUT_SECONDS = 600
-# Docker's tag grammar; `latest` is refused: tags must be unique per release.
-TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 Confirm = Callable[[str], str]
 
 
 def check_tag(cfg: EnvConfig, tag: str) -> str:
     """TAG when CFG's environment may run it; Exit with why not (the one place tags are
     checked: a valid, release-unique Docker tag; prod only a release tag vX.Y.Z)."""
-    if not TAG_PATTERN.match(tag):
-        raise Exit(f"Image tag {tag!r} is not a valid Docker tag; use e.g. a version or git sha.")
-    if tag == "latest":
-        raise Exit("Image tag 'latest' is not allowed: deploy a unique tag (version or git sha).")
+    check_docker_tag(tag)
     if cfg.name == "prod" and not is_release_tag(tag):
         raise Exit(f"prod takes only a release tag vX.Y.Z; {tag!r} is not one (tag a release).")
     return tag

@@ -80,13 +80,24 @@ class Run:
         return self._deadline
 
 
-def _lock(run: Run, action: str, locked: bool) -> list[Step]:
+def _namespace_exists(x: Release) -> bool:
+    """Whether X's namespace exists (one read for the whole plan). A user who may not read
+    Namespace objects works inside an existing one."""
+    try:
+        return read_or_none(x.k.core.read_namespace, x.namespace) is not None
+    except ApiException as exc:
+        if exc.status != FORBIDDEN:
+            raise
+        return True
+
+
+def _lock(run: Run, action: str, locked: bool, exists: bool) -> list[Step]:
     x = run.x
     k, namespace = x.k, x.namespace
     lease = f"Lease {namespace}/{lock.LEASE}"
     if locked:
         return [note("hold", f"the deploy lock ({lease}), taken by the caller")]
-    if read_or_none(k.core.read_namespace, namespace) is None:
+    if not exists:
         return [note("skip", f"the deploy lock: namespace {namespace} does not exist yet")]
 
     def take() -> None:
@@ -111,19 +122,11 @@ def _lock(run: Run, action: str, locked: bool) -> list[Step]:
     ]
 
 
-def _namespace(x: Release) -> list[Step]:
-    """Create the namespace through the API when it is missing (that needs a cluster admin).
-
-    A user who may not read Namespace objects works inside an existing one: nothing to do.
-    """
-    namespace, core = x.namespace, x.k.core
-    try:
-        if read_or_none(core.read_namespace, namespace) is not None:
-            return []
-    except ApiException as exc:
-        if exc.status != FORBIDDEN:
-            raise
+def _namespace(x: Release, exists: bool) -> list[Step]:
+    """Create the namespace through the API when it is missing (that needs a cluster admin)."""
+    if exists:
         return []
+    namespace, core = x.namespace, x.k.core
     found = x.rendered.of_kind("Namespace")
     labels = dict(found[0]["metadata"].get("labels") or {}) if found else {}
     what = f"namespace {namespace} (Pod Security: restricted)"
@@ -239,14 +242,13 @@ def _new_namespace_preview(docs: list[dict[str, Any]]) -> apply.Preview:
     return apply.Preview(changes=[apply.Change(doc, None, doc) for doc in docs])
 
 
-def _apply(run: Run, recreate: list[str]) -> tuple[list[Step], list[str]]:
+def _apply(run: Run, recreate: list[str], exists: bool) -> tuple[list[Step], list[str]]:
     """The take-over, apply and prune steps, and the diff (RECREATE: `Kind/name`s deleted by
-    an earlier step)."""
+    an earlier step; EXISTS: the namespace does)."""
     x = run.x
     k, namespace = x.k, x.namespace
     docs = x.rendered.applied_docs
     keep = [f"Job/{x.rendered.verify_job}"] if x.rendered.verify_job else []
-    exists = read_or_none(k.core.read_namespace, namespace) is not None
     found = (
         apply.preview(k, namespace, docs, keep, recreate)
         if exists
@@ -402,11 +404,12 @@ def deploy_plan(
     failure).
     """
     run = Run(x, stack, touched=touched if touched is not None else [])
-    steps = _lock(run, title or f"deploy {x.tag}", locked)
+    exists = _namespace_exists(x)
+    steps = _lock(run, title or f"deploy {x.tag}", locked, exists)
     if x.cfg.name == "prod":
         run.x, gated = gate(x, STAGE_NAMESPACE)
         steps += gated
-    steps += _namespace(run.x)
+    steps += _namespace(run.x, exists)
     steps += _secrets(run.x)
     run.x, pull = _pull_secret(run.x)
     steps += pull
@@ -415,7 +418,8 @@ def deploy_plan(
         steps += before_apply(run)
     failed = _failed_job(run)
     steps += failed
-    applied, diff = _apply(run, [f"Job/{run.x.rendered.migrate_job}"] if failed else [])
+    recreate = [f"Job/{run.x.rendered.migrate_job}"] if failed else []
+    applied, diff = _apply(run, recreate, exists)
     steps += applied
     steps += _waits(run)
     steps += _verify(run)

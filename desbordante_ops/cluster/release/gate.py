@@ -14,10 +14,9 @@ from __future__ import annotations
 from invoke import Exit
 
 from desbordante_ops.cluster.host.k3s import image_in_k3s
-from desbordante_ops.cluster.manifests.render import render
+from desbordante_ops.cluster.manifests.render import render_as
 from desbordante_ops.cluster.release.context import Release
 from desbordante_ops.cluster.release.ledger import (
-    DIGEST_REF,
     LOCAL_ID,
     WHERE,
     Record,
@@ -86,10 +85,7 @@ def gate(x: Release, stage_namespace: str) -> tuple[Release, list[Step]]:
         _local_image(x, entry)
         checked = x
     else:
-        match = DIGEST_REF.match(pinned)
-        assert match is not None  # digest_ref only returns such references
-        rendered = render(x.c, x.cfg, x.tag, image_name=match["repo"], digest=match["digest"])
-        checked = x.with_rendered(rendered)
+        checked = x.with_rendered(render_as(x.c, x.cfg, x.tag, pinned))
     steps = [
         note(
             "check",

@@ -30,13 +30,12 @@ from desbordante_ops.cluster.kube.errors import FORBIDDEN, NOT_FOUND
 from desbordante_ops.cluster.kube.objects import ensure_namespace, if_exists, now_iso, read_or_none
 from desbordante_ops.core.console import ok, warn
 from desbordante_ops.core.settings import EnvConfig
-from desbordante_ops.image.refs import split_ref
+from desbordante_ops.image.refs import DIGEST_REF, split_ref
 from desbordante_ops.image.tags import is_release_tag
 
 SYSTEM_NAMESPACE = "desbordante-system"
 LEDGER = "desbordante-releases"
 WHERE = f"{SYSTEM_NAMESPACE}/{LEDGER}"
-DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
 LOCAL_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 RUNTIME_SCHEME = re.compile(r"^[a-z-]+://")  # e.g. docker-pullable:// from older runtimes
 REQUIRED_FIELDS = ("image", "image_id", "deployed_at", "by")

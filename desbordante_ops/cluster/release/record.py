@@ -16,9 +16,9 @@ from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, connect_or_step
 from desbordante_ops.cluster.kube.errors import describe_error
 from desbordante_ops.cluster.kube.objects import read_or_none
+from desbordante_ops.cluster.manifests.render import render_as
 from desbordante_ops.cluster.release.context import ROLLOUT_TIMEOUT_SECONDS, check_tag
 from desbordante_ops.cluster.release.ledger import (
-    DIGEST_REF,
     WHERE,
     Record,
     kubeconfig_user,
@@ -31,9 +31,10 @@ from desbordante_ops.cluster.release.ledger import (
     unclear_image,
 )
 from desbordante_ops.cluster.release.rollout import Deadline
-from desbordante_ops.cluster.release.verify import describe_job, render_as, run_verify
+from desbordante_ops.cluster.release.verify import describe_job, run_verify
 from desbordante_ops.core.plan import Plan, Step, execute, note, refused, unknown
 from desbordante_ops.core.settings import EnvConfig
+from desbordante_ops.image.refs import DIGEST_REF
 
 
 @dataclass

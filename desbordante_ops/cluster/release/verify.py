@@ -28,9 +28,9 @@ from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, connect_or_step
 from desbordante_ops.cluster.kube.errors import FORBIDDEN
 from desbordante_ops.cluster.kube.objects import if_exists, now_iso, read_or_none
-from desbordante_ops.cluster.manifests.render import Rendered, render
+from desbordante_ops.cluster.manifests.render import Rendered, render_as
 from desbordante_ops.cluster.release.context import ROLLOUT_TIMEOUT_SECONDS
-from desbordante_ops.cluster.release.ledger import DIGEST_REF, Record, live_tag, read
+from desbordante_ops.cluster.release.ledger import Record, live_tag, read
 from desbordante_ops.cluster.release.lock import LEASE, current_holder, exclusive
 from desbordante_ops.cluster.release.rights import denied
 from desbordante_ops.cluster.release.rollout import (
@@ -160,14 +160,6 @@ def run_verify(
         )
     save(k.core, namespace, Outcome(release, name, now_iso(), FAILED, why))
     raise VerifyFailed(f"The verify Job {name} of {release} failed: {why}", env)
-
-
-def render_as(c: Context, cfg: EnvConfig, tag: str, image: str) -> Rendered:
-    """TAG rendered to run IMAGE when it is a digest reference (prod), else IMAGE_NAME:TAG."""
-    pinned = DIGEST_REF.match(image)
-    if pinned is None:
-        return render(c, cfg, tag)
-    return render(c, cfg, tag, image_name=pinned["repo"], digest=pinned["digest"])
 
 
 def _readable_records(k: Kube) -> list[Record]:
