@@ -10,14 +10,15 @@ from support.selectors import matches
 
 from desbordante_ops.cluster.manifests.render import Rendered
 from desbordante_ops.cluster.release import teardown as td
+from desbordante_ops.cluster.release.apply import NOT_PRUNED, PRUNE_KINDS
 
 from .kube_objects import pod_template, workloads
 
 
 def test_every_rendered_kind_is_deleted_or_kept_as_data(rendered: Rendered) -> None:
-    deletable = {(kind.api_version, kind.kind) for kind in td.WORKLOAD_KINDS}
+    deletable = {(kind.api_version, kind.kind) for kind in PRUNE_KINDS}
     for doc in rendered.docs:
-        if doc["kind"] in td.DATA_KINDS:
+        if doc["kind"] in NOT_PRUNED:
             continue
         assert (doc["apiVersion"], doc["kind"]) in deletable, (
             f"{doc['kind']} missing from teardown's kinds"

@@ -14,13 +14,10 @@ from support.fakeapi.k3s import Cluster, config, prepare, rendered
 from desbordante_ops.cluster.access import DEVOPS_RULES
 from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube
+from desbordante_ops.cluster.release.apply import PRUNE_KINDS
 from desbordante_ops.cluster.release.context import Options, Release
 from desbordante_ops.cluster.release.deploy import deploy_release
-from desbordante_ops.cluster.release.teardown import (
-    PURGED_KINDS,
-    WORKLOAD_KINDS,
-    teardown_plan,
-)
+from desbordante_ops.cluster.release.teardown import PURGED_KINDS, teardown_plan
 from desbordante_ops.core import plan
 from desbordante_ops.core.plan import Plan
 
@@ -60,7 +57,7 @@ def teardown(
 def ours(k3s: Cluster) -> list[str]:
     """Every object of a kind teardown deletes that carries our instance label."""
     found = []
-    for kind in WORKLOAD_KINDS:
+    for kind in PRUNE_KINDS:
         found += [
             f"{kind.kind}/{o['metadata']['name']}"
             for o in k3s.server.all(kind.kind, NS, names.INSTANCE_LABEL)
@@ -126,7 +123,7 @@ def test_devops_may_delete_every_kind_teardown_deletes(k3s: Cluster) -> None:
     writable = {
         res for _, resources, verbs in DEVOPS_RULES if "delete" in verbs for res in resources
     }
-    assert {kind.plural for kind in WORKLOAD_KINDS} <= writable
+    assert {kind.plural for kind in PRUNE_KINDS} <= writable
     deployed(k3s)
     devops = k3s.grant("devops")
     plan.execute(teardown(devops))

@@ -163,3 +163,5 @@ BACKEND_UID: Final = 10001
 
 # Every object the toolkit creates through the API carries these labels.
 MANAGED_BY: Final[dict[str, str]] = {"app.kubernetes.io/managed-by": "desbordante-ops"}
+# Objects it creates outside the manifests (ledger, Secrets, verify outcome) are also the app's.
+CREATED_LABELS: Final[dict[str, str]] = {**MANAGED_BY, PART_OF_LABEL: APP_NAME}

@@ -50,20 +50,21 @@ from desbordante_ops.cluster.kube.resources import (
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 CSA_MANAGERS = ("kubectl-client-side-apply", "kubectl")
-# Every namespaced kind the manifests contain that prune may delete (a test checks each
-# rendered kind is here or in NOT_PRUNED).
+# Every namespaced kind the manifests contain that prune may delete and teardown deletes (a
+# test checks each rendered kind is here or in NOT_PRUNED), workloads first (their pods go
+# with them); the last one comes from a CRD (Traefik): a cluster without it has none.
 PRUNE_KINDS: tuple[Kind, ...] = tuple(
     kind_named(kind)
     for kind in (
-        "ConfigMap",
-        "Service",
+        "CronJob",
         "Deployment",
         "StatefulSet",
         "Job",
-        "CronJob",
         "Ingress",
-        "NetworkPolicy",
+        "Service",
         "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ConfigMap",
         "Middleware",
     )
 )

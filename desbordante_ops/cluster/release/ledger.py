@@ -187,9 +187,7 @@ def kubeconfig_user(cfg: EnvConfig) -> str:
 def write_entry(core: k8s.CoreV1Api, entry: Record) -> None:
     """Add or replace ENTRY in the ledger (created, with its namespace, on first use)."""
     body = k8s.V1ConfigMap(
-        metadata=k8s.V1ObjectMeta(
-            name=LEDGER, labels={**names.MANAGED_BY, names.PART_OF_LABEL: names.APP_NAME}
-        ),
+        metadata=k8s.V1ObjectMeta(name=LEDGER, labels=dict(names.CREATED_LABELS)),
         data={entry.key: entry.to_json()},
     )
     if not if_exists(core.patch_namespaced_config_map, LEDGER, SYSTEM_NAMESPACE, body):
@@ -229,9 +227,9 @@ def record_release(
     )
     try:
         current = read(k.core).get(entry.key)
-        if current == entry or (
-            current is not None
-            and (current.image_id, current.verified_by) == (entry.image_id, entry.verified_by)
+        if current is not None and (current.image_id, current.verified_by) == (
+            entry.image_id,
+            entry.verified_by,
         ):
             ok(f"{tag} is in the release ledger ({short_id(entry.image_id)}, verified)")
             return True

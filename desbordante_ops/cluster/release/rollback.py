@@ -23,7 +23,6 @@ import copy
 from typing import Any
 
 from invoke import Context, Exit
-from kubernetes import client as k8s
 
 from desbordante_ops.cluster.kube import names
 from desbordante_ops.cluster.kube.client import Kube, connect_or_step
@@ -33,9 +32,8 @@ from desbordante_ops.cluster.release.context import Options, open_release
 from desbordante_ops.cluster.release.deploy import BeforeApply, Run, deploy_release
 from desbordante_ops.cluster.release.ledger import history, live_tag
 from desbordante_ops.cluster.release.rollout import (
-    JOB_NAME_LABEL,
     explain_blocker,
-    pod_log,
+    job_log_lines,
     wait_job,
 )
 from desbordante_ops.core.console import ok
@@ -97,17 +95,6 @@ def check_job(rendered: Rendered, tag: str) -> dict[str, Any]:
     return job
 
 
-def job_said(core: k8s.CoreV1Api, namespace: str, name: str) -> str:
-    """The last line the check Job's pod wrote ("" when it wrote nothing)."""
-    pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={name}").items
-    for pod in pods:
-        logs = pod_log(core, namespace, pod.metadata.name, names.MIGRATE)
-        lines = [line for line in (logs or "").splitlines() if line.strip()]
-        if lines:
-            return lines[-1].strip()
-    return ""
-
-
 def check_schema(run: Run, job: dict[str, Any]) -> None:
     """Run the check JOB; Exit unless the database is at the head revision its image knows."""
     x = run.x
@@ -118,7 +105,8 @@ def check_schema(run: Run, job: dict[str, Any]) -> None:
         state, blocker = wait_job(k, namespace, name, run.deadline)
         if blocker is not None:
             raise Exit(explain_blocker(k, namespace, blocker), 1)
-        said = job_said(k.core, namespace, name)
+        lines = job_log_lines(k.core, namespace, name, names.MIGRATE)
+        said = lines[-1].strip() if lines else ""
     finally:
         if_exists(k.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
     if state == "succeeded":

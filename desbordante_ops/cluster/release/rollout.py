@@ -376,6 +376,20 @@ def pod_log(
     return text if text.strip() else None
 
 
+def job_log_lines(
+    core: k8s.CoreV1Api, namespace: str, job: str, container: str, lines: int = LOG_TAIL_LINES
+) -> list[str]:
+    """The last LINES non-blank log lines of CONTAINER in the first pod of JOB that wrote
+    any ([] when none did)."""
+    pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job}").items
+    for pod in pods:
+        text = pod_log(core, namespace, pod.metadata.name, container, lines)
+        found = [line for line in (text or "").splitlines() if line.strip()]
+        if found:
+            return found[-lines:]
+    return []
+
+
 def describe_pod(k: Kube, namespace: str, pod: k8s.V1Pod) -> None:
     """Print POD's phase, last events and the last log lines of each of its containers."""
     name = pod.metadata.name

@@ -29,6 +29,7 @@ from desbordante_ops.cluster.kube.client import Kube, connect_or_step
 from desbordante_ops.cluster.kube.errors import NOT_FOUND, describe_error
 from desbordante_ops.cluster.kube.objects import if_exists, read_or_none
 from desbordante_ops.cluster.kube.resources import Kind, describe, kind_named
+from desbordante_ops.cluster.release.apply import PRUNE_KINDS
 from desbordante_ops.core.console import ok
 from desbordante_ops.core.plan import Plan, Step, execute, note, unknown
 from desbordante_ops.core.poll import poll
@@ -42,29 +43,10 @@ SELECTOR = ",".join(
         names.INSTANCE_LABEL,  # present, whatever its value (K8S_NAMESPACE may rename it)
     ]
 )
-# Kinds the overlays render, workloads first (their pods go with them); the last one comes
-# from a CRD (Traefik): a cluster without it has none to delete.
-WORKLOAD_KINDS: tuple[Kind, ...] = tuple(
-    kind_named(kind)
-    for kind in (
-        "CronJob",
-        "Deployment",
-        "StatefulSet",
-        "Job",
-        "Ingress",
-        "Service",
-        "PodDisruptionBudget",
-        "NetworkPolicy",
-        "ConfigMap",
-        "Middleware",
-    )
-)
-# Rendered but kept unless --purge-data (deleted with the namespace).
-DATA_KINDS = ("Namespace", "PersistentVolumeClaim")
 # What a --purge-data plan lists as going with the namespace: every object of these kinds in
 # it, ours or not (people's access from `access.grant` included).
 PURGED_KINDS: tuple[Kind, ...] = (
-    *WORKLOAD_KINDS,
+    *PRUNE_KINDS,
     kind_named("PersistentVolumeClaim"),
     kind_named("Secret"),
     kind_named("ServiceAccount"),
@@ -157,7 +139,7 @@ def teardown_plan(
                 lambda: confirm_purge(namespace, yes, ask, interactive),
             )
         )
-    objects, rows = found(k, namespace, WORKLOAD_KINDS, SELECTOR)
+    objects, rows = found(k, namespace, PRUNE_KINDS, SELECTOR)
     steps += rows + [delete_step(k, obj, sleep) for obj in objects]
     if not objects and not rows:
         steps.append(note("skip", f"none of our objects found in {namespace}"))

@@ -18,7 +18,7 @@ the next release's prune removes it; a finished Job also expires (ttlSecondsAfte
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from invoke import Context, Exit
 from kubernetes import client as k8s
@@ -34,10 +34,9 @@ from desbordante_ops.cluster.release.ledger import Record, live_tag, read
 from desbordante_ops.cluster.release.lock import LEASE, current_holder, exclusive
 from desbordante_ops.cluster.release.rights import denied
 from desbordante_ops.cluster.release.rollout import (
-    JOB_NAME_LABEL,
     Deadline,
     explain_blocker,
-    pod_log,
+    job_log_lines,
     wait_job,
 )
 from desbordante_ops.core.console import console, fail, ok
@@ -77,30 +76,14 @@ class Outcome:
         return self.result == PASSED
 
 
-def job_lines(core: k8s.CoreV1Api, namespace: str, job: str) -> list[str]:
-    """What the verify Job's pod printed (its last LOG_LINES lines)."""
-    pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job}").items
-    for pod in pods:
-        text = pod_log(core, namespace, pod.metadata.name, names.VERIFY, LOG_LINES)
-        if text:
-            return [line for line in text.splitlines() if line.strip()][-LOG_LINES:]
-    return []
-
-
 def save(core: k8s.CoreV1Api, namespace: str, outcome: Outcome) -> None:
     """Keep OUTCOME in the namespace's ConfigMap `desbordante-verify` (replaced each time)."""
     body = k8s.V1ConfigMap(
         metadata=k8s.V1ObjectMeta(
             name=RESULT_CONFIG_MAP,
-            labels={**names.MANAGED_BY, names.PART_OF_LABEL: names.APP_NAME},
+            labels=dict(names.CREATED_LABELS),
         ),
-        data={
-            "release": outcome.release,
-            "job": outcome.job,
-            "at": outcome.at,
-            "result": outcome.result,
-            "detail": outcome.detail,
-        },
+        data=asdict(outcome),
     )
     if not if_exists(core.replace_namespaced_config_map, RESULT_CONFIG_MAP, namespace, body):
         core.create_namespaced_config_map(namespace, body)
@@ -142,7 +125,7 @@ def run_verify(
     if_exists(k.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
     k.objects.apply(job, force=True)
     state, blocker = wait_job(k, namespace, name, deadline)
-    lines = job_lines(k.core, namespace, name)
+    lines = job_log_lines(k.core, namespace, name, names.VERIFY, LOG_LINES)
     if blocker is None and state == "succeeded":
         when = now_iso()
         for line in lines:

@@ -60,9 +60,7 @@ def ensure_pull_secret(
         )
     wanted = docker_config(registry_of(image), auth)
     body = k8s.V1Secret(
-        metadata=k8s.V1ObjectMeta(
-            name=PULL_SECRET, labels={**names.MANAGED_BY, names.PART_OF_LABEL: names.APP_NAME}
-        ),
+        metadata=k8s.V1ObjectMeta(name=PULL_SECRET, labels=dict(names.CREATED_LABELS)),
         type=SECRET_TYPE,
         string_data={CONFIG_KEY: wanted},
     )

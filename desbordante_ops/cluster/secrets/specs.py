@@ -116,7 +116,7 @@ def secret_body(spec: SecretSpec, values: dict[str, str], rotated_at: str) -> An
     return k8s.V1Secret(
         metadata=k8s.V1ObjectMeta(
             name=spec.name,
-            labels={**names.MANAGED_BY, names.PART_OF_LABEL: names.APP_NAME},
+            labels=dict(names.CREATED_LABELS),
             annotations={ROTATED_AT: rotated_at},
         ),
         type="Opaque",
