@@ -69,13 +69,18 @@ def decide(spec: SecretSpec, existing: Any | None, target: SecretSpec | None) ->
     return RECOVER if pending else KEEP
 
 
+def _store_component(spec: SecretSpec) -> str:
+    """The component whose pod keeps SPEC's password (a spec with a store)."""
+    return names.POSTGRES if spec.store == "postgres" else names.RABBITMQ
+
+
 def store_exec_factory(k: Kube, namespace: str) -> ExecFactory:
     """Pod exec into the postgres / rabbitmq pod of NAMESPACE for a rotation."""
 
     def make(spec: SecretSpec) -> PodExec:
         if spec.store is None:
             raise ValueError(f"{spec.name} has no store to exec into")
-        component = names.POSTGRES if spec.store == "postgres" else names.RABBITMQ
+        component = _store_component(spec)
         pod = first_running_pod(k.core, namespace, names.selector(component))
         return pod_exec(k, namespace, pod, container=component)
 
@@ -84,7 +89,7 @@ def store_exec_factory(k: Kube, namespace: str) -> ExecFactory:
 
 def _store_pod(k: Kube, namespace: str, spec: SecretSpec) -> str:
     """`pod NAME` of the running pod of SPEC's store, else a note why there is none."""
-    component = names.POSTGRES if spec.store == "postgres" else names.RABBITMQ
+    component = _store_component(spec)
     try:
         return f"pod {first_running_pod(k.core, namespace, names.selector(component))}"
     except ApiException as exc:
@@ -161,12 +166,8 @@ def run_generate(cfg: EnvConfig, rotate: str | None, dry_run: bool) -> None:
     if rotate:
         find_spec(rotate)
     k, why = connect_or_step(cfg)
-    plan = (
-        Plan(f"secrets.generate in {cfg.namespace}", why)
-        if k is None
-        else (generate_plan(cfg, k, rotate))
-    )
-    execute(plan, dry_run)
+    title = f"secrets.generate in {cfg.namespace}"
+    execute(Plan(title, why) if k is None else generate_plan(cfg, k, rotate), dry_run)
 
 
 def _age(created: dt.datetime | None, now: dt.datetime) -> str:
